@@ -1,0 +1,314 @@
+//! `statesnap bench` and `statesnap demo`.
+//!
+//! The bench runs each measured step as a child process of this same binary so
+//! every step's peak RSS is its own, and reports ratios against baselines
+//! measured in the same run (the same codec linked natively; writing the same
+//! entries to a fresh home with no snapshot work), because machines are noisy.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::plugin::PluginRegistry;
+use crate::progress;
+use crate::snapshot::{self, CreateOptions, PluginRef};
+use crate::store::{generate, StateStore, XianHdf5Store};
+
+/// Arguments of `statesnap bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Keys in the generated state.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Work directory (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Plugins to measure (default: every built-in).
+    #[arg(long = "plugin")]
+    pub plugins: Vec<String>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Arguments of `statesnap demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Keys in the generated state.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Work directory (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Peak resident memory of this process so far, in bytes (Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn work_dir(dir: &Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            Ok((d.clone(), None))
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix("statesnap-").tempdir()?;
+            Ok((t.path().to_path_buf(), Some(t)))
+        }
+    }
+}
+
+/// Runs this binary with `args`; returns the last stdout line parsed as JSON.
+fn child(args: &[&str]) -> anyhow::Result<Value> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(&exe)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "`statesnap {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).with_context(|| format!("`statesnap {}` printed {last:?}", args.join(" ")))
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+fn mib(bytes: f64) -> f64 {
+    bytes / (1024.0 * 1024.0)
+}
+
+pub fn bench(args: &BenchArgs, registry: &PluginRegistry) -> anyhow::Result<()> {
+    let (dir, _tmp) = work_dir(&args.dir)?;
+    let home = dir.join("state");
+    let keys = args.keys.to_string();
+    let seed = args.seed.to_string();
+    let plugins: Vec<String> = if args.plugins.is_empty() {
+        crate::plugin::BUILT_IN.iter().map(|(n, _)| n.to_string()).collect()
+    } else {
+        args.plugins.clone()
+    };
+    let _ = registry;
+
+    eprintln!("bench: generating {} keys in {}", args.keys, home.display());
+    if home.exists() {
+        std::fs::remove_dir_all(&home)?;
+    }
+    let started = Instant::now();
+    child(&[
+        "state",
+        "generate",
+        "--home",
+        s(&home),
+        "--keys",
+        &keys,
+        "--seed",
+        &seed,
+        "--json",
+    ])?;
+    let generate_s = started.elapsed().as_secs_f64();
+
+    eprintln!("bench: baseline: writing the same entries to a fresh home");
+    let bare_home = dir.join("bare");
+    let _ = std::fs::remove_dir_all(&bare_home);
+    let bare = child(&["state", "copy", "--from", s(&home), "--to", s(&bare_home), "--preload"])?;
+    let _ = std::fs::remove_dir_all(&bare_home);
+    let bare_s = f(&bare, "seconds");
+
+    let mut rows = Vec::new();
+    for name in &plugins {
+        for native in [false, true] {
+            let mode = if native { "native" } else { "wasm" };
+            eprintln!("bench: {name} ({mode}): create");
+            let out = dir.join(format!("snap-{name}-{mode}"));
+            let _ = std::fs::remove_dir_all(&out);
+            let mut a = vec![
+                "snapshot",
+                "create",
+                "--home",
+                s(&home),
+                "--height",
+                "1",
+                "--out",
+                s(&out),
+                "--plugin",
+                name,
+            ];
+            if native {
+                a.push("--native");
+            }
+            let created = child(&a)?;
+            eprintln!("bench: {name} ({mode}): restore");
+            let target = dir.join(format!("restored-{name}-{mode}"));
+            let _ = std::fs::remove_dir_all(&target);
+            let app_hash = created["app_hash"].as_str().unwrap_or_default().to_string();
+            let mut a = vec![
+                "snapshot",
+                "restore",
+                "--from",
+                s(&out),
+                "--home",
+                s(&target),
+                "--app-hash",
+                &app_hash,
+            ];
+            if native {
+                a.push("--native");
+            }
+            let restored = child(&a)?;
+            let _ = std::fs::remove_dir_all(&target);
+            let _ = std::fs::remove_dir_all(&out);
+            rows.push((name.clone(), mode, created, restored));
+        }
+    }
+
+    let state_mb = rows.first().map(|r| f(&r.2, "state_bytes") / 1e6).unwrap_or(0.0);
+    println!(
+        "statesnap bench: {} keys (seed {}), {:.1} MB of consensus state, generated in {:.1}s",
+        args.keys, args.seed, state_mb, generate_s
+    );
+    println!(
+        "baseline bare HDF5 write of the same entries: {bare_s:.2}s ({:.1} MB/s), peak RSS {:.0} MiB",
+        state_mb / bare_s,
+        mib(f(&bare, "peak_rss_bytes"))
+    );
+    println!();
+    println!(
+        "{:<6} {:<7} {:>9} {:>9} {:>12} {:>9} | {:>9} {:>9} {:>9} {:>10}",
+        "plugin", "codec", "create s", "MB/s", "bytes", "RSS MiB", "restore s", "MB/s", "RSS MiB", "vs bare"
+    );
+    for (name, mode, c, r) in &rows {
+        let (cs, rs) = (f(c, "seconds"), f(r, "seconds"));
+        println!(
+            "{:<6} {:<7} {:>9.2} {:>9.1} {:>12} {:>9.0} | {:>9.2} {:>9.1} {:>9.0} {:>9.2}x",
+            name,
+            mode,
+            cs,
+            state_mb / cs,
+            f(c, "bytes") as u64,
+            mib(f(c, "peak_rss_bytes")),
+            rs,
+            state_mb / rs,
+            mib(f(r, "peak_rss_bytes")),
+            rs / bare_s
+        );
+    }
+    println!();
+    for name in &plugins {
+        let get = |mode: &str| rows.iter().find(|r| &r.0 == name && r.1 == mode);
+        if let (Some(w), Some(n)) = (get("wasm"), get("native")) {
+            let same = w.2["hash"] == n.2["hash"];
+            println!(
+                "{name}: wasm/native throughput: create {:.2}x, restore {:.2}x; restore/bare write {:.2}x; wasm and native snapshots {}",
+                f(&n.2, "seconds") / f(&w.2, "seconds"),
+                f(&n.3, "seconds") / f(&w.3, "seconds"),
+                f(&w.3, "seconds") / bare_s,
+                if same { "identical" } else { "DIFFER" }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// Generates a state, snapshots it with each built-in plugin, verifies and
+/// restores each, checks the restored state, and prints sizes and speeds.
+pub fn demo(args: &DemoArgs, registry: &PluginRegistry) -> anyhow::Result<()> {
+    let (dir, _tmp) = work_dir(&args.dir)?;
+    let home = dir.join("state");
+    let _ = std::fs::remove_dir_all(&home);
+    println!("statesnap demo in {}", dir.display());
+    let started = Instant::now();
+    let mut store = XianHdf5Store::create(&home)?;
+    let bar = progress::bar(Some(args.keys), "generating", "keys");
+    generate::generate(&mut store, args.keys, 1, |n| bar.set_position(n))?;
+    store.flush()?;
+    bar.finish_and_clear();
+    println!(
+        "generated {} keys in {:.1}s",
+        args.keys,
+        started.elapsed().as_secs_f64()
+    );
+
+    for (name, _) in crate::plugin::BUILT_IN {
+        let plugin = registry
+            .by_sha256(&crate::plugin::sha256(
+                crate::plugin::BUILT_IN.iter().find(|(n, _)| n == name).unwrap().1,
+            ))?
+            .context("built-in plugin missing")?;
+        let d = plugin.description();
+        let params = d.params.clone();
+        let out = dir.join(format!("snapshots-{name}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let bar = progress::bar(Some(args.keys), "snapshot", "keys");
+        let report = snapshot::create(
+            &store,
+            Box::new(plugin.writer(&params)?),
+            PluginRef {
+                sha256: plugin.sha256(),
+                name: d.name.clone(),
+                version: d.version.clone(),
+            },
+            d.format,
+            &CreateOptions::new("demo", 1, params.clone()),
+            &out,
+            &bar,
+        )?;
+        bar.finish_and_clear();
+        let m = &report.manifest;
+        snapshot::verify(&report.dir)?;
+        let target = dir.join(format!("restored-{name}"));
+        let _ = std::fs::remove_dir_all(&target);
+        let started = Instant::now();
+        let bar = progress::bar(None, "restoring", "chunks");
+        let summary = snapshot::restore_dir(&report.dir, &target, m.app_hash, registry, &bar)?;
+        bar.finish_and_clear();
+        let restore_s = started.elapsed().as_secs_f64();
+        let restored = XianHdf5Store::open(&target)?;
+        let same = restored
+            .entries()?
+            .zip(store.entries()?.filter(|e| {
+                e.as_ref()
+                    .map(|e| crate::store::root::is_consensus_key(&e.key))
+                    .unwrap_or(true)
+            }))
+            .all(|(a, b)| matches!((a, b), (Ok(a), Ok(b)) if a == b));
+        let mb = m.state_bytes as f64 / 1e6;
+        println!(
+            "{name:<5} format {}: {} entries, {:.1} MB -> {} chunks, {:.1} MB ({:.1}x smaller); create {:.2}s ({:.1} MB/s), restore {:.2}s ({:.1} MB/s); root {} {}",
+            m.format,
+            m.entries,
+            mb,
+            m.chunks.len(),
+            m.snapshot_bytes as f64 / 1e6,
+            m.state_bytes as f64 / m.snapshot_bytes as f64,
+            report.seconds,
+            mb / report.seconds,
+            restore_s,
+            mb / restore_s,
+            &hex::encode(summary.root)[..16],
+            if same { "verified, restored state identical" } else { "MISMATCH" }
+        );
+        if !same {
+            bail!("the restored state differs from the original");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Command-line parsing and dispatch. Each subcommand group lives in its own
+//! file and only turns arguments into library calls and results into output.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use statesnap::plugin::{Limits, PluginEngine, PluginRegistry};
+
+mod plugin;
+mod snapshot;
+mod state;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "statesnap",
+    version,
+    about = "CometBFT state sync for Xian-layout state, with snapshot formats as sandboxed wasm plugins"
+)]
+pub struct Cli {
+    /// Log more (-v: debug, -vv: trace). Logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where plugins come from and the limits they run under.
+#[derive(Args, Debug, Clone)]
+pub struct PluginArgs {
+    /// Load every *.wasm plugin in this directory too.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// Do not use the plugins built into the binary.
+    #[arg(long, global = true)]
+    pub no_built_in_plugins: bool,
+    /// Fuel one plugin call may use.
+    #[arg(long, global = true, value_name = "FUEL", default_value_t = Limits::default().fuel_per_call)]
+    pub plugin_fuel: u64,
+    /// Memory one plugin instance may use, in MiB.
+    #[arg(long, global = true, value_name = "MIB", default_value_t = (Limits::default().memory_bytes >> 20) as u64)]
+    pub plugin_memory_mib: u64,
+    /// Output one plugin call may return, in MiB.
+    #[arg(long, global = true, value_name = "MIB", default_value_t = (Limits::default().output_bytes_per_call >> 20) as u64)]
+    pub plugin_output_mib: u64,
+}
+
+impl PluginArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            fuel_per_call: self.plugin_fuel,
+            memory_bytes: (self.plugin_memory_mib as usize) << 20,
+            output_bytes_per_call: (self.plugin_output_mib as usize) << 20,
+            ..Limits::default()
+        }
+    }
+
+    pub fn registry(&self) -> anyhow::Result<PluginRegistry> {
+        let engine = PluginEngine::new(self.limits())?;
+        let mut reg = PluginRegistry::new(engine, !self.no_built_in_plugins);
+        if let Some(dir) = &self.plugin_dir {
+            reg.add_dir(dir)?;
+        }
+        Ok(reg)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Read, write, generate and hash Xian-layout state homes.
+    #[command(subcommand)]
+    State(state::StateCommand),
+    /// Create, verify, inspect and restore snapshots.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+    /// List, inspect and check format plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// Measure create and restore with each built-in plugin against native and bare-store baselines.
+    Bench(statesnap::bench::BenchArgs),
+    /// Generate a state, snapshot it with each built-in plugin, restore and verify it.
+    Demo(statesnap::bench::DemoArgs),
+}
+
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STATESNAP_LOG").unwrap_or_else(|_| default.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::State(c) => state::run(c),
+        Command::Snapshot(c) => snapshot::run(c, &cli.plugins),
+        Command::Plugin(c) => plugin::run(c, &cli.plugins),
+        Command::Bench(a) => statesnap::bench::bench(&a, &cli.plugins.registry()?),
+        Command::Demo(a) => statesnap::bench::demo(&a, &cli.plugins.registry()?),
+    }
+}
+
+/// Parses a 32-byte hash given in hex.
+pub fn parse_hash(s: &str) -> anyhow::Result<[u8; 32]> {
+    let s = s.trim();
+    let bytes = hex::decode(s).map_err(|e| anyhow::anyhow!("`{s}` is not a hex hash: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| anyhow::anyhow!("`{s}` is {} bytes; an app hash is 32 bytes (64 hex digits)", b.len()))
+}
+
+/// Parses `name=value`.
+pub fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
+}

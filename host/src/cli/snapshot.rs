@@ -1,0 +1,185 @@
+//! `statesnap snapshot …`
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::json;
+
+use std::time::Instant;
+
+use statesnap::bench::peak_rss_bytes;
+use statesnap::plugin::native;
+use statesnap::progress;
+use statesnap::snapshot::{self, ChunkEncoder, CreateOptions, DecoderChoice, PluginRef, SnapshotDir};
+use statesnap::store::XianHdf5Store;
+
+use super::{parse_hash, parse_param, PluginArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Snapshot a home at a height into <OUT>/<height>-<format>/; prints one JSON line.
+    Create {
+        #[arg(long)]
+        home: PathBuf,
+        #[arg(long)]
+        height: u64,
+        /// Directory the snapshot directory is created in.
+        #[arg(long)]
+        out: PathBuf,
+        /// A plugin name (built-in or from --plugin-dir) or a .wasm file. Default: zstd.
+        #[arg(long, default_value = "zstd")]
+        plugin: String,
+        #[arg(long, default_value = "xian")]
+        chain_id: String,
+        /// Plugin parameter NAME=VALUE (repeatable), e.g. chunk_bytes=4000000.
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Benchmark baseline: run a built-in plugin's codec natively instead of in wasm.
+        #[arg(long, hide = true)]
+        native: bool,
+    },
+    /// Check a snapshot's manifest and every chunk hash.
+    Verify { dir: PathBuf },
+    /// Print a snapshot's manifest as JSON.
+    Inspect { dir: PathBuf },
+    /// Restore a snapshot into a home; succeeds only if the root equals --app-hash.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        home: PathBuf,
+        /// The trusted app hash (hex) the restored state must have.
+        #[arg(long)]
+        app_hash: String,
+        /// A plugin file to use if the snapshot's plugin is not built in (repeatable).
+        #[arg(long)]
+        plugin: Vec<PathBuf>,
+        /// Benchmark baseline: run a built-in plugin's codec natively instead of in wasm.
+        #[arg(long, hide = true)]
+        native: bool,
+    },
+}
+
+pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
+    match cmd {
+        SnapshotCommand::Create {
+            home,
+            height,
+            out,
+            plugin,
+            chain_id,
+            params,
+            native,
+        } => {
+            let mut registry = plugins.registry()?;
+            let plugin = registry.resolve(&plugin)?;
+            let store = XianHdf5Store::open(&home)?;
+            let params = plugin.resolve_params(&params)?;
+            let writer: Box<dyn ChunkEncoder> = if native {
+                native::encoder(&plugin.description().name, &params)?
+            } else {
+                Box::new(plugin.writer(&params)?)
+            };
+            let d = plugin.description();
+            let plugin_ref = PluginRef {
+                sha256: plugin.sha256(),
+                name: d.name.clone(),
+                version: d.version.clone(),
+            };
+            let bar = progress::bar(None, "snapshot", "keys");
+            let opts = CreateOptions::new(&chain_id, height, params);
+            let report = snapshot::create(&store, writer, plugin_ref, d.format, &opts, &out, &bar)?;
+            bar.finish_and_clear();
+            let m = &report.manifest;
+            println!(
+                "{}",
+                json!({
+                    "height": m.height,
+                    "format": m.format,
+                    "chunks": m.chunks.len(),
+                    "hash": hex::encode(report.hash),
+                    "bytes": m.snapshot_bytes,
+                    "app_hash": hex::encode(m.app_hash),
+                    "entries": m.entries,
+                    "state_bytes": m.state_bytes,
+                    "plugin": format!("{} {}", m.plugin.name, m.plugin.version),
+                    "dir": report.dir.display().to_string(),
+                    "seconds": report.seconds,
+                    "peak_rss_bytes": peak_rss_bytes(),
+                })
+            );
+        }
+        SnapshotCommand::Verify { dir } => {
+            let r = snapshot::verify(&dir)?;
+            println!(
+                "{}",
+                json!({
+                    "ok": true,
+                    "height": r.manifest.height,
+                    "format": r.manifest.format,
+                    "chunks": r.manifest.chunks.len(),
+                    "hash": hex::encode(r.hash),
+                    "bytes": r.bytes,
+                    "app_hash": hex::encode(r.manifest.app_hash),
+                })
+            );
+        }
+        SnapshotCommand::Inspect { dir } => {
+            let snap = SnapshotDir::open(&dir)?;
+            let m = snap.manifest()?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "dir": snap.path().display().to_string(),
+                    "hash": hex::encode(m.hash()),
+                    "manifest_version": m.version,
+                    "chain_id": m.chain_id,
+                    "height": m.height,
+                    "app_hash": hex::encode(m.app_hash),
+                    "format": m.format,
+                    "plugin": { "name": m.plugin.name, "version": m.plugin.version, "sha256": hex::encode(m.plugin.sha256) },
+                    "params": m.params.iter().map(|(n, v)| (n.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                    "chunks": m.chunks.iter().map(hex::encode).collect::<Vec<_>>(),
+                    "entries": m.entries,
+                    "state_bytes": m.state_bytes,
+                    "snapshot_bytes": m.snapshot_bytes,
+                }))?
+            );
+        }
+        SnapshotCommand::Restore {
+            from,
+            home,
+            app_hash,
+            plugin,
+            native,
+        } => {
+            let started = Instant::now();
+            let trusted = parse_hash(&app_hash)?;
+            let mut registry = plugins.registry()?;
+            for p in &plugin {
+                registry.add_file(p)?;
+            }
+            let bar = progress::bar(Some(0), "restoring", "chunks");
+            let decoder: DecoderChoice = if native {
+                native::decoder
+            } else {
+                snapshot::plugin_decoder
+            };
+            let summary = snapshot::restore_dir_with(&from, &home, trusted, &registry, decoder, &bar)?;
+            bar.finish_and_clear();
+            println!(
+                "{}",
+                json!({
+                    "ok": true,
+                    "home": home.display().to_string(),
+                    "app_hash": hex::encode(summary.root),
+                    "entries": summary.entries,
+                    "chunks": summary.chunks,
+                    "seconds": started.elapsed().as_secs_f64(),
+                    "peak_rss_bytes": peak_rss_bytes(),
+                })
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! The two sides of a format, as the snapshot pipelines see them: a plugin
+//! instance, or (for benchmarks) the same codec linked natively.
+
+use crate::plugin::{PluginError, PluginReader, PluginWriter};
+
+/// Entries in, chunks out.
+pub trait ChunkEncoder: Send {
+    fn write(&mut self, batch: &[u8]) -> Result<Vec<Vec<u8>>, PluginError>;
+    fn finish(&mut self) -> Result<Vec<Vec<u8>>, PluginError>;
+}
+
+/// Chunks in, entries out.
+pub trait ChunkDecoder: Send {
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), PluginError>;
+    fn next_batch(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>, PluginError>;
+    fn finish(&mut self) -> Result<(), PluginError>;
+}
+
+impl ChunkEncoder for PluginWriter {
+    fn write(&mut self, batch: &[u8]) -> Result<Vec<Vec<u8>>, PluginError> {
+        PluginWriter::write(self, batch)
+    }
+    fn finish(&mut self) -> Result<Vec<Vec<u8>>, PluginError> {
+        PluginWriter::finish(self)
+    }
+}
+
+impl ChunkDecoder for PluginReader {
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), PluginError> {
+        PluginReader::feed(self, chunk)
+    }
+    fn next_batch(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>, PluginError> {
+        PluginReader::next_batch(self, max_bytes)
+    }
+    fn finish(&mut self) -> Result<(), PluginError> {
+        PluginReader::finish(self)
+    }
+}

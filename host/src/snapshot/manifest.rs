@@ -1,0 +1,130 @@
+//! The snapshot manifest: what a snapshot holds and the SHA-256 of each chunk.
+//! Its postcard encoding is CometBFT's snapshot `metadata`, and its SHA-256 is
+//! the snapshot `hash`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plugin::sha256;
+
+/// The manifest layout version this host writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// CometBFT refuses snapshot advertisements over 4,000,000 bytes; the manifest
+/// must leave room for the rest of the message.
+pub const MAX_METADATA_BYTES: usize = 3_900_000;
+
+/// The plugin that made a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRef {
+    pub sha256: [u8; 32],
+    pub name: String,
+    pub version: String,
+}
+
+/// Everything a restoring node needs to check a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    pub chain_id: String,
+    pub height: u64,
+    /// The state root at `height`: what the snapshot must restore to.
+    pub app_hash: [u8; 32],
+    /// CometBFT snapshot format number (the plugin's).
+    pub format: u32,
+    pub plugin: PluginRef,
+    /// The plugin parameters the snapshot was made with.
+    pub params: Vec<(String, String)>,
+    /// SHA-256 of each chunk, in order.
+    pub chunks: Vec<[u8; 32]>,
+    /// Number of entries (consensus keys) in the snapshot.
+    pub entries: u64,
+    /// Bytes of keys and stored values in the snapshot.
+    pub state_bytes: u64,
+    /// Bytes of all chunks together.
+    pub snapshot_bytes: u64,
+}
+
+impl Manifest {
+    /// The canonical encoding (postcard).
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("a manifest always serializes")
+    }
+
+    /// The snapshot hash: SHA-256 of the encoding.
+    pub fn hash(&self) -> [u8; 32] {
+        sha256(&self.encode())
+    }
+
+    /// Decodes and sanity-checks untrusted metadata. Only the canonical
+    /// encoding is accepted, so one manifest has exactly one hash.
+    pub fn decode(bytes: &[u8]) -> anyhow::Result<Self> {
+        if bytes.len() > MAX_METADATA_BYTES {
+            anyhow::bail!(
+                "manifest is {} bytes, over the limit of {MAX_METADATA_BYTES}",
+                bytes.len()
+            );
+        }
+        let version = postcard::take_from_bytes::<u32>(bytes)
+            .map_err(|e| anyhow::anyhow!("manifest is not a statesnap manifest: {e}"))?
+            .0;
+        if version != MANIFEST_VERSION {
+            anyhow::bail!(
+                "manifest version {version} is not supported (this host reads version {MANIFEST_VERSION}); upgrade statesnap"
+            );
+        }
+        let m: Manifest = postcard::from_bytes(bytes).map_err(|e| anyhow::anyhow!("manifest is malformed: {e}"))?;
+        if m.encode() != bytes {
+            anyhow::bail!("manifest is not in canonical encoding (trailing or non-minimal bytes)");
+        }
+        if m.chunks.is_empty() {
+            anyhow::bail!("manifest lists no chunks");
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            version: MANIFEST_VERSION,
+            chain_id: "xian-1".into(),
+            height: 42,
+            app_hash: [7; 32],
+            format: 1,
+            plugin: PluginRef {
+                sha256: [1; 32],
+                name: "zstd".into(),
+                version: "1.0.0".into(),
+            },
+            params: vec![("level".into(), "3".into())],
+            chunks: vec![[2; 32], [3; 32]],
+            entries: 10,
+            state_bytes: 1000,
+            snapshot_bytes: 300,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_strictness() {
+        let m = sample();
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Manifest::decode(&trailing)
+            .unwrap_err()
+            .to_string()
+            .contains("canonical"));
+        assert!(Manifest::decode(&bytes[..bytes.len() - 3]).is_err());
+        let mut v2 = m.clone();
+        v2.version = 2;
+        assert!(Manifest::decode(&v2.encode())
+            .unwrap_err()
+            .to_string()
+            .contains("version 2"));
+        assert_ne!(m.hash(), v2.hash());
+    }
+}

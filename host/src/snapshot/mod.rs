@@ -1,0 +1,25 @@
+//! Snapshots: the manifest, their directories, and creating, verifying and
+//! restoring them.
+//!
+//! The host, not the plugin, makes a snapshot trustworthy: it hashes every
+//! chunk into the manifest, checks each chunk before the plugin sees it,
+//! requires entries in strictly ascending key order, recomputes the state root
+//! while writing into a staging home, and swaps that home in only when the root
+//! equals the trusted app hash.
+
+mod codec;
+mod create;
+mod layout;
+mod manifest;
+mod restore;
+mod verify;
+
+pub use codec::{ChunkDecoder, ChunkEncoder};
+pub use create::{create, CreateOptions, CreateReport};
+pub use layout::{list_snapshots, SnapshotDir};
+pub use manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_METADATA_BYTES};
+pub use restore::{
+    plugin_decoder, restore_dir, restore_dir_with, staging_path, swap_into_place, DecoderChoice, RestoreError,
+    RestoreSummary, Restorer,
+};
+pub use verify::{verify, VerifyReport};

@@ -1,0 +1,386 @@
+//! Restoring a snapshot into a staging home, checked every step of the way,
+//! and swapping it in only once its state root equals the trusted app hash.
+//!
+//! [`Restorer`] takes chunks one at a time (from files, or from CometBFT's
+//! ApplySnapshotChunk); decoding and root hashing run on the caller's thread
+//! while a writer thread fills the staging home, so the store's time hides the
+//! rest. Dropping an unfinished restorer removes its staging home.
+
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use crossbeam_channel::{bounded, Sender};
+use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
+
+use super::codec::ChunkDecoder;
+use super::layout::SnapshotDir;
+use super::manifest::Manifest;
+use crate::plugin::{Plugin, PluginError, PluginRegistry};
+use crate::store::root::{is_consensus_key, RootBuilder, RootError};
+use crate::store::{StateStore, XianHdf5Store};
+
+/// Bytes of decoded entries asked of the plugin per call.
+const DECODE_BATCH_BYTES: u32 = 4 << 20;
+/// Bytes of entries handed to the store writer at once.
+const WRITE_BATCH_BYTES: usize = 1 << 20;
+
+/// Why a restore was refused. Each case leaves the live home untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("snapshot metadata is invalid: {0}")]
+    Manifest(String),
+    #[error("the snapshot claims app hash {claimed}, but the trusted app hash is {trusted}: refusing it")]
+    AppHashMismatch { claimed: String, trusted: String },
+    #[error("chunk {index} has SHA-256 {got}, but the manifest lists {expected}: the chunk is corrupt or forged; fetch it again from another peer")]
+    ChunkHash { index: u32, expected: String, got: String },
+    #[error("chunk {index} arrived, but chunk {expected} is the next one expected")]
+    ChunkOrder { index: u32, expected: u32 },
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("the snapshot's entries are invalid: {0}")]
+    Entries(String),
+    #[error("the restored state's root is {got}, not the trusted app hash {expected}: the snapshot does not hold the trusted state, so nothing was kept")]
+    RootMismatch { expected: String, got: String },
+    #[error("writing the staging home failed: {0:#}")]
+    Store(anyhow::Error),
+}
+
+/// What a finished restore produced.
+#[derive(Debug, Clone)]
+pub struct RestoreSummary {
+    pub root: [u8; 32],
+    pub entries: u64,
+    pub state_bytes: u64,
+    pub chunks: u32,
+    /// The staging home holding the verified state.
+    pub staging: PathBuf,
+}
+
+type WriteBatch = Vec<(String, Option<String>)>;
+
+/// A restore in progress. Feed chunks in index order with
+/// [`apply_chunk`](Self::apply_chunk), then call [`finish`](Self::finish).
+pub struct Restorer {
+    manifest: Manifest,
+    decoder: Box<dyn ChunkDecoder>,
+    root: RootBuilder,
+    next: u32,
+    entries: u64,
+    state_bytes: u64,
+    staging: PathBuf,
+    pending: WriteBatch,
+    pending_bytes: usize,
+    writes: Option<Sender<WriteBatch>>,
+    writer: Option<JoinHandle<anyhow::Result<()>>>,
+    keep: bool,
+}
+
+impl Restorer {
+    /// Starts restoring `manifest` into a fresh staging home at `staging`
+    /// (anything already there is removed). The manifest's app hash must equal
+    /// `trusted`, the app hash the caller trusts for its height.
+    pub fn begin(
+        manifest: Manifest,
+        trusted: [u8; 32],
+        decoder: Box<dyn ChunkDecoder>,
+        staging: &Path,
+    ) -> Result<Self, RestoreError> {
+        if manifest.app_hash != trusted {
+            return Err(RestoreError::AppHashMismatch {
+                claimed: hex::encode(manifest.app_hash),
+                trusted: hex::encode(trusted),
+            });
+        }
+        if staging.exists() {
+            std::fs::remove_dir_all(staging)
+                .with_context(|| format!("removing stale staging home {}", staging.display()))
+                .map_err(RestoreError::Store)?;
+        }
+        let (tx, rx) = bounded::<WriteBatch>(4);
+        let dir = staging.to_path_buf();
+        let writer = std::thread::Builder::new()
+            .name("restore-writer".into())
+            .spawn(move || -> anyhow::Result<()> {
+                let mut store = XianHdf5Store::create(&dir)?;
+                for batch in rx {
+                    store.write_batch(&batch)?;
+                }
+                store.flush()
+            })
+            .expect("spawning the restore writer thread");
+        Ok(Restorer {
+            manifest,
+            decoder,
+            root: RootBuilder::new(),
+            next: 0,
+            entries: 0,
+            state_bytes: 0,
+            staging: staging.to_path_buf(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            writes: Some(tx),
+            writer: Some(writer),
+            keep: false,
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Index of the next chunk expected.
+    pub fn next_chunk(&self) -> u32 {
+        self.next
+    }
+
+    /// Entries restored so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Checks chunk `index` against the manifest, then decodes it and writes its
+    /// entries. A chunk with a wrong hash is refused before the plugin sees it
+    /// and leaves the restore as it was, so the right chunk can still be applied.
+    pub fn apply_chunk(&mut self, index: u32, chunk: &[u8]) -> Result<(), RestoreError> {
+        if index != self.next {
+            return Err(RestoreError::ChunkOrder {
+                index,
+                expected: self.next,
+            });
+        }
+        let Some(expected) = self.manifest.chunks.get(index as usize) else {
+            return Err(RestoreError::ChunkOrder {
+                index,
+                expected: self.next,
+            });
+        };
+        let got: [u8; 32] = Sha256::digest(chunk).into();
+        if &got != expected {
+            return Err(RestoreError::ChunkHash {
+                index,
+                expected: hex::encode(expected),
+                got: hex::encode(got),
+            });
+        }
+        self.decoder.feed(chunk)?;
+        while let Some(batch) = self.decoder.next_batch(DECODE_BATCH_BYTES)? {
+            self.take_entries(&batch)?;
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    fn take_entries(&mut self, batch: &[u8]) -> Result<(), RestoreError> {
+        for item in statesnap_plugin_sdk::entries(batch) {
+            let (key, value) = item.map_err(|e| RestoreError::Entries(format!("the plugin returned a {e}")))?;
+            let key = std::str::from_utf8(key)
+                .map_err(|_| RestoreError::Entries(format!("a key is not UTF-8: {}", String::from_utf8_lossy(key))))?;
+            let value = std::str::from_utf8(value)
+                .map_err(|_| RestoreError::Entries(format!("the value of {key} is not UTF-8")))?;
+            if !is_consensus_key(key) {
+                return Err(RestoreError::Entries(format!(
+                    "entry {key} is not a consensus key: the app hash does not cover it, so it will not be written"
+                )));
+            }
+            match self.root.push(key, value) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(RestoreError::Entries(format!(
+                        "entry {key} has a null value, which no state holds"
+                    )))
+                }
+                Err(RootError::OutOfOrder { previous, key }) => {
+                    return Err(RestoreError::Entries(format!(
+                        "entries are not in strictly ascending key order: {key:?} came after {previous:?}"
+                    )))
+                }
+                Err(e) => return Err(RestoreError::Entries(e.to_string())),
+            }
+            self.entries += 1;
+            self.state_bytes += (key.len() + value.len()) as u64;
+            self.pending_bytes += key.len() + value.len();
+            self.pending.push((key.to_string(), Some(value.to_string())));
+            if self.pending_bytes >= WRITE_BATCH_BYTES {
+                self.send_pending()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_pending(&mut self) -> Result<(), RestoreError> {
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let tx = self.writes.as_ref().expect("writer open until finish");
+        if tx.send(batch).is_err() {
+            // The writer stopped: its error says why.
+            return Err(self
+                .join_writer()
+                .err()
+                .unwrap_or_else(|| RestoreError::Store(anyhow::anyhow!("the staging writer stopped unexpectedly"))));
+        }
+        Ok(())
+    }
+
+    fn join_writer(&mut self) -> Result<(), RestoreError> {
+        self.writes = None;
+        match self.writer.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the staging writer panicked")))
+                .map_err(RestoreError::Store),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the restore after the last chunk: the state root must equal the
+    /// trusted app hash. On success the staging home holds the verified state;
+    /// move it into place with [`swap_into_place`].
+    pub fn finish(mut self) -> Result<RestoreSummary, RestoreError> {
+        let total = self.manifest.chunks.len() as u32;
+        if self.next != total {
+            return Err(RestoreError::Entries(format!(
+                "only {} of {total} chunks were applied",
+                self.next
+            )));
+        }
+        self.decoder.finish()?;
+        if !self.pending.is_empty() {
+            self.send_pending()?;
+        }
+        self.join_writer()?;
+        let root = std::mem::take(&mut self.root).finish();
+        if root != self.manifest.app_hash {
+            return Err(RestoreError::RootMismatch {
+                expected: hex::encode(self.manifest.app_hash),
+                got: hex::encode(root),
+            });
+        }
+        if self.entries != self.manifest.entries || self.state_bytes != self.manifest.state_bytes {
+            return Err(RestoreError::Entries(format!(
+                "the manifest promises {} entries of {} bytes but the chunks held {} of {}",
+                self.manifest.entries, self.manifest.state_bytes, self.entries, self.state_bytes
+            )));
+        }
+        self.keep = true;
+        Ok(RestoreSummary {
+            root,
+            entries: self.entries,
+            state_bytes: self.state_bytes,
+            chunks: total,
+            staging: self.staging.clone(),
+        })
+    }
+}
+
+impl Drop for Restorer {
+    fn drop(&mut self) {
+        let _ = self.join_writer();
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+/// The staging home used when restoring into `home`: a hidden sibling, so the
+/// final rename stays on one file system.
+pub fn staging_path(home: &Path) -> PathBuf {
+    sibling(home, "restore-staging")
+}
+
+fn sibling(home: &Path, what: &str) -> PathBuf {
+    let name = home
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "home".into());
+    home.with_file_name(format!(".{name}.statesnap-{what}"))
+}
+
+/// Makes a verified staging home the live `home`. The old home, if any, is
+/// moved aside first and removed last.
+pub fn swap_into_place(staging: &Path, home: &Path) -> anyhow::Result<()> {
+    let old = sibling(home, "replaced");
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    let had_home = home.exists();
+    if had_home {
+        std::fs::rename(home, &old).with_context(|| format!("moving {} aside", home.display()))?;
+    }
+    if let Err(e) = std::fs::rename(staging, home) {
+        if had_home {
+            let _ = std::fs::rename(&old, home);
+        }
+        return Err(e).with_context(|| format!("moving the restored state into {}", home.display()));
+    }
+    if had_home {
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing the replaced home {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes the decoder for a snapshot's plugin: normally the plugin itself.
+pub type DecoderChoice = fn(&Plugin, &[(String, String)]) -> Result<Box<dyn ChunkDecoder>, PluginError>;
+
+/// The plugin's own reader, in its sandbox.
+pub fn plugin_decoder(plugin: &Plugin, params: &[(String, String)]) -> Result<Box<dyn ChunkDecoder>, PluginError> {
+    Ok(Box::new(plugin.reader(params)?))
+}
+
+/// Restores the snapshot in `dir` into `home`, trusting only `trusted` as the
+/// app hash. On any failure `home` is left exactly as it was.
+pub fn restore_dir(
+    dir: &Path,
+    home: &Path,
+    trusted: [u8; 32],
+    registry: &PluginRegistry,
+    progress: &ProgressBar,
+) -> Result<RestoreSummary, RestoreError> {
+    restore_dir_with(dir, home, trusted, registry, plugin_decoder, progress)
+}
+
+/// [`restore_dir`] with a choice of decoder (benchmarks use the native codec).
+pub fn restore_dir_with(
+    dir: &Path,
+    home: &Path,
+    trusted: [u8; 32],
+    registry: &PluginRegistry,
+    make_decoder: DecoderChoice,
+    progress: &ProgressBar,
+) -> Result<RestoreSummary, RestoreError> {
+    let snap = SnapshotDir::open(dir).map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
+    let manifest = snap.manifest().map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
+    let plugin = registry
+        .by_sha256(&manifest.plugin.sha256)
+        .map_err(|e| RestoreError::Manifest(format!("{e:#}")))?
+        .ok_or_else(|| {
+            RestoreError::Manifest(format!(
+                "the snapshot was made with plugin {} {} (SHA-256 {}), which this host does not have; pass it with --plugin FILE.wasm",
+                manifest.plugin.name,
+                manifest.plugin.version,
+                hex::encode(manifest.plugin.sha256)
+            ))
+        })?;
+    if plugin.description().format != manifest.format {
+        return Err(RestoreError::Manifest(format!(
+            "the manifest says format {}, but its plugin {} makes format {}",
+            manifest.format,
+            plugin.label(),
+            plugin.description().format
+        )));
+    }
+    let decoder = make_decoder(&plugin, &manifest.params)?;
+    let staging = staging_path(home);
+    let chunks = manifest.chunks.len() as u32;
+    progress.set_length(chunks as u64);
+    let mut restorer = Restorer::begin(manifest, trusted, decoder, &staging)?;
+    for index in 0..chunks {
+        let chunk = snap.read_chunk(index).map_err(RestoreError::Store)?;
+        restorer.apply_chunk(index, &chunk)?;
+        progress.inc(1);
+    }
+    let summary = restorer.finish()?;
+    swap_into_place(&summary.staging, home).map_err(RestoreError::Store)?;
+    Ok(summary)
+}

@@ -1,0 +1,34 @@
+//! State stores: where a node keeps its key/value state, and the state root over it.
+
+pub mod generate;
+pub mod keys;
+pub mod memory;
+pub mod root;
+pub mod value;
+pub mod xian_hdf5;
+
+pub use root::{is_consensus_key, RootBuilder, StateRoot};
+pub use xian_hdf5::XianHdf5Store;
+
+/// One state entry: a UTF-8 key and its stored JSON text (xian-compat.md §2).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub key: String,
+    pub stored: String,
+}
+
+/// A key/value state store.
+pub trait StateStore {
+    /// The stored value of `key`, or `None` if it has none.
+    fn get(&self, key: &str) -> anyhow::Result<Option<String>>;
+
+    /// Every entry that has a value, in ascending key order (bytewise UTF-8).
+    fn entries(&self) -> anyhow::Result<Box<dyn Iterator<Item = anyhow::Result<Entry>> + '_>>;
+
+    /// Applies a batch of writes: `Some(stored)` sets a key, `None` deletes it.
+    /// Callers get the best speed with keys in ascending order.
+    fn write_batch(&mut self, batch: &[(String, Option<String>)]) -> anyhow::Result<()>;
+
+    /// Makes every write so far durable.
+    fn flush(&mut self) -> anyhow::Result<()>;
+}

@@ -1,0 +1,192 @@
+//! The `xian-state-root-v2` state root (xian-compat.md §3), which is the app
+//! hash.
+//!
+//! The root is the hash of the unique treap over the consensus keys: a binary
+//! search tree by key bytes that is a min-heap by `priority(key)`. A treap is a
+//! Cartesian tree, so it can be built from keys arriving in ascending order
+//! with a stack holding only its right spine; subtrees that leave the spine
+//! never change again and are kept as their hash. Memory is proportional to the
+//! tree's depth, not to the number of keys.
+
+use sha2::{Digest, Sha256};
+
+use super::value::{canonical_bytes, ValueError};
+
+/// A state root.
+pub type StateRoot = [u8; 32];
+
+const LEAF: &[u8] = b"xian-state-root-v2:leaf:";
+const PRIORITY: &[u8] = b"xian-state-root-v2:priority:";
+const NODE: &[u8] = b"xian-state-root-v2:node:";
+const EMPTY: &[u8] = b"xian-state-root-v2:empty";
+
+/// The hash of an empty subtree, and the root of a state with no consensus keys.
+pub fn empty_root() -> StateRoot {
+    Sha256::digest(EMPTY).into()
+}
+
+/// Whether the state root covers `key`: every key not starting with `__`,
+/// plus account nonces (`__n.`).
+pub fn is_consensus_key(key: &str) -> bool {
+    !key.starts_with("__") || key.starts_with("__n.")
+}
+
+/// `SHA256("…:leaf:" ‖ u64be(len k) ‖ k ‖ u64be(len v) ‖ v)`.
+pub fn leaf_hash(key: &[u8], canonical_value: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(LEAF);
+    h.update((key.len() as u64).to_be_bytes());
+    h.update(key);
+    h.update((canonical_value.len() as u64).to_be_bytes());
+    h.update(canonical_value);
+    h.finalize().into()
+}
+
+/// `SHA256("…:priority:" ‖ k)`, compared as a 256-bit big-endian integer
+/// (which byte-wise comparison of the arrays is).
+pub fn priority(key: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(PRIORITY);
+    h.update(key);
+    h.finalize().into()
+}
+
+fn node_hash(left: &[u8; 32], leaf: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(NODE);
+    h.update(left);
+    h.update(leaf);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// Why an entry could not be added to the root.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    #[error("keys are not in strictly ascending order: {key:?} came after {previous:?}")]
+    OutOfOrder { previous: String, key: String },
+    #[error("the value of {key:?} cannot be hashed: {source}")]
+    Value {
+        key: String,
+        #[source]
+        source: ValueError,
+    },
+}
+
+/// A node on the right spine: its priority, leaf hash, and the hash of its
+/// finished left subtree. Its right child is the next node on the stack.
+struct SpineNode {
+    priority: [u8; 32],
+    leaf: [u8; 32],
+    left: [u8; 32],
+}
+
+/// Streams the state root over entries in strictly ascending key order.
+pub struct RootBuilder {
+    spine: Vec<SpineNode>,
+    previous: Option<String>,
+    included: u64,
+    empty: [u8; 32],
+}
+
+impl Default for RootBuilder {
+    fn default() -> Self {
+        RootBuilder {
+            spine: Vec::new(),
+            previous: None,
+            included: 0,
+            empty: empty_root(),
+        }
+    }
+}
+
+impl RootBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one entry. Keys the root does not cover and null values are
+    /// skipped (`Ok(false)`); included entries return `Ok(true)`.
+    pub fn push(&mut self, key: &str, stored: &str) -> Result<bool, RootError> {
+        self.check_order(key)?;
+        if !is_consensus_key(key) {
+            return Ok(false);
+        }
+        match canonical_bytes(stored) {
+            Ok(Some(v)) => {
+                self.insert(key, &v);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(source) => Err(RootError::Value {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Feeds a consensus entry whose canonical value bytes are known.
+    pub fn push_canonical(&mut self, key: &str, canonical: &[u8]) -> Result<(), RootError> {
+        self.check_order(key)?;
+        self.insert(key, canonical);
+        Ok(())
+    }
+
+    fn check_order(&mut self, key: &str) -> Result<(), RootError> {
+        if let Some(prev) = &self.previous {
+            if key.as_bytes() <= prev.as_bytes() {
+                return Err(RootError::OutOfOrder {
+                    previous: prev.clone(),
+                    key: key.to_string(),
+                });
+            }
+        }
+        match &mut self.previous {
+            Some(prev) => {
+                prev.clear();
+                prev.push_str(key);
+            }
+            None => self.previous = Some(key.to_string()),
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, key: &str, canonical: &[u8]) {
+        let priority = priority(key.as_bytes());
+        let leaf = leaf_hash(key.as_bytes(), canonical);
+        // Spine nodes with a larger priority go below the new node: they become
+        // its left subtree, finished, and are folded into one hash.
+        let mut left = self.empty;
+        while self.spine.last().is_some_and(|top| top.priority > priority) {
+            let top = self.spine.pop().expect("checked");
+            left = node_hash(&top.left, &top.leaf, &left);
+        }
+        self.spine.push(SpineNode { priority, leaf, left });
+        self.included += 1;
+    }
+
+    /// Leaves added so far.
+    pub fn included(&self) -> u64 {
+        self.included
+    }
+
+    /// The root of everything fed.
+    pub fn finish(self) -> StateRoot {
+        let mut right = self.empty;
+        for node in self.spine.into_iter().rev() {
+            right = node_hash(&node.left, &node.leaf, &right);
+        }
+        right
+    }
+}
+
+/// The root over entries in any order (sorts a copy): for tests and small states.
+pub fn root_of_unsorted<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<StateRoot, RootError> {
+    let mut sorted: Vec<(&str, &str)> = entries.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut b = RootBuilder::new();
+    for (k, v) in sorted {
+        b.push(k, v)?;
+    }
+    Ok(b.finish())
+}

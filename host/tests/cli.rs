@@ -1,0 +1,161 @@
+//! The command line as users and scripts drive it.
+
+mod common;
+
+use std::process::Output;
+
+use assert_cmd::Command;
+use common::*;
+
+fn statesnap(args: &[&str]) -> Output {
+    Command::cargo_bin("statesnap").unwrap().args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = statesnap(args);
+    assert!(
+        out.status.success(),
+        "statesnap {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+fn p(path: &std::path::Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn state_root_and_export_match_the_fixture() {
+    let home = fixture_home();
+    let out = ok(&["state", "root", "--home", p(&home)]);
+    assert_eq!(out.lines().last().unwrap(), hex::encode(fixture_root()));
+    let exported = ok(&["state", "export", "--home", p(&home)]);
+    let expected = std::fs::read_to_string(fixtures().join("xian-hdf5-small.entries.jsonl")).unwrap();
+    let parse = |s: &str| -> Vec<serde_json::Value> { s.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    assert_eq!(parse(&exported), parse(&expected));
+}
+
+#[test]
+fn import_generate_create_verify_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // import the fixture's entries file: same root as the fixture
+    let imported = t.join("imported");
+    ok(&[
+        "state",
+        "import",
+        "--home",
+        p(&imported),
+        "--jsonl",
+        p(&fixtures().join("xian-hdf5-small.entries.jsonl")),
+    ]);
+    assert_eq!(
+        ok(&["state", "root", "--home", p(&imported)]).trim(),
+        hex::encode(fixture_root())
+    );
+
+    let home = t.join("gen");
+    ok(&["state", "generate", "--home", p(&home), "--keys", "3000", "--seed", "5"]);
+    let root = ok(&["state", "root", "--home", p(&home)]).trim().to_string();
+    for plugin in ["zstd", "gzip"] {
+        let out = t.join(format!("snaps-{plugin}"));
+        let created = last_json(&ok(&[
+            "snapshot",
+            "create",
+            "--home",
+            p(&home),
+            "--height",
+            "12",
+            "--out",
+            p(&out),
+            "--plugin",
+            plugin,
+        ]));
+        assert_eq!(created["height"], 12);
+        assert_eq!(created["app_hash"], root.as_str());
+        assert!(created["chunks"].as_u64().unwrap() >= 1);
+        assert!(created["bytes"].as_u64().unwrap() > 0);
+        assert_eq!(created["hash"].as_str().unwrap().len(), 64);
+        let verified = last_json(&ok(&["snapshot", "verify", p(&out)]));
+        assert_eq!(verified["hash"], created["hash"]);
+
+        // A wrong app hash: non-zero exit, a message, and the home untouched.
+        let target = t.join(format!("target-{plugin}"));
+        copy_tree(&fixture_home(), &target);
+        let before = tree(&target);
+        let wrong = hex::encode([0x11u8; 32]);
+        let out_wrong = statesnap(&[
+            "snapshot",
+            "restore",
+            "--from",
+            p(&out),
+            "--home",
+            p(&target),
+            "--app-hash",
+            &wrong,
+        ]);
+        assert!(!out_wrong.status.success());
+        let err = String::from_utf8_lossy(&out_wrong.stderr);
+        assert!(err.contains("trusted app hash"), "{err}");
+        assert_eq!(tree(&target), before);
+
+        let restored = last_json(&ok(&[
+            "snapshot",
+            "restore",
+            "--from",
+            p(&out),
+            "--home",
+            p(&target),
+            "--app-hash",
+            &root,
+        ]));
+        assert_eq!(restored["app_hash"], root.as_str());
+        assert_eq!(ok(&["state", "root", "--home", p(&target)]).trim(), root);
+        assert!(no_leftovers(&target));
+    }
+}
+
+#[test]
+fn bad_arguments_say_what_is_wrong() {
+    let out = statesnap(&[
+        "snapshot",
+        "restore",
+        "--from",
+        "/nonexistent",
+        "--home",
+        "/tmp/x",
+        "--app-hash",
+        "zz",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a hex hash"));
+    let out = statesnap(&["state", "root", "--home", "/nonexistent/home"]);
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    let out = statesnap(&["snapshot", "verify", "/nonexistent/snap"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn plugin_commands() {
+    let list = ok(&["plugin", "list"]);
+    assert!(list.contains("zstd") && list.contains("gzip"), "{list}");
+    let zstd = wasm("statesnap-plugin-zstd");
+    let info: serde_json::Value = serde_json::from_str(&ok(&["plugin", "inspect", p(&zstd)])).unwrap();
+    assert_eq!(info["name"], "zstd");
+    assert_eq!(info["contract"], "statesnap:plugin@1");
+    assert_eq!(info["sha256"].as_str().unwrap().len(), 64);
+    let check = ok(&["plugin", "check", p(&zstd), "--keys", "1000"]);
+    assert!(check.contains("passed"), "{check}");
+    let out = statesnap(&["plugin", "check", p(&testplugin("nondet")), "--keys", "500"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hidden state"));
+    let out = statesnap(&["plugin", "inspect", p(&testplugin("v2"))]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("contract 2.0.0"));
+}

@@ -1,0 +1,96 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use statesnap::plugin::{Limits, PluginEngine, PluginRegistry};
+use statesnap::store::root::is_consensus_key;
+use statesnap::store::{StateStore, XianHdf5Store};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+/// The small h5py-written fixture home.
+pub fn fixture_home() -> PathBuf {
+    fixtures().join("xian-hdf5-small")
+}
+
+pub fn fixture_root() -> [u8; 32] {
+    let hex_root = std::fs::read_to_string(fixtures().join("xian-hdf5-small.root")).unwrap();
+    hex::decode(hex_root.trim()).unwrap().try_into().unwrap()
+}
+
+/// A built test or reference plugin's wasm file, by crate name.
+pub fn wasm(crate_name: &str) -> PathBuf {
+    Path::new(env!("STATESNAP_PLUGIN_WASM_DIR")).join(format!("{}.wasm", crate_name.replace('-', "_")))
+}
+
+pub fn testplugin(name: &str) -> PathBuf {
+    wasm(&format!("statesnap-testplugin-{name}"))
+}
+
+pub fn registry() -> PluginRegistry {
+    registry_with(Limits::default())
+}
+
+pub fn registry_with(limits: Limits) -> PluginRegistry {
+    PluginRegistry::new(PluginEngine::new(limits).unwrap(), true)
+}
+
+/// Every consensus entry of a home, in order.
+pub fn consensus_entries(home: &Path) -> Vec<(String, String)> {
+    let store = XianHdf5Store::open(home).unwrap();
+    store
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| is_consensus_key(&e.key) && e.stored != "null")
+        .map(|e| (e.key, e.stored))
+        .collect()
+}
+
+/// Every file under `dir` with its bytes: equal before and after means the
+/// directory was left exactly as it was.
+pub fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    if !dir.exists() {
+        return out;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), b"<dir>".to_vec());
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Copies a directory tree.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+/// No staging or replaced-home leftovers next to `home`.
+pub fn no_leftovers(home: &Path) -> bool {
+    let parent = home.parent().unwrap();
+    std::fs::read_dir(parent)
+        .unwrap()
+        .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".statesnap-"))
+}

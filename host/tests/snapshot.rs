@@ -1,0 +1,401 @@
+//! Create / verify / restore, end to end through the library, with every
+//! built-in plugin; and every way a snapshot must be refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use indicatif::ProgressBar;
+use statesnap::plugin::{Limits, Plugin, PluginRegistry};
+use statesnap::snapshot::{self, CreateOptions, CreateReport, Manifest, PluginRef, RestoreError, SnapshotDir};
+use statesnap::store::{generate, XianHdf5Store};
+
+fn hidden() -> ProgressBar {
+    ProgressBar::hidden()
+}
+
+/// Creates a snapshot of `home` with `plugin` (parameters overridden by `params`).
+fn create(home: &Path, plugin: &Plugin, params: &[(&str, &str)], out: &Path) -> CreateReport {
+    try_create(home, plugin, params, out).unwrap()
+}
+
+fn try_create(home: &Path, plugin: &Plugin, params: &[(&str, &str)], out: &Path) -> anyhow::Result<CreateReport> {
+    let store = XianHdf5Store::open(home)?;
+    let overrides: Vec<(String, String)> = params.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let params = plugin.resolve_params(&overrides)?;
+    let d = plugin.description();
+    snapshot::create(
+        &store,
+        Box::new(plugin.writer(&params)?),
+        PluginRef {
+            sha256: plugin.sha256(),
+            name: d.name.clone(),
+            version: d.version.clone(),
+        },
+        d.format,
+        &CreateOptions::new("test-chain", 7, params),
+        out,
+        &hidden(),
+    )
+}
+
+fn restore(
+    reg: &PluginRegistry,
+    dir: &Path,
+    home: &Path,
+    trusted: [u8; 32],
+) -> Result<snapshot::RestoreSummary, RestoreError> {
+    snapshot::restore_dir(dir, home, trusted, reg, &hidden())
+}
+
+fn generated_home(dir: &Path, keys: u64, seed: u64) -> PathBuf {
+    let home = dir.join(format!("gen-{keys}-{seed}"));
+    let mut store = XianHdf5Store::create(&home).unwrap();
+    generate::generate(&mut store, keys, seed, |_| {}).unwrap();
+    store.flush().unwrap();
+    home
+}
+
+fn built_in(reg: &mut PluginRegistry, name: &str) -> std::sync::Arc<Plugin> {
+    reg.resolve(name).unwrap()
+}
+
+#[test]
+fn round_trip_fixture_with_each_built_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut reg = registry();
+    let expected = consensus_entries(&fixture_home());
+    assert!(expected.len() > 100);
+    for name in ["zstd", "gzip"] {
+        let plugin = built_in(&mut reg, name);
+        let report = create(&fixture_home(), &plugin, &[], &tmp.path().join(format!("snaps-{name}")));
+        assert_eq!(
+            report.manifest.app_hash,
+            fixture_root(),
+            "{name}: snapshot app hash is the fixture root"
+        );
+        assert_eq!(report.manifest.entries, expected.len() as u64);
+        snapshot::verify(&report.dir).unwrap();
+        let home = tmp.path().join(format!("restored-{name}"));
+        let summary = restore(&reg, &report.dir, &home, fixture_root()).unwrap();
+        assert_eq!(summary.root, fixture_root());
+        assert_eq!(
+            consensus_entries(&home),
+            expected,
+            "{name}: restored entries equal the original"
+        );
+        assert!(no_leftovers(&home));
+    }
+}
+
+#[test]
+fn round_trip_generated_100k_with_each_built_in_and_determinism() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = generated_home(tmp.path(), 100_000, 3);
+    let expected = consensus_entries(&home);
+    let mut reg = registry();
+    for name in ["zstd", "gzip"] {
+        let plugin = built_in(&mut reg, name);
+        // Small chunks so the state spans several of them.
+        let params = [("chunk_bytes", "1000000")];
+        let a = create(&home, &plugin, &params, &tmp.path().join(format!("a-{name}")));
+        let b = create(&home, &plugin, &params, &tmp.path().join(format!("b-{name}")));
+        assert!(
+            a.manifest.chunks.len() > 2,
+            "{name}: {} chunks",
+            a.manifest.chunks.len()
+        );
+        assert_eq!(a.hash, b.hash, "{name}: two creates give the same snapshot hash");
+        assert_eq!(a.manifest, b.manifest);
+        let target = tmp.path().join(format!("restored-{name}"));
+        let summary = restore(&reg, &a.dir, &target, a.manifest.app_hash).unwrap();
+        assert_eq!(summary.entries, expected.len() as u64);
+        assert_eq!(
+            consensus_entries(&target),
+            expected,
+            "{name}: restored state exports identically"
+        );
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+}
+
+/// A snapshot with several chunks, and an existing home to restore over.
+struct Scene {
+    _tmp: tempfile::TempDir,
+    reg: PluginRegistry,
+    snap: PathBuf,
+    manifest: Manifest,
+    home: PathBuf,
+}
+
+fn scene() -> Scene {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut reg = registry();
+    let plugin = built_in(&mut reg, "zstd");
+    let report = create(
+        &fixture_home(),
+        &plugin,
+        &[("chunk_bytes", "4000")],
+        &tmp.path().join("snaps"),
+    );
+    assert!(
+        report.manifest.chunks.len() >= 3,
+        "{} chunks",
+        report.manifest.chunks.len()
+    );
+    // The node's current home: some other state that must survive a refused restore.
+    let home = tmp.path().join("home");
+    let mut store = XianHdf5Store::create(&home).unwrap();
+    generate::generate(&mut store, 500, 9, |_| {}).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    Scene {
+        snap: report.dir.clone(),
+        manifest: report.manifest,
+        home,
+        reg,
+        _tmp: tmp,
+    }
+}
+
+impl Scene {
+    /// Restores, expects a refusal, and checks the home was left exactly as it was.
+    fn refused(&self, trusted: [u8; 32]) -> RestoreError {
+        let before = tree(&self.home);
+        let err = restore(&self.reg, &self.snap, &self.home, trusted).expect_err("restore must be refused");
+        assert_eq!(tree(&self.home), before, "home changed by a refused restore ({err})");
+        assert!(no_leftovers(&self.home), "staging left behind after: {err}");
+        err
+    }
+
+    fn chunk(&self, i: u32) -> PathBuf {
+        SnapshotDir::open(&self.snap).unwrap().chunk_path(i)
+    }
+
+    /// After a refusal the same process still restores a good snapshot.
+    fn still_healthy(&self) {
+        let good = self.snap.parent().unwrap().join("good");
+        let mut reg = registry();
+        let plugin = built_in(&mut reg, "gzip");
+        let report = create(&fixture_home(), &plugin, &[], &good);
+        restore(&self.reg, &report.dir, &self.home, fixture_root()).unwrap();
+        assert_eq!(consensus_entries(&self.home), consensus_entries(&fixture_home()));
+    }
+}
+
+#[test]
+fn flipped_byte_in_any_chunk_is_refused() {
+    let s = scene();
+    for i in 0..s.manifest.chunks.len() as u32 {
+        let path = s.chunk(i);
+        let original = std::fs::read(&path).unwrap();
+        let mut bad = original.clone();
+        let at = bad.len() / 2;
+        bad[at] ^= 0x01;
+        std::fs::write(&path, &bad).unwrap();
+        match s.refused(fixture_root()) {
+            RestoreError::ChunkHash { index, .. } => assert_eq!(index, i),
+            e => panic!("chunk {i}: unexpected error {e}"),
+        }
+        std::fs::write(&path, &original).unwrap();
+    }
+    s.still_healthy();
+}
+
+#[test]
+fn truncated_chunk_is_refused() {
+    let s = scene();
+    let path = s.chunk(1);
+    let data = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &data[..data.len() - 10]).unwrap();
+    let e = s.refused(fixture_root());
+    assert!(matches!(e, RestoreError::ChunkHash { index: 1, .. }), "{e}");
+    assert!(e.to_string().contains("chunk 1"), "{e}");
+}
+
+#[test]
+fn swapped_chunks_are_refused() {
+    let s = scene();
+    let (a, b) = (s.chunk(0), s.chunk(1));
+    let (da, db) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    std::fs::write(&a, &db).unwrap();
+    std::fs::write(&b, &da).unwrap();
+    let e = s.refused(fixture_root());
+    assert!(matches!(e, RestoreError::ChunkHash { index: 0, .. }), "{e}");
+}
+
+#[test]
+fn wrong_app_hash_is_refused() {
+    let s = scene();
+    let mut wrong = fixture_root();
+    wrong[0] ^= 0xff;
+    let e = s.refused(wrong);
+    assert!(matches!(e, RestoreError::AppHashMismatch { .. }), "{e}");
+    assert!(e.to_string().contains(&hex::encode(wrong)), "{e}");
+    s.still_healthy();
+}
+
+/// Rewrites a snapshot's manifest (its hash changes, as a forger's would).
+fn rewrite_manifest(dir: &Path, edit: impl FnOnce(&mut Manifest)) -> Manifest {
+    let snap = SnapshotDir::open(dir).unwrap();
+    let mut m = snap.manifest().unwrap();
+    edit(&mut m);
+    std::fs::write(snap.path().join("manifest.bin"), m.encode()).unwrap();
+    m
+}
+
+#[test]
+fn right_chunk_hashes_but_another_root_is_refused() {
+    let s = scene();
+    let mut other = fixture_root();
+    other[31] ^= 0x55;
+    // The forger claims the chunks hold the state `other`, and the node trusts `other`.
+    rewrite_manifest(&s.snap, |m| m.app_hash = other);
+    let e = s.refused(other);
+    match e {
+        RestoreError::RootMismatch { expected, got } => {
+            assert_eq!(expected, hex::encode(other));
+            assert_eq!(got, hex::encode(fixture_root()));
+        }
+        e => panic!("unexpected {e}"),
+    }
+    s.still_healthy();
+}
+
+#[test]
+fn entries_out_of_order_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut reg = registry();
+    let unsorted = reg.add_file(&testplugin("unsorted")).unwrap();
+    let report = create(&fixture_home(), &unsorted, &[], &tmp.path().join("snaps"));
+    let home = tmp.path().join("home");
+    let e = restore(&reg, &report.dir, &home, fixture_root()).unwrap_err();
+    assert!(matches!(e, RestoreError::Entries(_)), "{e}");
+    assert!(e.to_string().contains("ascending"), "{e}");
+    assert!(!home.exists() && no_leftovers(&home));
+}
+
+/// A snapshot made by a well-behaved plugin whose manifest is retargeted at
+/// `hostile`: the hostile plugin then runs as the reader.
+fn snapshot_for_reader(reg: &mut PluginRegistry, hostile: &Plugin, out: &Path) -> Manifest {
+    let honest = reg.add_file(&testplugin("unsorted")).unwrap();
+    let report = create(&fixture_home(), &honest, &[], out);
+    let d = hostile.description().clone();
+    rewrite_manifest(&report.dir, |m| {
+        m.plugin = PluginRef {
+            sha256: hostile.sha256(),
+            name: d.name,
+            version: d.version,
+        };
+        m.format = d.format;
+        m.params = d.params;
+    })
+}
+
+fn hostile_case(name: &str, limits: Limits, expect: impl Fn(&str) -> bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut reg = registry_with(limits);
+    let plugin = reg.add_file(&testplugin(name)).unwrap();
+    // Creating with it fails cleanly and leaves no snapshot behind.
+    let out = tmp.path().join("create");
+    if let Err(e) = try_create(&fixture_home(), &plugin, &[], &out) {
+        let msg = format!("{e:#}");
+        assert!(expect(&msg), "{name}: create error: {msg}");
+        assert!(snapshot::list_snapshots(&out).unwrap().is_empty());
+    } else {
+        assert_eq!(name, "bomb", "{name}: create should have failed");
+    }
+    // Restoring with it as the reader fails cleanly and leaves the home as it was.
+    let snap = tmp.path().join("snap");
+    snapshot_for_reader(&mut reg, &plugin, &snap);
+    let home = tmp.path().join("home");
+    copy_tree(&fixture_home(), &home);
+    let before = tree(&home);
+    let e = restore(&reg, &snap, &home, fixture_root()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, RestoreError::Plugin(_)), "{name}: {msg}");
+    assert!(expect(&msg), "{name}: restore error: {msg}");
+    assert!(msg.contains(name), "{name}: the error names the plugin: {msg}");
+    assert_eq!(tree(&home), before);
+    assert!(no_leftovers(&home));
+    // The process is healthy: a good restore still works.
+    let good = tmp.path().join("good");
+    let zstd = reg.resolve("zstd").unwrap();
+    let report = create(&fixture_home(), &zstd, &[], &good);
+    restore(&reg, &report.dir, &home, fixture_root()).unwrap();
+}
+
+fn small_limits() -> Limits {
+    Limits {
+        fuel_per_call: 500_000_000,
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn trapping_plugin_is_refused() {
+    hostile_case("trap", Limits::default(), |m| m.contains("trapped"));
+}
+
+#[test]
+fn looping_plugin_runs_out_of_fuel() {
+    hostile_case("spin", small_limits(), |m| m.contains("ran out of fuel"));
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_limit() {
+    hostile_case("hog", small_limits(), |m| m.contains("memory limit"));
+}
+
+#[test]
+fn decompression_bomb_is_stopped() {
+    hostile_case("bomb", small_limits(), |m| {
+        m.contains("over the limit") || m.contains("memory limit")
+    });
+}
+
+#[test]
+fn plugin_for_another_contract_major_is_refused() {
+    let mut reg = registry();
+    let e = reg.add_file(&testplugin("v2")).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("contract 2.0.0") && msg.contains("supports 1.x"), "{msg}");
+}
+
+#[test]
+fn garbage_is_not_a_plugin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("junk.wasm");
+    std::fs::write(&f, b"\0asm garbage").unwrap();
+    let e = registry().add_file(&f).unwrap_err();
+    assert!(format!("{e:#}").contains("not a WebAssembly component"), "{e:#}");
+}
+
+#[test]
+fn conformance_check_passes_built_ins_and_fails_nondeterminism() {
+    let mut reg = registry();
+    for name in ["zstd", "gzip"] {
+        let p = reg.resolve(name).unwrap();
+        let report = statesnap::plugin::check::check(&p, 2000).unwrap();
+        assert!(report.passed(), "{name}: {:?}", report.items);
+        assert!(report.encode_fuel > 0 && report.decode_fuel > 0);
+    }
+    let nondet = reg.add_file(&testplugin("nondet")).unwrap();
+    let report = statesnap::plugin::check::check(&nondet, 2000).unwrap();
+    assert!(!report.passed());
+    let det = report.items.iter().find(|i| i.name == "deterministic").unwrap();
+    assert!(!det.passed && det.detail.contains("hidden state"), "{det:?}");
+}
+
+#[test]
+fn plugin_from_an_unknown_snapshot_is_named() {
+    let s = scene();
+    rewrite_manifest(&s.snap, |m| m.plugin.sha256 = [9; 32]);
+    let e = s.refused(fixture_root());
+    assert!(
+        e.to_string().contains("does not have") && e.to_string().contains("--plugin"),
+        "{e}"
+    );
+}

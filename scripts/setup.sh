@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what building and testing statesnap needs on a fresh Debian machine:
+# libhdf5 (Debian's), pkg-config, the wasm32-wasip2 Rust target, and the Python
+# packages the compatibility tests use (h5py). Safe to run again: it only
+# installs what is missing.
+set -euo pipefail
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        say "need root to run: $*"; exit 1
+    fi
+}
+
+if ! pkg-config --exists hdf5 2>/dev/null; then
+    say "installing libhdf5-dev and pkg-config (Debian packages)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libhdf5-dev pkg-config >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    say "cargo not found: install Rust with rustup (https://rustup.rs) and run this again"
+    exit 1
+fi
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    say "adding the wasm32-wasip2 Rust target"
+    rustup target add wasm32-wasip2
+fi
+
+if ! python3 -c 'import h5py' 2>/dev/null; then
+    say "installing h5py (Python) for the HDF5 compatibility tests"
+    python3 -m pip install -q h5py || python3 -m pip install -q --break-system-packages h5py
+fi
+say "ready"
