@@ -9,7 +9,7 @@ use common::*;
 use indicatif::ProgressBar;
 use statesnap::plugin::{Limits, Plugin, PluginRegistry};
 use statesnap::snapshot::{self, CreateOptions, CreateReport, Manifest, PluginRef, RestoreError, SnapshotDir};
-use statesnap::store::{generate, XianHdf5Store};
+use statesnap::store::{generate, StateStore, XianHdf5Store};
 
 fn hidden() -> ProgressBar {
     ProgressBar::hidden()

@@ -43,7 +43,9 @@ impl CheckReport {
 }
 
 /// The framed consensus entries of a generated state, in batches.
-fn sample_batches(keys: u64, seed: u64) -> anyhow::Result<(Vec<Vec<u8>>, Vec<(String, String)>)> {
+type Sample = (Vec<Vec<u8>>, Vec<(String, String)>);
+
+fn sample_batches(keys: u64, seed: u64) -> anyhow::Result<Sample> {
     let mut store = MemoryStore::new();
     generate(&mut store, keys, seed, |_| {})?;
     let mut entries = Vec::new();
@@ -72,6 +74,14 @@ fn encode(writer: &mut super::PluginWriter, batches: &[Vec<u8>]) -> Result<Vec<V
     Ok(chunks)
 }
 
+fn record(items: &mut Vec<CheckItem>, name: &'static str, result: Result<String, String>) {
+    let (passed, detail) = match result {
+        Ok(d) => (true, d),
+        Err(d) => (false, d),
+    };
+    items.push(CheckItem { name, passed, detail });
+}
+
 /// Runs the conformance checks on `plugin` with a generated state of `keys` keys.
 pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
     let (batches, expected) = sample_batches(keys, 7)?;
@@ -88,13 +98,7 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
         decode_fuel: 0,
         items: Vec::new(),
     };
-    let mut item = |name, result: Result<String, String>| {
-        let (passed, detail) = match result {
-            Ok(d) => (true, d),
-            Err(d) => (false, d),
-        };
-        items.push(CheckItem { name, passed, detail });
-    };
+    let mut item = |name, result: Result<String, String>| record(&mut items, name, result);
     let d = plugin.description();
     item(
         "describe",
@@ -113,7 +117,6 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
         Ok(r) => r,
         Err(e) => {
             item("encode", Err(e.to_string()));
-            drop(item);
             report.items = items;
             return Ok(report);
         }
@@ -202,7 +205,6 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
             plugin.limits().max_chunk_bytes
         )),
     );
-    drop(item);
     report.items = items;
     Ok(report)
 }

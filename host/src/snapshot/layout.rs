@@ -109,6 +109,6 @@ pub fn list_snapshots(root: &Path) -> anyhow::Result<Vec<SnapshotDir>> {
             found.push((h, f, SnapshotDir { path: entry.path() }));
         }
     }
-    found.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    found.sort_by_key(|s| std::cmp::Reverse((s.0, s.1)));
     Ok(found.into_iter().map(|(_, _, d)| d).collect())
 }

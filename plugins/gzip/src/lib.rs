@@ -219,7 +219,9 @@ mod tests {
     use super::*;
     use statesnap_plugin_sdk::push_entry;
 
-    fn sample(n: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn sample(n: usize) -> Entries {
         (0..n)
             .map(|i| {
                 (
@@ -244,7 +246,7 @@ mod tests {
         chunks
     }
 
-    fn decode(chunks: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PluginError> {
+    fn decode(chunks: &[Vec<u8>]) -> Result<Entries, PluginError> {
         let mut r = Gzip::reader(&[]).unwrap();
         let mut out = Vec::new();
         for c in chunks {
