@@ -81,14 +81,15 @@ impl<'a> Iterator for Entries<'a> {
         if self.pos >= self.batch.len() {
             return None;
         }
+        let start = self.pos;
         let item = self
             .field("truncated key")
             .and_then(|k| self.field("truncated value").map(|v| (k, v)));
-        if item.is_err() {
-            // Stop after the first error.
+        Some(item.map_err(|e| {
+            // Report the entry's offset, and stop after the first error.
             self.pos = self.batch.len();
-        }
-        Some(item)
+            FrameError { offset: start, ..e }
+        }))
     }
 }
 
