@@ -21,12 +21,12 @@ fn main() {
     let target_dir = out_dir.ancestors().nth(4).unwrap().to_path_buf();
     let plugin_target = target_dir.join("plugins");
 
-    for dir in ["wit", "plugins", "tests/plugins"] {
+    for dir in ["wit", "plugins", "tests/plugins", "examples/plugin-template"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 
     let mut packages = Vec::new();
-    for parent in ["plugins", "tests/plugins"] {
+    for parent in ["plugins", "tests/plugins", "examples"] {
         for crate_dir in sorted_dirs(&root.join(parent)) {
             if let Some(name) = package_name(&crate_dir.join("Cargo.toml")) {
                 if name != "statesnap-plugin-sdk" {

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # The test command: sets the machine up, then checks formatting and lints and
-# runs every test of the workspace (host and plugins).
+# runs every test of the workspace (host, plugins, examples). Ends with one
+# summary line "tests: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
-cargo test --workspace --release "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --release "$@" 2>&1 | tee "$log" || status=$?
+passed=$(grep -o '[0-9]* passed' "$log" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -o '[0-9]* failed' "$log" | awk '{s += $1} END {print s + 0}')
+echo
+echo "tests: $passed passed, $failed failed"
+exit "$status"

@@ -399,3 +399,26 @@ fn plugin_from_an_unknown_snapshot_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn never_replaces_a_directory_that_is_not_a_home() {
+    let s = scene();
+    let precious = s.snap.parent().unwrap().join("precious");
+    std::fs::create_dir_all(&precious).unwrap();
+    std::fs::write(precious.join("notes.txt"), b"keep me").unwrap();
+    let e = restore(&s.reg, &s.snap, &precious, fixture_root()).unwrap_err();
+    assert!(e.to_string().contains("not a Xian state home"), "{e}");
+    assert_eq!(std::fs::read(precious.join("notes.txt")).unwrap(), b"keep me");
+}
+
+#[test]
+fn an_interrupted_swap_is_recovered() {
+    let s = scene();
+    // A process killed between moving the home aside and moving the new one in.
+    let before = tree(&s.home);
+    let aside = s.home.with_file_name(".home.statesnap-replaced");
+    std::fs::rename(&s.home, &aside).unwrap();
+    restore(&s.reg, &s.snap, &s.home, [0; 32]).unwrap_err();
+    assert_eq!(tree(&s.home), before, "the old home is back");
+    assert!(no_leftovers(&s.home));
+}

@@ -45,6 +45,8 @@ pub enum RestoreError {
     RootMismatch { expected: String, got: String },
     #[error("writing the staging home failed: {0:#}")]
     Store(anyhow::Error),
+    #[error("cannot restore here: {0}")]
+    Target(String),
 }
 
 /// What a finished restore produced.
@@ -300,10 +302,8 @@ fn sibling(home: &Path, what: &str) -> PathBuf {
 /// Makes a verified staging home the live `home`. The old home, if any, is
 /// moved aside first and removed last.
 pub fn swap_into_place(staging: &Path, home: &Path) -> anyhow::Result<()> {
+    recover_interrupted_swap(home)?;
     let old = sibling(home, "replaced");
-    if old.exists() {
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
-    }
     let had_home = home.exists();
     if had_home {
         std::fs::rename(home, &old).with_context(|| format!("moving {} aside", home.display()))?;
@@ -328,6 +328,34 @@ pub fn plugin_decoder(plugin: &Plugin, params: &[(String, String)]) -> Result<Bo
     Ok(Box::new(plugin.reader(params)?))
 }
 
+/// Finishes a swap a killed process left half done: the home moved aside but
+/// the new one not yet in place means the old home comes back; both present
+/// means only the removal of the old one was left.
+pub fn recover_interrupted_swap(home: &Path) -> anyhow::Result<()> {
+    let old = sibling(home, "replaced");
+    if !old.exists() {
+        return Ok(());
+    }
+    if home.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))
+    } else {
+        std::fs::rename(&old, home).with_context(|| format!("putting {} back as {}", old.display(), home.display()))
+    }
+}
+
+/// Refuses to replace a directory that is not a state home: a mistyped
+/// `--home` must never cost a user their files.
+fn check_replaceable(home: &Path) -> Result<(), RestoreError> {
+    let is_empty = |p: &Path| std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(false);
+    if !home.exists() || is_empty(home) || home.join("contract_state").is_dir() || home.join("run_state").is_dir() {
+        return Ok(());
+    }
+    Err(RestoreError::Target(format!(
+        "{} exists and is not a Xian state home (no contract_state/ or run_state/); refusing to replace it",
+        home.display()
+    )))
+}
+
 /// Restores the snapshot in `dir` into `home`, trusting only `trusted` as the
 /// app hash. On any failure `home` is left exactly as it was.
 pub fn restore_dir(
@@ -349,6 +377,8 @@ pub fn restore_dir_with(
     make_decoder: DecoderChoice,
     progress: &ProgressBar,
 ) -> Result<RestoreSummary, RestoreError> {
+    recover_interrupted_swap(home).map_err(RestoreError::Store)?;
+    check_replaceable(home)?;
     let snap = SnapshotDir::open(dir).map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
     let manifest = snap.manifest().map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
     let plugin = registry
