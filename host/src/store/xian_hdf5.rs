@@ -98,7 +98,9 @@ impl XianHdf5Store {
         }
         let path = self.file_path(p.run_state, &p.file);
         let file = if write {
-            self.files.borrow_mut().remove(&id);
+            // Writes come in key order, file after file: keeping one file open
+            // for writing at a time bounds HDF5's per-file metadata caches.
+            self.files.borrow_mut().retain(|_, (_, writable)| !*writable);
             if path.exists() {
                 File::append(&path)
             } else {
