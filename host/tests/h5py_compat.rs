@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::fixtures;
+use common::{fixtures, parse_jsonl};
 use statesnap::store::{generate, StateStore, XianHdf5Store};
 
 #[test]
@@ -58,17 +58,7 @@ fn h5py_reads_what_statesnap_writes() {
         "h5py export failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let theirs: Vec<(String, String)> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["key"].as_str().unwrap().to_string(),
-                v["stored"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let theirs = parse_jsonl(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(theirs.len(), ours.len());
     assert_eq!(theirs, ours);
 }

@@ -18,17 +18,7 @@ fn all(store: &dyn StateStore) -> Vec<(String, String)> {
 #[test]
 fn fixture_reads_as_its_entries_file() {
     let store = XianHdf5Store::open(&fixture_home()).unwrap();
-    let expected: Vec<(String, String)> = std::fs::read_to_string(fixtures().join("xian-hdf5-small.entries.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["key"].as_str().unwrap().to_string(),
-                v["stored"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let expected = parse_jsonl(&std::fs::read_to_string(fixtures().join("xian-hdf5-small.entries.jsonl")).unwrap());
     assert_eq!(all(&store), expected);
     for (k, v) in expected.iter().step_by(37) {
         assert_eq!(store.get(k).unwrap().as_deref(), Some(v.as_str()));

@@ -11,9 +11,8 @@
 //! The rules the host enforces: same entries in, same bytes out; at least one
 //! chunk; each chunk under 16,000,000 bytes; errors returned, not panicked.
 
-use statesnap_plugin_sdk::{
-    param_u64, whole_entries_len, Description, Format, FormatReader, FormatWriter, PluginError,
-};
+use statesnap_plugin_sdk::identity::IdentityReader;
+use statesnap_plugin_sdk::{param_u64, Description, Format, FormatWriter, PluginError};
 
 pub struct Template;
 
@@ -21,7 +20,9 @@ const KNOWN: &[&str] = &["chunk_bytes"];
 
 impl Format for Template {
     type Writer = Writer;
-    type Reader = Reader;
+    // Chunks hold framed entries as they are, so the sdk's identity reader
+    // decodes them; a real format brings its own reader.
+    type Reader = IdentityReader;
 
     fn describe() -> Description {
         Description {
@@ -43,8 +44,8 @@ impl Format for Template {
         })
     }
 
-    fn reader(_params: &[(String, String)]) -> Result<Reader, PluginError> {
-        Ok(Reader { pending: None })
+    fn reader(_params: &[(String, String)]) -> Result<IdentityReader, PluginError> {
+        Ok(IdentityReader::default())
     }
 }
 
@@ -74,28 +75,6 @@ impl FormatWriter for Writer {
             return Ok(Vec::new());
         }
         Ok(vec![std::mem::take(&mut self.current)])
-    }
-}
-
-pub struct Reader {
-    pending: Option<Vec<u8>>,
-}
-
-impl FormatReader for Reader {
-    fn feed(&mut self, chunk: &[u8]) -> Result<(), PluginError> {
-        if whole_entries_len(chunk) != chunk.len() {
-            return Err(PluginError::InvalidInput("chunk does not hold whole entries".into()));
-        }
-        self.pending = Some(chunk.to_vec());
-        Ok(())
-    }
-
-    fn next(&mut self, _max_bytes: u32) -> Result<Option<Vec<u8>>, PluginError> {
-        Ok(self.pending.take().filter(|c| !c.is_empty()))
-    }
-
-    fn finish(&mut self) -> Result<(), PluginError> {
-        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
+use hdf5::file::{FileAccessBuilder, MetadataCacheConfig};
 use hdf5::types::{TypeDescriptor, VarLenUnicode};
 use hdf5::{Attribute, File, Group};
 
@@ -102,14 +103,16 @@ impl XianHdf5Store {
             // for writing at a time bounds HDF5's per-file metadata caches.
             self.files.borrow_mut().retain(|_, (_, writable)| !*writable);
             if path.exists() {
-                File::append(&path)
+                File::with_options().with_fapl(small_cache).append(&path)
             } else {
                 std::fs::create_dir_all(path.parent().expect("file has a parent"))?;
-                File::with_options().with_fapl(|f| f.libver_latest()).create(&path)
+                File::with_options()
+                    .with_fapl(|f| small_cache(f).libver_latest())
+                    .create(&path)
             }
             .with_context(|| format!("opening {} for writing", path.display()))?
         } else if path.exists() {
-            File::open(&path).with_context(|| format!("opening {}", path.display()))?
+            open_read(&path)?
         } else {
             return Ok(None);
         };
@@ -205,6 +208,27 @@ impl Cursor {
         }
         Ok(Some(self.chain.last().expect("root group").1.clone()))
     }
+}
+
+/// HDF5's metadata cache grows adaptively per open file up to 32 MiB by
+/// default, and more while a walk touches millions of object headers; a
+/// small fixed ceiling keeps memory flat whatever the state's size.
+fn small_cache(fapl: &mut FileAccessBuilder) -> &mut FileAccessBuilder {
+    let config = MetadataCacheConfig {
+        set_initial_size: true,
+        initial_size: 1 << 20,
+        min_size: 1 << 20,
+        max_size: 8 << 20,
+        ..MetadataCacheConfig::default()
+    };
+    fapl.mdc_config(&config)
+}
+
+fn open_read(path: &Path) -> anyhow::Result<File> {
+    File::with_options()
+        .with_fapl(small_cache)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 /// Reads a `value` attribute in either string form.
@@ -424,7 +448,7 @@ impl Entries {
                 return Ok(None);
             };
             self.next_file += 1;
-            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let file = open_read(&path)?;
             let root: Group = (*file).clone();
             if subtree {
                 self.stack.push(Frame::new(root, format!("{decoded}."))?);

@@ -94,3 +94,16 @@ pub fn no_leftovers(home: &Path) -> bool {
         .unwrap()
         .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".statesnap-"))
 }
+
+/// Parses JSON lines `{"key":…,"stored":…}` (the export format).
+pub fn parse_jsonl(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["key"].as_str().unwrap().to_string(),
+                v["stored"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

@@ -1,4 +1,4 @@
-//! Test fixture plugin `bomb`: a decompression bomb: `next` returns about 200 MiB of valid-looking entries from any chunk.
+//! Test fixture plugin `bomb`: a decompression bomb: `next` returns about 100 MiB of valid-looking entries from any chunk.
 //! Otherwise the trivial identity format of `statesnap_plugin_sdk::identity`.
 
 use statesnap_plugin_sdk::identity::IdentityWriter;
@@ -30,9 +30,14 @@ impl FormatReader for R {
         if !std::mem::take(&mut self.armed) {
             return Ok(None);
         }
-        // One entry with a 200 MiB value, in a single batch.
-        let mut out = Vec::with_capacity(200 << 20);
-        statesnap_plugin_sdk::push_entry(&mut out, b"con.bomb", &vec![b'0'; 200 << 20]);
+        // One entry with a 100 MiB value, in a single batch: within the
+        // default memory cap, over the default output cap.
+        let value_len: usize = 100 << 20;
+        let mut out = Vec::with_capacity(value_len + 32);
+        out.extend_from_slice(&8u32.to_le_bytes());
+        out.extend_from_slice(b"con.bomb");
+        out.extend_from_slice(&(value_len as u32).to_le_bytes());
+        out.resize(out.len() + value_len, b'0');
         Ok(Some(out))
     }
     fn finish(&mut self) -> Result<(), PluginError> {
