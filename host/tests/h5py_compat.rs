@@ -26,6 +26,8 @@ fn h5py_reads_what_statesnap_writes() {
         ("con_x.dots:..", "\"dot dot\""),
         ("con_x.uni:ключ:鍵", "\"ünïcödé\""),
         ("nodot", "\"no dot at all\""),
+        ("sl/ash.k", "\"slash in a file name\""),
+        (".x", "\"empty file name\""),
         ("__n.abc", "3"),
         ("__latest_block.height", "99"),
     ]

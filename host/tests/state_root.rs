@@ -96,7 +96,7 @@ fn order_nulls_and_deltas() {
         matches!(
             e,
             RootError::Value {
-                source: ValueError::Delta,
+                source: ValueError::NoCanonicalForm { tag: "__delta__", .. },
                 ..
             }
         ),

@@ -5,20 +5,25 @@ Prints JSON lines {"key":..., "stored":...} sorted by key, like
 `statesnap state export`. The compatibility test compares the two, which shows
 that what statesnap writes is what a Xian node reads. Escaped names (statesnap's
 rule for keys the layout cannot express) are decoded the same way as
-host/src/store/keys.rs documents: a name starting with '%' is percent-decoded
-after dropping the '%'.
+host/src/store/keys.rs documents: a group name starting with ':' stands for
+the rest with ':' read as '/', a file name starting with '%.' for the rest with
+'.' read as '/'.
 """
 import json
 import os
 import sys
-import urllib.parse
-
 import h5py
 
 
-def decode(name: str) -> str:
-    if name.startswith("%"):
-        return urllib.parse.unquote(name[1:])
+def decode_group(name: str) -> str:
+    if name.startswith(":"):
+        return name[1:].replace(":", "/")
+    return name
+
+
+def decode_file(name: str) -> str:
+    if name.startswith("%."):
+        return name[2:].replace(".", "/")
     return name
 
 
@@ -40,14 +45,14 @@ def main(home: str) -> None:
             path = os.path.join(d, fname)
             if not os.path.isfile(path):
                 continue
-            file_part = decode(fname)
+            file_part = decode_file(fname)
             with h5py.File(path, "r") as f:
                 if "value" in f.attrs:
                     out.append((file_part, stored_text(f.attrs["value"])))
 
                 def visit(name, obj):
                     if isinstance(obj, h5py.Group) and "value" in obj.attrs:
-                        var = ":".join(decode(seg) for seg in name.split("/"))
+                        var = ":".join(decode_group(seg) for seg in name.split("/"))
                         out.append((file_part + "." + var, stored_text(obj.attrs["value"])))
 
                 f.visititems(visit)

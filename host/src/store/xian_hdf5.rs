@@ -1,37 +1,81 @@
 //! Xian's HDF5 state home (xian-compat.md §1) as a [`StateStore`].
 //!
-//! Files are opened once and kept open; new files use the latest HDF5
-//! file-format bounds (smaller, same speed). Values are written as
-//! variable-length UTF-8 string attributes; both that form and fixed-length
-//! byte strings (`S<n>`, written by older Xian versions) are read.
+//! Where keys live and how unexpressible keys are escaped: [`super::keys`].
+//! `value` is written as a variable-length UTF-8 string attribute, as h5py
+//! writes a Python `str`; reading also accepts variable-length ASCII and the
+//! fixed-length byte strings (`S<n>`) older Xian versions wrote. `block` is a
+//! signed 64-bit integer, as h5py writes a Python `int`.
+//!
+//! Speed (design.md §7): the file being written stays open together with the
+//! groups of the last key written, so sorted batches reuse them; files read
+//! by `get` stay open; new files use the latest file-format bounds; per-key
+//! work calls the HDF5 C API directly (one group open, one attribute read).
+//!
+//! Order: depth-first group order is not key order (`x0` < `x:y` as `0` <
+//! `:`). Among siblings, each child `c` stands for two items: its own value
+//! (sort key `c`) and its subtree (sort key `c:`, as every key below it
+//! starts so; `c.` for a file's variables). Sorting those items bytewise and
+//! expanding them in order, lazily, yields ascending keys; memory grows with
+//! the children of the groups on the current path, not with the state.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context};
 use hdf5::file::{FileAccessBuilder, MetadataCacheConfig};
-use hdf5::types::{TypeDescriptor, VarLenUnicode};
-use hdf5::{Attribute, File, Group};
+use hdf5::{File, Group};
+use hdf5_sys::h5::{herr_t, H5free_memory};
+use hdf5_sys::h5a::{
+    H5Aclose, H5Acreate2, H5Adelete, H5Aexists, H5Aget_space, H5Aget_type, H5Aopen, H5Aread, H5Awrite,
+};
+use hdf5_sys::h5f::{H5F_scope_t, H5Fflush};
+use hdf5_sys::h5g::{H5Gclose, H5Gcreate2, H5Gopen2};
+use hdf5_sys::h5i::hid_t;
+use hdf5_sys::h5l::H5Lexists;
+use hdf5_sys::h5p::{
+    H5Pcreate, H5Pset_char_encoding, H5Pset_obj_track_times, H5P_CLS_GROUP_CREATE, H5P_CLS_LINK_CREATE, H5P_DEFAULT,
+};
+use hdf5_sys::h5s::{H5S_class_t, H5Sclose, H5Screate, H5Sget_simple_extent_npoints};
+use hdf5_sys::h5t::{
+    H5T_class_t, H5T_cset_t, H5Tclose, H5Tcopy, H5Tget_class, H5Tget_cset, H5Tget_size, H5Tis_variable_str,
+    H5Tset_cset, H5Tset_size, H5T_C_S1, H5T_NATIVE_INT64, H5T_STD_I64LE, H5T_VARIABLE,
+};
 
-use super::keys::{decode_name, key_path, KeyPath};
+use super::keys::{decode_file, decode_group, is_run_state, key_path, KeyPath, DIRS};
 use super::{Entry, StateStore};
 
-const DIRS: [&str; 2] = ["contract_state", "run_state"];
-const VALUE: &str = "value";
-const BLOCK: &str = "block";
+const VALUE: &CStr = c"value";
+const BLOCK: &CStr = c"block";
+/// Files kept open for `get` before the cache is emptied.
+const MAX_READERS: usize = 64;
+
+/// A file by directory (`run_state/` or not) and stored name.
+type FileId = (bool, String);
 
 /// A Xian-layout HDF5 home.
 pub struct XianHdf5Store {
     home: PathBuf,
-    /// Open files by (directory, encoded name), and whether opened writable.
-    files: RefCell<HashMap<(bool, String), (File, bool)>>,
     block: Option<u64>,
+    /// The one file open for writing: one at a time bounds HDF5's per-file caches.
+    writer: Option<Writer>,
+    /// Files opened read-only by `get`.
+    readers: RefCell<HashMap<FileId, File>>,
+    /// Files written and closed since the last flush, to fsync.
+    unsynced: BTreeSet<PathBuf>,
+    /// Whether a file was created since the last flush (its directory needs an fsync).
+    created: bool,
 }
 
 impl XianHdf5Store {
     /// Opens an existing home.
     pub fn open(home: &Path) -> anyhow::Result<Self> {
+        if !home.is_dir() {
+            bail!("{} is not a Xian state home: no such directory", home.display());
+        }
         if !DIRS.iter().any(|d| home.join(d).is_dir()) {
             bail!(
                 "{} is not a Xian state home: it has neither contract_state/ nor run_state/",
@@ -41,7 +85,7 @@ impl XianHdf5Store {
         Ok(Self::at(home))
     }
 
-    /// Creates a new home (the directory may exist but must be empty).
+    /// Creates a new home in a missing or empty directory.
     pub fn create(home: &Path) -> anyhow::Result<Self> {
         if home.exists() && std::fs::read_dir(home)?.next().is_some() {
             bail!(
@@ -50,15 +94,15 @@ impl XianHdf5Store {
             );
         }
         for d in DIRS {
-            std::fs::create_dir_all(home.join(d)).with_context(|| format!("creating {}", home.join(d).display()))?;
+            let dir = home.join(d);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         Ok(Self::at(home))
     }
 
     /// Opens a home, creating it if the directory is missing or empty.
     pub fn open_or_create(home: &Path) -> anyhow::Result<Self> {
-        let empty = !home.exists() || std::fs::read_dir(home)?.next().is_none();
-        if empty {
+        if !home.exists() || std::fs::read_dir(home)?.next().is_none() {
             Self::create(home)
         } else {
             Self::open(home)
@@ -68,8 +112,11 @@ impl XianHdf5Store {
     fn at(home: &Path) -> Self {
         XianHdf5Store {
             home: home.to_path_buf(),
-            files: RefCell::default(),
             block: None,
+            writer: None,
+            readers: RefCell::default(),
+            unsynced: BTreeSet::new(),
+            created: false,
         }
     }
 
@@ -77,137 +124,300 @@ impl XianHdf5Store {
         &self.home
     }
 
-    /// The block number written in the `block` attribute with each value
-    /// (`None`: no `block` attribute).
+    /// The block number written in the `block` attribute with each later
+    /// write (`None`: no `block` attribute).
     pub fn set_block(&mut self, block: Option<u64>) {
         self.block = block;
     }
 
-    fn file_path(&self, run_state: bool, name: &str) -> PathBuf {
-        self.home
-            .join(if run_state { "run_state" } else { "contract_state" })
-            .join(name)
+    fn path(&self, p: &KeyPath) -> PathBuf {
+        self.home.join(p.dir()).join(&p.file)
     }
 
-    /// The file holding `p`, opened (and created) for writing when `write`.
-    fn file(&self, p: &KeyPath, write: bool) -> anyhow::Result<Option<File>> {
+    /// The writer for `p`'s file, opening (or, when `create`, creating) it.
+    fn writer(&mut self, p: &KeyPath, create: bool) -> anyhow::Result<Option<&mut Writer>> {
         let id = (p.run_state, p.file.clone());
-        if let Some((f, writable)) = self.files.borrow().get(&id) {
-            if *writable || !write {
-                return Ok(Some(f.clone()));
+        if self.writer.as_ref().is_none_or(|w| w.id != id) {
+            if let Some(old) = self.writer.take() {
+                self.unsynced.insert(old.path.clone());
             }
-        }
-        let path = self.file_path(p.run_state, &p.file);
-        let file = if write {
-            // Writes come in key order, file after file: keeping one file open
-            // for writing at a time bounds HDF5's per-file metadata caches.
-            self.files.borrow_mut().retain(|_, (_, writable)| !*writable);
-            if path.exists() {
-                File::with_options().with_fapl(small_cache).append(&path)
-            } else {
-                std::fs::create_dir_all(path.parent().expect("file has a parent"))?;
+            // HDF5 cannot open a file for writing while it is open read-only.
+            self.readers.get_mut().remove(&id);
+            let path = self.path(p);
+            let file = if path.exists() {
+                File::with_options().with_fapl(small_cache).open_rw(&path)
+            } else if create {
+                self.created = true;
                 File::with_options()
                     .with_fapl(|f| small_cache(f).libver_latest())
-                    .create(&path)
+                    .create_excl(&path)
+            } else {
+                return Ok(None);
             }
-            .with_context(|| format!("opening {} for writing", path.display()))?
-        } else if path.exists() {
-            open_read(&path)?
-        } else {
-            return Ok(None);
-        };
-        self.files.borrow_mut().insert(id, (file.clone(), write));
-        Ok(Some(file))
+            .with_context(|| format!("opening {} for writing", path.display()))?;
+            self.writer = Some(Writer {
+                id,
+                path,
+                file,
+                chain: Vec::new(),
+            });
+        }
+        Ok(self.writer.as_mut())
     }
 
-    fn write_one(&self, cursor: &mut Cursor, key: &str, value: Option<&str>) -> anyhow::Result<()> {
-        let p = key_path(key)?;
-        let group = match value {
-            Some(_) => Some(cursor.descend(self, &p, true)?),
-            None => cursor.descend_existing(self, &p)?,
+    fn write_one(&mut self, p: &KeyPath, value: Option<&str>) -> anyhow::Result<()> {
+        let value = value
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| anyhow!("the value contains a NUL character, which an HDF5 string cannot hold"))?;
+        let block = self.block.map(i64::try_from).transpose().map_err(|_| {
+            anyhow!(
+                "block number {:?} does not fit the signed 64-bit `block` attribute",
+                self.block
+            )
+        })?;
+        let Some(w) = self.writer(p, value.is_some())? else {
+            return Ok(()); // deleting from a missing file
         };
-        let Some(group) = group else { return Ok(()) };
-        let ctx = || format!("key {key:?} in {}", self.file_path(p.run_state, &p.file).display());
-        if group.attr_names().with_context(ctx)?.iter().any(|n| n == VALUE) {
-            group.delete_attr(VALUE).with_context(ctx)?;
-        }
-        if let Some(v) = value {
-            let text: VarLenUnicode = v.parse().map_err(|e| anyhow!("{e}")).with_context(ctx)?;
-            group
-                .new_attr::<VarLenUnicode>()
-                .create(VALUE)
-                .and_then(|a| a.write_scalar(&text))
-                .with_context(ctx)?;
-            if let Some(b) = self.block {
-                if group.attr_names()?.iter().any(|n| n == BLOCK) {
-                    group.delete_attr(BLOCK)?;
+        let Some((group, fresh)) = w.descend(&p.groups, value.is_some())? else {
+            return Ok(()); // deleting a missing key
+        };
+        h5sync(|| unsafe {
+            if !fresh && check(H5Aexists(group, VALUE.as_ptr()))? > 0 {
+                check(H5Adelete(group, VALUE.as_ptr()))?;
+            }
+            if let Some(v) = &value {
+                let t = types();
+                let attr = Id::new(
+                    H5Acreate2(group, VALUE.as_ptr(), t.vlen_utf8, t.scalar, H5P_DEFAULT, H5P_DEFAULT),
+                    H5Aclose,
+                )?;
+                let ptr = v.as_ptr();
+                check(H5Awrite(attr.0, t.vlen_utf8, (&raw const ptr).cast()))?;
+            }
+            if let Some(b) = block {
+                if !fresh && check(H5Aexists(group, BLOCK.as_ptr()))? > 0 {
+                    check(H5Adelete(group, BLOCK.as_ptr()))?;
                 }
-                group
-                    .new_attr::<u64>()
-                    .create(BLOCK)
-                    .and_then(|a| a.write_scalar(&b))
-                    .with_context(ctx)?;
+                let attr = Id::new(
+                    H5Acreate2(
+                        group,
+                        BLOCK.as_ptr(),
+                        *H5T_STD_I64LE,
+                        types().scalar,
+                        H5P_DEFAULT,
+                        H5P_DEFAULT,
+                    ),
+                    H5Aclose,
+                )?;
+                check(H5Awrite(attr.0, *H5T_NATIVE_INT64, (&raw const b).cast()))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A read handle on `p`'s file, `None` when it does not exist.
+    fn reader(&self, p: &KeyPath) -> anyhow::Result<Option<File>> {
+        let id = (p.run_state, p.file.clone());
+        if let Some(w) = self.writer.as_ref().filter(|w| w.id == id) {
+            return Ok(Some(w.file.clone()));
+        }
+        let mut readers = self.readers.borrow_mut();
+        if let Some(f) = readers.get(&id) {
+            return Ok(Some(f.clone()));
+        }
+        let path = self.path(p);
+        if !path.exists() {
+            return Ok(None);
+        }
+        if readers.len() >= MAX_READERS {
+            readers.clear();
+        }
+        let file = open_read(&path)?;
+        readers.insert(id, file.clone());
+        Ok(Some(file))
+    }
+}
+
+/// `file, group /a/b` of a key, for errors.
+fn location(home: &Path, p: &KeyPath) -> String {
+    format!(
+        "{}, group /{}",
+        home.join(p.dir()).join(&p.file).display(),
+        p.groups.join("/")
+    )
+}
+
+impl StateStore for XianHdf5Store {
+    fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let p = key_path(key)?;
+        let ctx = || format!("reading key {key:?} from {}", location(&self.home, &p));
+        let Some(file) = self.reader(&p).with_context(ctx)? else {
+            return Ok(None);
+        };
+        let mut group = None;
+        for name in &p.groups {
+            let parent = group.as_ref().map_or(file.id(), |g: &Id| g.0);
+            let name = CString::new(name.as_str()).expect("keys with NUL are refused");
+            let child = h5sync(|| unsafe {
+                if check(H5Lexists(parent, name.as_ptr(), H5P_DEFAULT))? == 0 {
+                    return Ok(None);
+                }
+                Id::new(H5Gopen2(parent, name.as_ptr(), H5P_DEFAULT), H5Gclose).map(Some)
+            })
+            .with_context(ctx)?;
+            match child {
+                Some(c) => group = Some(c),
+                None => return Ok(None),
+            }
+        }
+        read_value(group.as_ref().map_or(file.id(), |g| g.0)).with_context(ctx)
+    }
+
+    fn entries(&self) -> anyhow::Result<Box<dyn Iterator<Item = anyhow::Result<Entry>> + '_>> {
+        Ok(Box::new(Entries {
+            stack: vec![Frame::top(&self.home)?],
+            home: &self.home,
+        }))
+    }
+
+    fn write_batch(&mut self, batch: &[(String, Option<String>)]) -> anyhow::Result<()> {
+        for (key, value) in batch {
+            let p = key_path(key)?;
+            self.write_one(&p, value.as_deref())
+                .with_context(|| format!("writing key {key:?} to {}", location(&self.home, &p)))?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(w) = &self.writer {
+            h5sync(|| unsafe { check(H5Fflush(w.file.id(), H5F_scope_t::H5F_SCOPE_LOCAL)) })
+                .with_context(|| format!("flushing {}", w.path.display()))?;
+            self.unsynced.insert(w.path.clone());
+        }
+        let sync = |path: &Path| {
+            std::fs::File::open(path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {} to disk", path.display()))
+        };
+        for path in std::mem::take(&mut self.unsynced) {
+            sync(&path)?;
+        }
+        if std::mem::take(&mut self.created) {
+            for d in DIRS {
+                sync(&self.home.join(d))?;
             }
         }
         Ok(())
     }
 }
 
-/// The groups opened for the previous key, so sorted batches reuse them.
-#[derive(Default)]
-struct Cursor {
-    file: Option<(bool, String)>,
-    /// (encoded name, group) from the file's root group down.
-    chain: Vec<(String, Group)>,
+/// The file being written and the groups of the last key written.
+struct Writer {
+    id: FileId,
+    path: PathBuf,
+    file: File,
+    /// (stored name, open group) from the file's root down.
+    chain: Vec<(String, Id)>,
 }
 
-impl Cursor {
-    fn descend(&mut self, store: &XianHdf5Store, p: &KeyPath, create: bool) -> anyhow::Result<Group> {
-        self.descend_inner(store, p, create)?
-            .ok_or_else(|| anyhow!("group missing"))
-    }
-
-    fn descend_existing(&mut self, store: &XianHdf5Store, p: &KeyPath) -> anyhow::Result<Option<Group>> {
-        self.descend_inner(store, p, false)
-    }
-
-    fn descend_inner(&mut self, store: &XianHdf5Store, p: &KeyPath, create: bool) -> anyhow::Result<Option<Group>> {
-        let id = (p.run_state, p.file.clone());
-        if self.file.as_ref() != Some(&id) {
-            self.chain.clear();
-            let Some(file) = store.file(p, create)? else {
-                return Ok(None);
-            };
-            self.chain.push((String::new(), (*file).clone()));
-            self.file = Some(id);
-        } else if create {
-            // A cursor opened while reading must be reopened writable.
-            let writable = store.files.borrow().get(&id).map(|(_, w)| *w).unwrap_or(false);
-            if !writable {
-                self.file = None;
-                return self.descend_inner(store, p, create);
-            }
-        }
-        // Keep the common prefix of the previous key's groups.
-        let mut keep = 1;
-        while keep < self.chain.len() && keep - 1 < p.groups.len() && self.chain[keep].0 == p.groups[keep - 1] {
-            keep += 1;
-        }
+impl Writer {
+    /// The group at `groups`, created when missing and `create`; with
+    /// whether it was created just now (so it has no attributes yet).
+    fn descend(&mut self, groups: &[String], create: bool) -> anyhow::Result<Option<(hid_t, bool)>> {
+        let keep = self.chain.iter().zip(groups).take_while(|((a, _), b)| a == *b).count();
         self.chain.truncate(keep);
-        for name in &p.groups[keep - 1..] {
-            let parent = &self.chain.last().expect("root group").1;
-            let child = if parent.link_exists(name) {
-                parent.group(name)
-            } else if create {
-                parent.create_group(name)
-            } else {
-                return Ok(None);
-            }
-            .with_context(|| format!("group {name:?} in {}", store.file_path(p.run_state, &p.file).display()))?;
-            self.chain.push((name.clone(), child));
+        let mut fresh = false;
+        for name in &groups[keep..] {
+            let parent = self.chain.last().map_or(self.file.id(), |(_, g)| g.0);
+            let c = CString::new(name.as_str()).expect("keys with NUL are refused");
+            let group = h5sync(|| unsafe {
+                // Below a group created just now nothing exists yet.
+                if !fresh && check(H5Lexists(parent, c.as_ptr(), H5P_DEFAULT))? > 0 {
+                    return Id::new(H5Gopen2(parent, c.as_ptr(), H5P_DEFAULT), H5Gclose).map(Some);
+                }
+                if !create {
+                    return Ok(None);
+                }
+                fresh = true;
+                let t = types();
+                Id::new(H5Gcreate2(parent, c.as_ptr(), t.lcpl, t.gcpl, H5P_DEFAULT), H5Gclose).map(Some)
+            })?;
+            let Some(group) = group else { return Ok(None) };
+            self.chain.push((name.clone(), group));
         }
-        Ok(Some(self.chain.last().expect("root group").1.clone()))
+        Ok(Some((self.chain.last().map_or(self.file.id(), |(_, g)| g.0), fresh)))
     }
+}
+
+/// An HDF5 id opened here, closed on drop.
+struct Id(hid_t, unsafe extern "C" fn(hid_t) -> herr_t);
+
+impl Id {
+    /// Takes ownership of `id`, or fails with HDF5's error when it is invalid.
+    fn new(id: hid_t, close: unsafe extern "C" fn(hid_t) -> herr_t) -> anyhow::Result<Self> {
+        Ok(Id(hdf5::h5check(id)?, close))
+    }
+}
+
+impl Drop for Id {
+    fn drop(&mut self) {
+        h5sync(|| unsafe { (self.1)(self.0) });
+    }
+}
+
+/// Fails with HDF5's error message when `ret` is negative.
+fn check(ret: i32) -> anyhow::Result<i32> {
+    Ok(hdf5::h5check(ret)?)
+}
+
+/// Runs raw HDF5 calls under the binding's library lock.
+fn h5sync<T>(f: impl FnOnce() -> T) -> T {
+    hdf5::sync::sync(f)
+}
+
+/// Datatypes and property lists made once and shared by every call.
+struct Types {
+    vlen_utf8: hid_t,
+    vlen_ascii: hid_t,
+    scalar: hid_t,
+    /// Link names in UTF-8, as h5py writes them.
+    lcpl: hid_t,
+    /// No modification times in group headers: smaller files, no clock calls.
+    gcpl: hid_t,
+}
+
+fn types() -> &'static Types {
+    static TYPES: OnceLock<Types> = OnceLock::new();
+    TYPES.get_or_init(|| {
+        h5sync(|| unsafe {
+            let vlen = |cset| {
+                let t = H5Tcopy(*H5T_C_S1);
+                H5Tset_size(t, H5T_VARIABLE);
+                H5Tset_cset(t, cset);
+                t
+            };
+            let lcpl = H5Pcreate(*H5P_CLS_LINK_CREATE);
+            H5Pset_char_encoding(lcpl, H5T_cset_t::H5T_CSET_UTF8);
+            let gcpl = H5Pcreate(*H5P_CLS_GROUP_CREATE);
+            H5Pset_obj_track_times(gcpl, 0);
+            let t = Types {
+                vlen_utf8: vlen(H5T_cset_t::H5T_CSET_UTF8),
+                vlen_ascii: vlen(H5T_cset_t::H5T_CSET_ASCII),
+                scalar: H5Screate(H5S_class_t::H5S_SCALAR),
+                lcpl,
+                gcpl,
+            };
+            assert!(
+                [t.vlen_utf8, t.vlen_ascii, t.scalar, t.lcpl, t.gcpl]
+                    .iter()
+                    .all(|&id| id >= 0),
+                "HDF5 could not make its basic string types and property lists"
+            );
+            t
+        })
+    })
 }
 
 /// HDF5's metadata cache grows adaptively per open file up to 32 MiB by
@@ -231,245 +441,261 @@ fn open_read(path: &Path) -> anyhow::Result<File> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
-/// Reads a `value` attribute in either string form.
-fn read_string_attr(attr: &Attribute) -> anyhow::Result<String> {
-    match attr.dtype()?.to_descriptor()? {
-        TypeDescriptor::VarLenUnicode => Ok(attr.read_scalar::<VarLenUnicode>()?.as_str().to_string()),
-        TypeDescriptor::VarLenAscii => Ok(attr.read_scalar::<hdf5::types::VarLenAscii>()?.as_str().to_string()),
-        TypeDescriptor::FixedAscii(_) | TypeDescriptor::FixedUnicode(_) => {
-            let bytes = read_fixed_raw(attr)?;
-            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-            String::from_utf8(bytes[..end].to_vec()).map_err(|_| anyhow!("the fixed-length string is not UTF-8"))
-        }
-        other => bail!("`value` has type {other:?}, not a string"),
-    }
-}
-
-/// The bytes of a fixed-length string attribute, read in its own type (the
-/// high-level API needs the length at compile time).
-fn read_fixed_raw(attr: &Attribute) -> anyhow::Result<Vec<u8>> {
-    use hdf5_sys::h5a::{H5Aget_type, H5Aread};
-    use hdf5_sys::h5t::{H5Tclose, H5Tget_size};
-    hdf5::sync::sync(|| unsafe {
-        let tid = H5Aget_type(attr.id());
-        if tid < 0 {
-            bail!("cannot read the attribute's type");
-        }
-        let size = H5Tget_size(tid);
-        let mut buf = vec![0u8; size];
-        let status = H5Aread(attr.id(), tid, buf.as_mut_ptr().cast());
-        H5Tclose(tid);
-        if status < 0 {
-            bail!("cannot read the fixed-length string");
-        }
-        Ok(buf)
-    })
-}
-
-/// The stored value of a group, if it has one.
-fn group_value(group: &Group) -> anyhow::Result<Option<String>> {
-    if !group.attr_names()?.iter().any(|n| n == VALUE) {
-        return Ok(None);
-    }
-    read_string_attr(&group.attr(VALUE)?).map(Some)
-}
-
-impl StateStore for XianHdf5Store {
-    fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
-        let p = key_path(key)?;
-        let mut cursor = Cursor::default();
-        match cursor.descend_existing(self, &p)? {
-            Some(g) => group_value(&g).with_context(|| format!("reading key {key:?}")),
-            None => Ok(None),
-        }
-    }
-
-    fn entries(&self) -> anyhow::Result<Box<dyn Iterator<Item = anyhow::Result<Entry>> + '_>> {
-        Ok(Box::new(Entries::new(self)?))
-    }
-
-    fn write_batch(&mut self, batch: &[(String, Option<String>)]) -> anyhow::Result<()> {
-        let mut cursor = Cursor::default();
-        for (key, value) in batch {
-            self.write_one(&mut cursor, key, value.as_deref())?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        for (file, writable) in self.files.borrow().values() {
-            if *writable {
-                file.flush().with_context(|| format!("flushing {}", file.filename()))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One pending step of the sorted walk. Among siblings, a child named `c`
-/// stands for two items: its own value (sort key `…c`) and its subtree (sort
-/// key `…c:`, every key below it starts so). Sorting those items bytewise and
-/// expanding them in order yields keys in ascending order.
-enum Item {
-    /// A group whose own value is key `key`.
-    Value { key: String, group: Group },
-    /// A group whose descendants' keys all start with `prefix`.
-    Subtree { prefix: String, group: Group },
-}
-
-/// A group's children as items, sorted by sort key, consumed from the front.
-struct Frame {
-    parent: Group,
-    prefix: String,
-    raw: Vec<String>,
-    decoded: Vec<String>,
-    /// (name index, is-subtree) in walk order.
-    order: Vec<(u32, bool)>,
-    next: usize,
-}
-
-impl Frame {
-    fn new(parent: Group, prefix: String) -> anyhow::Result<Self> {
-        let raw = parent.member_names()?;
-        let decoded: Vec<String> = raw.iter().map(|n| decode_name(n).into_owned()).collect();
-        let mut order: Vec<(u32, bool)> = (0..raw.len() as u32).flat_map(|i| [(i, false), (i, true)]).collect();
-        order.sort_by(|a, b| sort_key(&decoded, *a).cmp(&sort_key(&decoded, *b)));
-        Ok(Frame {
-            parent,
-            prefix,
-            raw,
-            decoded,
-            order,
-            next: 0,
-        })
-    }
-
-    fn pop(&mut self) -> anyhow::Result<Option<Item>> {
-        let Some(&(i, subtree)) = self.order.get(self.next) else {
+/// The `value` attribute of the object `loc` in either string form, `None`
+/// when it has none.
+fn read_value(loc: hid_t) -> anyhow::Result<Option<String>> {
+    let bytes = h5sync(|| unsafe {
+        if check(H5Aexists(loc, VALUE.as_ptr()))? == 0 {
             return Ok(None);
-        };
-        self.next += 1;
-        let (raw, decoded) = (&self.raw[i as usize], &self.decoded[i as usize]);
-        let group = self.parent.group(raw)?;
-        Ok(Some(if subtree {
-            Item::Subtree {
-                prefix: format!("{}{decoded}:", self.prefix),
-                group,
+        }
+        let attr = Id::new(H5Aopen(loc, VALUE.as_ptr(), H5P_DEFAULT), H5Aclose)?;
+        let ftype = Id::new(H5Aget_type(attr.0), H5Tclose)?;
+        let class = H5Tget_class(ftype.0);
+        if class != H5T_class_t::H5T_STRING {
+            bail!("attribute `value` is {class:?}, not a string");
+        }
+        let space = Id::new(H5Aget_space(attr.0), H5Sclose)?;
+        let n = H5Sget_simple_extent_npoints(space.0);
+        if n != 1 {
+            bail!("attribute `value` holds {n} strings, not one");
+        }
+        if check(H5Tis_variable_str(ftype.0))? > 0 {
+            let mtype = match H5Tget_cset(ftype.0) {
+                H5T_cset_t::H5T_CSET_UTF8 => types().vlen_utf8,
+                _ => types().vlen_ascii,
+            };
+            let mut ptr: *mut c_char = std::ptr::null_mut();
+            check(H5Aread(attr.0, mtype, (&raw mut ptr).cast::<c_void>()))?;
+            if ptr.is_null() {
+                return Ok(Some(Vec::new()));
             }
+            let bytes = CStr::from_ptr(ptr).to_bytes().to_vec();
+            H5free_memory(ptr.cast());
+            Ok(Some(bytes))
         } else {
-            Item::Value {
-                key: format!("{}{decoded}", self.prefix),
-                group,
-            }
-        }))
-    }
-}
-
-/// Compares as the bytes of `name` followed by `:` for a subtree item.
-fn sort_key(names: &[String], (i, subtree): (u32, bool)) -> SortKey<'_> {
-    SortKey(names[i as usize].as_bytes(), subtree)
-}
-
-#[derive(PartialEq, Eq)]
-struct SortKey<'a>(&'a [u8], bool);
-
-impl Ord for SortKey<'_> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let a = self.0.iter().chain(if self.1 { &b":"[..] } else { &b""[..] });
-        let b = other.0.iter().chain(if other.1 { &b":"[..] } else { &b""[..] });
-        a.cmp(b)
-    }
-}
-
-impl PartialOrd for SortKey<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
+            let mut buf = vec![0u8; H5Tget_size(ftype.0)];
+            check(H5Aread(attr.0, ftype.0, buf.as_mut_ptr().cast()))?;
+            // `S<n>` pads with NULs.
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            buf.truncate(end);
+            Ok(Some(buf))
+        }
+    })?;
+    bytes
+        .map(|b| String::from_utf8(b).map_err(|_| anyhow!("attribute `value` is not UTF-8 text")))
+        .transpose()
 }
 
 /// The sorted walk over every file of both directories.
-struct Entries {
-    /// Top level: (sort key, item-making info) for every file, sorted.
-    files: Vec<(Vec<u8>, PathBuf, String, bool)>,
-    next_file: usize,
+struct Entries<'a> {
+    home: &'a Path,
+    /// The frames from the top (files) down to the group being listed; empty when done.
     stack: Vec<Frame>,
 }
 
-impl Entries {
-    fn new(store: &XianHdf5Store) -> anyhow::Result<Self> {
-        let mut files = Vec::new();
+/// One child of a frame: a file at the top, else a group.
+struct Child {
+    stored: Box<str>,
+    /// The unescaped name, when it differs from the stored one.
+    decoded: Option<Box<str>>,
+}
+
+impl Child {
+    fn name(&self) -> &str {
+        self.decoded.as_deref().unwrap_or(&self.stored)
+    }
+}
+
+/// The children of one group (or, at the top, the files), in walk order.
+struct Frame {
+    /// `None` at the top, where the children are files.
+    group: Option<Group>,
+    /// The file, for errors (the home at the top).
+    file: PathBuf,
+    /// This group's stored path in the file, for errors.
+    path: String,
+    /// Key prefix of the children: "" at the top, `f.` or `f.a:b:` below.
+    prefix: String,
+    children: Vec<Child>,
+    /// (child, whether its subtree rather than its own value), in key order.
+    order: Vec<(u32, bool)>,
+    next: usize,
+    /// Children whose value was visited and whose subtree is still ahead.
+    pending: HashMap<u32, (Group, PathBuf)>,
+}
+
+impl Frame {
+    /// The files of both directories.
+    fn top(home: &Path) -> anyhow::Result<Frame> {
+        let mut children = Vec::new();
         for dir in DIRS {
-            let d = store.home.join(dir);
+            let d = home.join(dir);
             if !d.is_dir() {
                 continue;
             }
             for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
-                let e = e?;
-                if !e.file_type()?.is_file() {
+                let path = e.with_context(|| format!("listing {}", d.display()))?.path();
+                let stored = path.file_name().expect("listed entries have names").to_string_lossy();
+                // Stored file names never start with '.': editor or system files.
+                if stored.starts_with('.') || !path.is_file() {
                     continue;
                 }
-                let raw = e.file_name().to_string_lossy().into_owned();
-                if raw.starts_with('.') {
-                    continue; // editor or temp files, never a Xian contract
+                let name = decode_file(&stored).with_context(|| format!("in {}", d.display()))?;
+                if DIRS[is_run_state(&name) as usize] != dir {
+                    bail!(
+                        "{}: a file named {name:?} belongs in {}/, not {dir}/",
+                        path.display(),
+                        DIRS[is_run_state(&name) as usize]
+                    );
                 }
-                let decoded = decode_name(&raw).into_owned();
-                // The file's own value is key `f`; its variables are `f.…`.
-                files.push((decoded.as_bytes().to_vec(), e.path(), decoded.clone(), false));
-                let mut sub = decoded.as_bytes().to_vec();
-                sub.push(b'.');
-                files.push((sub, e.path(), decoded, true));
+                // Stored as `dir/name`, the path below the home.
+                children.push(Child {
+                    decoded: Some(name.into()),
+                    stored: format!("{dir}/{stored}").into(),
+                });
             }
         }
-        files.sort();
-        Ok(Entries {
-            files,
-            next_file: 0,
-            stack: Vec::new(),
-        })
+        Ok(Frame::new(
+            None,
+            home.to_path_buf(),
+            String::new(),
+            String::new(),
+            children,
+        ))
     }
 
-    fn step(&mut self) -> anyhow::Result<Option<Entry>> {
-        loop {
-            if let Some(frame) = self.stack.last_mut() {
-                match frame.pop()? {
-                    Some(Item::Value { key, group }) => {
-                        if let Some(stored) = group_value(&group).with_context(|| format!("reading key {key:?}"))? {
-                            return Ok(Some(Entry { key, stored }));
-                        }
-                    }
-                    Some(Item::Subtree { prefix, group }) => self.stack.push(Frame::new(group, prefix)?),
-                    None => {
-                        self.stack.pop();
-                    }
-                }
-                continue;
-            }
-            let Some((_, path, decoded, subtree)) = self.files.get(self.next_file).cloned() else {
-                return Ok(None);
+    fn of_group(group: Group, file: PathBuf, path: String, prefix: String) -> anyhow::Result<Frame> {
+        let ctx = || format!("listing {}, group {}", file.display(), path_or_root(&path));
+        let names = group.member_names().with_context(ctx)?;
+        let mut children = Vec::with_capacity(names.len());
+        for stored in names {
+            let decoded = match decode_group(&stored).with_context(ctx)? {
+                std::borrow::Cow::Borrowed(_) => None,
+                std::borrow::Cow::Owned(d) => Some(d.into()),
             };
-            self.next_file += 1;
-            let file = open_read(&path)?;
-            let root: Group = (*file).clone();
-            if subtree {
-                self.stack.push(Frame::new(root, format!("{decoded}."))?);
-            } else if let Some(stored) = group_value(&root)? {
-                return Ok(Some(Entry { key: decoded, stored }));
-            }
+            children.push(Child {
+                stored: stored.into(),
+                decoded,
+            });
+        }
+        Ok(Frame::new(Some(group), file, path, prefix, children))
+    }
+
+    fn new(group: Option<Group>, file: PathBuf, path: String, prefix: String, children: Vec<Child>) -> Frame {
+        // Decoded names never contain the separator, which `item_cmp` relies on.
+        let sep = if group.is_some() { b':' } else { b'.' };
+        let mut order: Vec<(u32, bool)> = (0..children.len() as u32)
+            .flat_map(|i| [(i, false), (i, true)])
+            .collect();
+        order.sort_unstable_by(|&(a, sa), &(b, sb)| {
+            item_cmp(
+                children[a as usize].name().as_bytes(),
+                sa,
+                children[b as usize].name().as_bytes(),
+                sb,
+                sep,
+            )
+        });
+        Frame {
+            group,
+            file,
+            path,
+            prefix,
+            children,
+            order,
+            next: 0,
+            pending: HashMap::new(),
         }
     }
 }
 
-impl Iterator for Entries {
+/// Compares `a` (followed by `sep` when `sa`) with `b` (likewise), where
+/// neither name contains `sep`.
+fn item_cmp(a: &[u8], sa: bool, b: &[u8], sb: bool, sep: u8) -> Ordering {
+    let n = a.len().min(b.len());
+    a[..n].cmp(&b[..n]).then_with(|| match a.len().cmp(&b.len()) {
+        Ordering::Equal => sa.cmp(&sb),
+        Ordering::Less if sa => sep.cmp(&b[n]),
+        Ordering::Less => Ordering::Less,
+        Ordering::Greater if sb => a[n].cmp(&sep),
+        Ordering::Greater => Ordering::Greater,
+    })
+}
+
+fn path_or_root(path: &str) -> &str {
+    if path.is_empty() {
+        "/"
+    } else {
+        path
+    }
+}
+
+impl Entries<'_> {
+    fn step(&mut self) -> anyhow::Result<Option<Entry>> {
+        while let Some(frame) = self.stack.last_mut() {
+            let Some(&(i, subtree)) = frame.order.get(frame.next) else {
+                self.stack.pop();
+                continue;
+            };
+            frame.next += 1;
+            let child = &frame.children[i as usize];
+            if subtree {
+                let Some((group, file)) = frame.pending.remove(&i) else {
+                    continue; // no children
+                };
+                let (path, prefix) = match frame.group {
+                    Some(_) => (
+                        format!("{}/{}", frame.path, child.stored),
+                        format!("{}{}:", frame.prefix, child.name()),
+                    ),
+                    None => (String::new(), format!("{}.", child.name())),
+                };
+                let next = Frame::of_group(group, file, path, prefix)?;
+                self.stack.push(next);
+                continue;
+            }
+            // The child's own value: a group, or at the top a file's root group.
+            let (group, file, path) = match &frame.group {
+                Some(parent) => {
+                    let path = format!("{}/{}", frame.path, child.stored);
+                    let group = parent
+                        .group(&child.stored)
+                        .with_context(|| format!("opening {}, group {path}", frame.file.display()))?;
+                    (group, frame.file.clone(), path)
+                }
+                None => {
+                    let file = self.home.join(&*child.stored);
+                    let root: Group = (*open_read(&file)?).clone();
+                    (root, file, String::new())
+                }
+            };
+            let key = format!("{}{}", frame.prefix, child.name());
+            let value = read_value(group.id()).with_context(|| {
+                format!(
+                    "reading key {key:?} from {}, group {}",
+                    file.display(),
+                    path_or_root(&path)
+                )
+            })?;
+            if !group.is_empty() {
+                frame.pending.insert(i, (group, file));
+            }
+            if let Some(stored) = value {
+                return Ok(Some(Entry { key, stored }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Iterator for Entries<'_> {
     type Item = anyhow::Result<Entry>;
 
     fn next(&mut self) -> Option<Self::Item> {
         match self.step() {
-            Ok(Some(e)) => Some(Ok(e)),
-            Ok(None) => None,
+            Ok(e) => e.map(Ok),
             Err(e) => {
-                // Stop after an error.
-                self.next_file = self.files.len();
-                self.stack.clear();
+                self.stack.clear(); // stop after an error
                 Some(Err(e))
             }
         }

@@ -98,25 +98,34 @@ impl<'a> Iterator for Entries<'a> {
 /// Readers of a byte stream cut at arbitrary places (like the gzip format) use
 /// it to return whole entries and keep the tail for the next chunk.
 pub fn whole_entries_len(buf: &[u8]) -> usize {
+    whole_entries_len_upto(buf, usize::MAX)
+}
+
+/// Like [`whole_entries_len`], but stops after the first entry that brings the
+/// prefix to `max` bytes or more: the length of a batch of "about `max`
+/// bytes" (a single larger entry makes it larger). 0 if `buf` does not start
+/// with a whole entry.
+pub fn whole_entries_len_upto(buf: &[u8], max: usize) -> usize {
     let mut pos = 0;
-    loop {
-        let rest = &buf[pos..];
-        if rest.len() < 4 {
-            return pos;
+    while pos < max {
+        match whole_entry_len(&buf[pos..]) {
+            Some(len) => pos += len,
+            None => break,
         }
-        let klen = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let after_key = 4 + klen;
-        if rest.len() < after_key + 4 {
-            return pos;
-        }
-        let v = &rest[after_key..];
-        let vlen = u32::from_le_bytes([v[0], v[1], v[2], v[3]]) as usize;
-        let total = after_key + 4 + vlen;
-        if rest.len() < total {
-            return pos;
-        }
-        pos += total;
     }
+    pos
+}
+
+/// The framed length of the entry `buf` starts with, if `buf` holds all of it.
+/// (Checked arithmetic: lengths near `u32::MAX` must not wrap on wasm32.)
+fn whole_entry_len(buf: &[u8]) -> Option<usize> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = buf.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let value_at = u32_at(0)?.checked_add(4)?;
+    let total = value_at.checked_add(4)?.checked_add(u32_at(value_at)?)?;
+    (total <= buf.len()).then_some(total)
 }
 
 #[cfg(test)]
@@ -132,6 +141,12 @@ mod tests {
         assert_eq!(got, vec![(&b"a.x"[..], &b"1"[..]), (&b"b.y"[..], &b"\"two\""[..])]);
         assert_eq!(whole_entries_len(&b), b.len());
         assert_eq!(whole_entries_len(&b[..b.len() - 1]), framed_len(b"a.x", b"1"));
+        let first = framed_len(b"a.x", b"1");
+        assert_eq!(whole_entries_len_upto(&b, 0), 0);
+        assert_eq!(whole_entries_len_upto(&b, 1), first);
+        assert_eq!(whole_entries_len_upto(&b, first), first);
+        assert_eq!(whole_entries_len_upto(&b, first + 1), b.len());
+        assert_eq!(whole_entries_len_upto(&b[..first - 1], 1), 0);
         let err = entries(&b[..b.len() - 1]).nth(1).unwrap().unwrap_err();
         assert_eq!(err.offset, framed_len(b"a.x", b"1"));
     }
@@ -139,5 +154,7 @@ mod tests {
 
 mod format;
 pub mod identity;
+pub mod sample;
+pub mod testing;
 
 pub use format::{param_u64, Description, Format, FormatReader, FormatWriter, PluginError};
