@@ -7,7 +7,9 @@
 //! * [`snapshot`]: manifests, and creating, verifying and restoring snapshots.
 
 pub mod bench;
+pub mod node;
 pub mod plugin;
 pub mod progress;
+pub mod rpc;
 pub mod snapshot;
 pub mod store;
