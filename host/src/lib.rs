@@ -6,7 +6,9 @@
 //! * [`plugin`]: the wasmtime runtime that runs format plugins under hard limits;
 //! * [`snapshot`]: manifests, and creating, verifying and restoring snapshots.
 
+pub mod abci;
 pub mod bench;
+pub mod chain;
 pub mod node;
 pub mod plugin;
 pub mod progress;

@@ -64,3 +64,49 @@ fn h5py_reads_what_statesnap_writes() {
     assert_eq!(theirs.len(), ours.len());
     assert_eq!(theirs, ours);
 }
+
+/// A writer killed with the file open (here h5py, with the 1.10 format Xian's
+/// nodes could write) leaves HDF5's open-for-write mark behind, after which
+/// HDF5 refuses every open; the store clears the mark and carries on.
+#[test]
+fn a_file_a_killed_writer_left_open_reopens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join("contract_state")).unwrap();
+    let file = home.join("contract_state/currency");
+    let script = r#"
+import h5py, os, signal, sys
+f = h5py.File(sys.argv[1], "w", libver="latest")
+f.create_group("balances/alice").attrs["value"] = "5"
+f.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"#;
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the writer was meant to die");
+    let refused = Command::new("python3")
+        .args(["-c", "import h5py, sys; h5py.File(sys.argv[1], 'r')"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "h5py should refuse the marked file");
+
+    let mut store = XianHdf5Store::open(&home).unwrap();
+    assert_eq!(store.get("currency.balances:alice").unwrap().as_deref(), Some("5"));
+    store
+        .write_batch(&[("currency.balances:bob".to_string(), Some("7".to_string()))])
+        .unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let all: Vec<_> = XianHdf5Store::open(&home)
+        .unwrap()
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().key)
+        .collect();
+    assert_eq!(all, ["currency.balances:alice", "currency.balances:bob"]);
+}

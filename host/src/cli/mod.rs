@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use statesnap::plugin::{Limits, PluginEngine, PluginRegistry};
 
+mod node;
 mod plugin;
 mod snapshot;
 mod state;
@@ -82,6 +83,8 @@ pub enum Command {
     Bench(statesnap::bench::BenchArgs),
     /// Generate a state, snapshot it with each built-in plugin, restore and verify it.
     Demo(statesnap::bench::DemoArgs),
+    /// Run the node: CometBFT's ABCI application (state machine, snapshots, state sync).
+    Start(node::StartArgs),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -104,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(c) => plugin::run(c, &cli.plugins),
         Command::Bench(a) => statesnap::bench::bench(&a, &cli.plugins.registry()?),
         Command::Demo(a) => statesnap::bench::demo(&a, &cli.plugins.registry()?),
+        Command::Start(a) => node::start(a, &cli.plugins),
     }
 }
 

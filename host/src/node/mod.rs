@@ -1,6 +1,396 @@
 //! The ABCI node: the chain's state machine, its snapshots and state sync,
-//! wired to CometBFT.
+//! behind one [`Node`] whose methods are the ABCI calls in plain Rust types
+//! (`crate::abci` only translates protobuf to these).
+//!
+//! A node home holds:
+//!
+//! ```text
+//! <home>/config.toml   the node's settings (NodeConfig)
+//! <home>/state/        the Xian-layout HDF5 state, its checkpoint record and write-ahead log
+//! <home>/snapshots/    <height>-<format>/ snapshot directories
+//! ```
 
+pub mod chain;
+pub mod checkpoint;
 pub mod config;
+pub mod execute;
+pub mod genesis;
+pub mod metrics;
+pub mod snapshots;
+pub mod statesync;
+pub mod view;
+pub mod wal;
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde_json::json;
+
+pub use chain::{Chain, TxOutcome};
 pub use config::NodeConfig;
+pub use metrics::Metrics;
+pub use snapshots::Advertised;
+pub use statesync::{ChunkAnswer, Offer, OfferAnswer};
+
+use crate::chain::tx;
+use crate::plugin::PluginRegistry;
+use genesis::AppState;
+use snapshots::SnapshotService;
+use statesync::StateSync;
+
+/// The state home inside a node home.
+pub fn state_dir(home: &Path) -> PathBuf {
+    home.join("state")
+}
+
+/// The snapshot directory inside a node home.
+pub fn snapshots_dir(home: &Path) -> PathBuf {
+    home.join("snapshots")
+}
+
+/// The answer to a Query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryAnswer {
+    /// 0: found; 1: the key has no value; 2: unknown path; 3: the node failed.
+    pub code: u32,
+    pub log: String,
+    pub value: Vec<u8>,
+    pub height: u64,
+}
+
+/// Test-only behaviour, switched on by hidden flags of `statesnap start`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TestHooks {
+    /// Serve every snapshot chunk with a byte flipped.
+    pub corrupt_chunks: bool,
+}
+
+/// A running node.
+pub struct Node {
+    config: NodeConfig,
+    chain: Mutex<Chain>,
+    snapshots: SnapshotService,
+    statesync: Mutex<StateSync>,
+    /// Next nonce per account among transactions CheckTx let into the
+    /// mempool since the last commit.
+    mempool_nonces: Mutex<HashMap<String, u64>>,
+    registry: Arc<PluginRegistry>,
+    metrics: Arc<Metrics>,
+    block_started: Mutex<Option<Instant>>,
+}
+
+impl Node {
+    /// Opens the node in `home`: its state (recovering from a crash if
+    /// needed), its snapshot plugin and its snapshots.
+    pub fn open(
+        home: &Path,
+        config: NodeConfig,
+        mut registry: PluginRegistry,
+        metrics: Arc<Metrics>,
+        hooks: TestHooks,
+    ) -> anyhow::Result<Node> {
+        if !config.plugin_dir.is_empty() {
+            registry.add_dir(Path::new(&config.plugin_dir))?;
+        }
+        let plugin = registry
+            .resolve(&config.snapshot_plugin)
+            .context("snapshot_plugin in config.toml")?;
+        let chain = Chain::open(&state_dir(home), config.checkpoint_interval)?;
+        if !config.chain_id.is_empty() && !chain.chain_id().is_empty() && chain.chain_id() != config.chain_id {
+            bail!(
+                "config.toml says chain_id {:?}, but the state in {} belongs to chain {:?}",
+                config.chain_id,
+                state_dir(home).display(),
+                chain.chain_id()
+            );
+        }
+        let params: Vec<(String, String)> = config
+            .snapshot_params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut snapshots = SnapshotService::new(
+            &snapshots_dir(home),
+            config.snapshot_interval,
+            config.snapshot_keep_recent,
+            plugin,
+            &params,
+            metrics.clone(),
+        )?;
+        if hooks.corrupt_chunks {
+            tracing::warn!("TEST MODE: serving corrupted snapshot chunks");
+            snapshots.corrupt_served_chunks();
+        }
+        metrics.height.set(chain.height() as i64);
+        metrics.state_keys.set(chain.keys() as i64);
+        tracing::info!(
+            height = chain.height(),
+            app_hash = %hex::encode(chain.app_hash()),
+            keys = chain.keys(),
+            "node: state loaded"
+        );
+        let registry = Arc::new(registry);
+        Ok(Node {
+            config,
+            chain: Mutex::new(chain),
+            snapshots,
+            statesync: Mutex::new(StateSync::new(registry.clone(), metrics.clone())),
+            mempool_nonces: Mutex::default(),
+            registry,
+            metrics,
+            block_started: Mutex::default(),
+        })
+    }
+
+    fn chain(&self) -> MutexGuard<'_, Chain> {
+        self.chain
+            .lock()
+            .expect("the chain lock is poisoned by an earlier panic")
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Info: the last committed height and its app hash.
+    pub fn info(&self) -> (u64, [u8; 32]) {
+        let chain = self.chain();
+        (chain.height(), chain.app_hash())
+    }
+
+    /// InitChain: loads the genesis state; returns its app hash.
+    pub fn init_chain(
+        &self,
+        chain_id: &str,
+        initial_height: u64,
+        app_state: &[u8],
+        validators: &[([u8; 32], i64)],
+    ) -> anyhow::Result<[u8; 32]> {
+        if !self.config.chain_id.is_empty() && self.config.chain_id != chain_id {
+            bail!(
+                "genesis is for chain {chain_id:?}, but config.toml says chain_id {:?}",
+                self.config.chain_id
+            );
+        }
+        let app_state = AppState::parse(app_state)?;
+        let mut chain = self.chain();
+        let app_hash = chain.init_chain(chain_id, initial_height, &app_state, validators)?;
+        self.metrics.height.set(chain.height() as i64);
+        self.metrics.state_keys.set(chain.keys() as i64);
+        tracing::info!(chain_id, keys = chain.keys(), app_hash = %hex::encode(app_hash), "node: genesis loaded");
+        Ok(app_hash)
+    }
+
+    /// CheckTx: whether a transaction may enter the mempool. Nonces count the
+    /// account's transactions already admitted since the last commit.
+    pub fn check_tx(&self, bytes: &[u8]) -> TxOutcome {
+        let chain = self.chain();
+        let mut nonces = self.mempool_nonces.lock().expect("mempool lock");
+        let result = execute::apply_tx(bytes, chain.chain_id(), |key| match nonces.get(key) {
+            Some(n) => Ok(Some(n.to_string())),
+            None => chain.get(key),
+        });
+        match result {
+            Ok(Ok(writes)) => {
+                // The nonce is the one run-state key a transaction writes.
+                for (key, value) in writes {
+                    if let (true, Some(n)) = (key.starts_with("__n."), value.and_then(|v| v.parse().ok())) {
+                        nonces.insert(key, n);
+                    }
+                }
+                TxOutcome {
+                    code: 0,
+                    log: String::new(),
+                }
+            }
+            Ok(Err(e)) => TxOutcome {
+                code: e.code(),
+                log: e.to_string(),
+            },
+            Err(e) => TxOutcome {
+                code: u32::MAX,
+                log: format!("the node could not read its state: {e:#}"),
+            },
+        }
+    }
+
+    /// PrepareProposal: the mempool's transactions in order, as many as fit.
+    pub fn prepare_proposal<T: AsRef<[u8]> + Clone>(&self, txs: &[T], max_tx_bytes: u64) -> Vec<T> {
+        let mut total = 0u64;
+        let mut out = Vec::new();
+        for tx in txs {
+            let len = tx.as_ref().len() as u64;
+            if total + len > max_tx_bytes {
+                break;
+            }
+            if tx::decode_and_verify(tx.as_ref()).is_ok() {
+                total += len;
+                out.push(tx.clone());
+            }
+        }
+        out
+    }
+
+    /// ProcessProposal: accept a block only if every transaction in it is
+    /// well formed and signed for this chain (nonces are checked when it
+    /// runs: a stale one is refused there, not the block).
+    pub fn process_proposal<T: AsRef<[u8]>>(&self, txs: &[T]) -> bool {
+        let chain = self.chain();
+        txs.iter().all(|tx| {
+            tx::decode_and_verify(tx.as_ref())
+                .and_then(|t| t.validate(chain.chain_id()))
+                .is_ok()
+        })
+    }
+
+    /// FinalizeBlock: executes a block; returns each transaction's outcome
+    /// and the new app hash.
+    pub fn finalize_block<T: AsRef<[u8]>>(&self, height: u64, txs: &[T]) -> anyhow::Result<(Vec<TxOutcome>, [u8; 32])> {
+        *self.block_started.lock().expect("timer lock") = Some(Instant::now());
+        let outcome = self.chain().finalize_block(height, txs)?;
+        let applied = outcome.0.iter().filter(|o| o.code == 0).count() as u64;
+        self.metrics.txs_applied.inc_by(applied);
+        self.metrics.txs_refused.inc_by(outcome.0.len() as u64 - applied);
+        Ok(outcome)
+    }
+
+    /// Commit: makes the block durable, then starts a snapshot when one is due.
+    pub fn commit(&self) -> anyhow::Result<u64> {
+        let mut chain = self.chain();
+        let height = chain.commit()?;
+        self.mempool_nonces.lock().expect("mempool lock").clear();
+        if self.snapshots.due(height) {
+            let view = chain.view();
+            self.snapshots.start(view, chain.chain_id().to_string());
+        }
+        self.metrics.height.set(height as i64);
+        self.metrics.state_keys.set(chain.keys() as i64);
+        if let Some(started) = self.block_started.lock().expect("timer lock").take() {
+            self.metrics.block_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(height)
+    }
+
+    /// Query: `/key` (data: the key) → its stored value; `/status`,
+    /// `/snapshots`, `/plugins` → JSON.
+    pub fn query(&self, path: &str, data: &[u8]) -> QueryAnswer {
+        let height = self.chain().height();
+        let answer = |code: u32, log: String, value: Vec<u8>| QueryAnswer {
+            code,
+            log,
+            value,
+            height,
+        };
+        let result: anyhow::Result<QueryAnswer> = (|| match path {
+            "/key" | "key" => {
+                let key = std::str::from_utf8(data).context("the key is not UTF-8")?;
+                Ok(match self.chain().get(key)? {
+                    Some(stored) => answer(0, String::new(), stored.into_bytes()),
+                    None => answer(1, format!("key {key:?} has no value"), Vec::new()),
+                })
+            }
+            "/status" => {
+                let chain = self.chain();
+                let status = json!({
+                    "chain_id": chain.chain_id(),
+                    "height": chain.height(),
+                    "app_hash": hex::encode(chain.app_hash()),
+                    "keys": chain.keys(),
+                });
+                Ok(answer(0, String::new(), status.to_string().into_bytes()))
+            }
+            "/snapshots" => {
+                let list: Vec<_> = self
+                    .snapshots
+                    .list()?
+                    .into_iter()
+                    .map(|s| {
+                        json!({"height": s.height, "format": s.format, "chunks": s.chunks, "hash": hex::encode(s.hash)})
+                    })
+                    .collect();
+                Ok(answer(0, String::new(), serde_json::to_vec(&list)?))
+            }
+            "/plugins" => {
+                let mut list = Vec::new();
+                for (p, origin) in self.registry.list()?.iter().zip(self.registry.origins()) {
+                    let d = p.description();
+                    list.push(json!({"name": d.name, "version": d.version, "format": d.format,
+                        "sha256": hex::encode(p.sha256()), "origin": origin}));
+                }
+                Ok(answer(0, String::new(), serde_json::to_vec(&list)?))
+            }
+            other => Ok(answer(
+                2,
+                format!("unknown query path {other:?}: use /key (data: the key), /status, /snapshots or /plugins"),
+                Vec::new(),
+            )),
+        })();
+        result.unwrap_or_else(|e| answer(3, format!("{e:#}"), Vec::new()))
+    }
+
+    /// ListSnapshots.
+    pub fn list_snapshots(&self) -> Vec<Advertised> {
+        self.snapshots.list().unwrap_or_else(|e| {
+            tracing::error!("listing snapshots failed: {e:#}");
+            Vec::new()
+        })
+    }
+
+    /// LoadSnapshotChunk.
+    pub fn load_snapshot_chunk(&self, height: u64, format: u32, index: u32) -> Vec<u8> {
+        self.snapshots.load_chunk(height, format, index)
+    }
+
+    /// OfferSnapshot.
+    pub fn offer_snapshot(&self, offer: &Offer) -> OfferAnswer {
+        let (chain_id, height, staging) = {
+            let chain = self.chain();
+            let chain_id = if chain.chain_id().is_empty() {
+                self.config.chain_id.clone()
+            } else {
+                chain.chain_id().to_string()
+            };
+            (chain_id, chain.height(), chain.staging_dir())
+        };
+        self.statesync
+            .lock()
+            .expect("state sync lock")
+            .offer(offer, &chain_id, height, &staging)
+    }
+
+    /// ApplySnapshotChunk. After the last chunk the restored state becomes
+    /// the node's state.
+    pub fn apply_snapshot_chunk(&self, index: u32, chunk: &[u8], sender: &str) -> ChunkAnswer {
+        let answer = self
+            .statesync
+            .lock()
+            .expect("state sync lock")
+            .apply(index, chunk, sender);
+        let ChunkAnswer::Done(restored) = answer else {
+            return answer;
+        };
+        let mut chain = self.chain();
+        let r = *restored;
+        match chain.install_restored(&r.staging, r.index, &r.chain_id, r.height, r.app_hash) {
+            Ok(()) => {
+                self.metrics.restored_snapshot_height.set(r.height as i64);
+                self.metrics.height.set(r.height as i64);
+                self.metrics.state_keys.set(chain.keys() as i64);
+                tracing::info!(
+                    height = r.height,
+                    "state sync: the restored state is now this node's state"
+                );
+                ChunkAnswer::Accept
+            }
+            Err(e) => ChunkAnswer::Abort(format!("installing the restored state failed: {e:#}")),
+        }
+    }
+
+    /// Waits for a background snapshot to finish (tests, clean shutdown).
+    pub fn wait_for_snapshots(&self) {
+        self.snapshots.wait_idle();
+    }
+}

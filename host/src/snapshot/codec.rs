@@ -7,6 +7,10 @@ use crate::plugin::{PluginError, PluginReader, PluginWriter};
 pub trait ChunkEncoder: Send {
     fn write(&mut self, batch: &[u8]) -> Result<Vec<Vec<u8>>, PluginError>;
     fn finish(&mut self) -> Result<Vec<Vec<u8>>, PluginError>;
+    /// Wasm fuel spent so far (0 for native codecs).
+    fn fuel_used(&self) -> u64 {
+        0
+    }
 }
 
 /// Chunks in, entries out.
@@ -14,6 +18,10 @@ pub trait ChunkDecoder: Send {
     fn feed(&mut self, chunk: &[u8]) -> Result<(), PluginError>;
     fn next_batch(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>, PluginError>;
     fn finish(&mut self) -> Result<(), PluginError>;
+    /// Wasm fuel spent so far (0 for native codecs).
+    fn fuel_used(&self) -> u64 {
+        0
+    }
 }
 
 impl ChunkEncoder for PluginWriter {
@@ -22,6 +30,9 @@ impl ChunkEncoder for PluginWriter {
     }
     fn finish(&mut self) -> Result<Vec<Vec<u8>>, PluginError> {
         PluginWriter::finish(self)
+    }
+    fn fuel_used(&self) -> u64 {
+        PluginWriter::fuel_used(self)
     }
 }
 
@@ -34,5 +45,8 @@ impl ChunkDecoder for PluginReader {
     }
     fn finish(&mut self) -> Result<(), PluginError> {
         PluginReader::finish(self)
+    }
+    fn fuel_used(&self) -> u64 {
+        PluginReader::fuel_used(self)
     }
 }

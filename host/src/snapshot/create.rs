@@ -49,6 +49,8 @@ pub struct CreateReport {
     pub hash: [u8; 32],
     pub dir: PathBuf,
     pub seconds: f64,
+    /// Wasm fuel the plugin spent (0 for a native codec).
+    pub fuel_used: u64,
 }
 
 /// Creates snapshot `<out_root>/<height>-<format>/` of `store` with `encoder`.
@@ -81,7 +83,7 @@ pub fn create(
     std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
 
     let result = build(store, encoder, opts, &tmp, progress);
-    let (root, entries, state_bytes, chunks, snapshot_bytes) = match result {
+    let (root, entries, state_bytes, chunks, snapshot_bytes, fuel_used) = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -116,10 +118,12 @@ pub fn create(
         manifest,
         dir: final_dir,
         seconds: started.elapsed().as_secs_f64(),
+        fuel_used,
     })
 }
 
-type Built = ([u8; 32], u64, u64, Vec<[u8; 32]>, u64);
+/// Root, entries, state bytes, chunk hashes, snapshot bytes, fuel.
+type Built = ([u8; 32], u64, u64, Vec<[u8; 32]>, u64, u64);
 
 fn build(
     store: &dyn StateStore,
@@ -131,20 +135,20 @@ fn build(
     std::thread::scope(|s| {
         let (batch_tx, batch_rx) = bounded::<Vec<u8>>(4);
         let (chunk_tx, chunk_rx) = bounded::<Vec<u8>>(2);
-        let encode = s.spawn(move || -> anyhow::Result<()> {
+        let encode = s.spawn(move || -> anyhow::Result<u64> {
             for batch in batch_rx {
                 for chunk in encoder.write(&batch)? {
                     if chunk_tx.send(chunk).is_err() {
-                        return Ok(()); // the chunk writer failed; its error is reported
+                        return Ok(encoder.fuel_used()); // the chunk writer failed; its error is reported
                     }
                 }
             }
             for chunk in encoder.finish()? {
                 if chunk_tx.send(chunk).is_err() {
-                    return Ok(());
+                    break;
                 }
             }
-            Ok(())
+            Ok(encoder.fuel_used())
         });
         let write = s.spawn(move || -> anyhow::Result<(Vec<[u8; 32]>, u64)> {
             let mut hashes = Vec::new();
@@ -185,12 +189,12 @@ fn build(
         let encoded = encode.join().expect("encoder thread panicked");
         let written = write.join().expect("chunk writer thread panicked");
         let (root, entries, state_bytes) = read?;
-        encoded?;
+        let fuel_used = encoded?;
         let (chunks, snapshot_bytes) = written?;
         if chunks.is_empty() {
             bail!("the plugin produced no chunks; a format must produce at least one chunk, even for an empty state");
         }
-        Ok((root, entries, state_bytes, chunks, snapshot_bytes))
+        Ok((root, entries, state_bytes, chunks, snapshot_bytes, fuel_used))
     })
 }
 

@@ -16,10 +16,11 @@ mod verify;
 
 pub use codec::{ChunkDecoder, ChunkEncoder};
 pub use create::{create, CreateOptions, CreateReport};
+pub(crate) use create::{sync_dir, write_synced};
 pub use layout::{list_snapshots, SnapshotDir};
 pub use manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_METADATA_BYTES};
 pub use restore::{
-    plugin_decoder, restore_dir, restore_dir_with, staging_path, swap_into_place, DecoderChoice, RestoreError,
-    RestoreSummary, Restorer,
+    plugin_decoder, recover_interrupted_swap, restore_dir, restore_dir_with, staging_path, swap_into_place,
+    DecoderChoice, RestoreError, RestoreSummary, Restorer,
 };
 pub use verify::{verify, VerifyReport};

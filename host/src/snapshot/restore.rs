@@ -18,7 +18,9 @@ use super::codec::ChunkDecoder;
 use super::layout::SnapshotDir;
 use super::manifest::Manifest;
 use crate::plugin::{Plugin, PluginError, PluginRegistry};
-use crate::store::root::{is_consensus_key, RootBuilder, RootError};
+use crate::store::root::{is_consensus_key, leaf_hash, RootBuilder, RootError};
+use crate::store::treap::{MerkleTreap, TreapBuilder};
+use crate::store::value::canonical_bytes;
 use crate::store::{StateStore, XianHdf5Store};
 
 /// Bytes of decoded entries asked of the plugin per call.
@@ -50,7 +52,7 @@ pub enum RestoreError {
 }
 
 /// What a finished restore produced.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RestoreSummary {
     pub root: [u8; 32],
     pub entries: u64,
@@ -58,6 +60,21 @@ pub struct RestoreSummary {
     pub chunks: u32,
     /// The staging home holding the verified state.
     pub staging: PathBuf,
+    /// The restored state's Merkle treap, when asked for with [`Restorer::with_index`].
+    pub index: Option<MerkleTreap>,
+}
+
+impl std::fmt::Debug for RestoreSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreSummary")
+            .field("root", &hex::encode(self.root))
+            .field("entries", &self.entries)
+            .field("state_bytes", &self.state_bytes)
+            .field("chunks", &self.chunks)
+            .field("staging", &self.staging)
+            .field("index", &self.index.as_ref().map(|i| i.len()))
+            .finish()
+    }
 }
 
 type WriteBatch = Vec<(String, Option<String>)>;
@@ -77,6 +94,7 @@ pub struct Restorer {
     writes: Option<Sender<WriteBatch>>,
     writer: Option<JoinHandle<anyhow::Result<()>>>,
     keep: bool,
+    index: Option<TreapBuilder>,
 }
 
 impl Restorer {
@@ -125,7 +143,20 @@ impl Restorer {
             writes: Some(tx),
             writer: Some(writer),
             keep: false,
+            index: None,
         })
+    }
+
+    /// Also builds the restored state's Merkle treap (what a node keeps to
+    /// update its app hash block by block), in the same pass.
+    pub fn with_index(mut self) -> Self {
+        self.index = Some(TreapBuilder::new());
+        self
+    }
+
+    /// Wasm fuel the plugin has spent on this restore so far.
+    pub fn fuel_used(&self) -> u64 {
+        self.decoder.fuel_used()
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -186,19 +217,32 @@ impl Restorer {
                     "entry {key} is not a consensus key: the app hash does not cover it, so it will not be written"
                 )));
             }
-            match self.root.push(key, value) {
-                Ok(true) => {}
-                Ok(false) => {
+            let canonical = match canonical_bytes(value) {
+                Ok(Some(c)) => c,
+                Ok(None) => {
                     return Err(RestoreError::Entries(format!(
                         "entry {key} has a null value, which no state holds"
                     )))
                 }
+                Err(e) => {
+                    return Err(RestoreError::Entries(format!(
+                        "the value of {key:?} cannot be hashed: {e}"
+                    )))
+                }
+            };
+            match self.root.push_canonical(key, &canonical) {
+                Ok(()) => {}
                 Err(RootError::OutOfOrder { previous, key }) => {
                     return Err(RestoreError::Entries(format!(
                         "entries are not in strictly ascending key order: {key:?} came after {previous:?}"
                     )))
                 }
                 Err(e) => return Err(RestoreError::Entries(e.to_string())),
+            }
+            if let Some(index) = &mut self.index {
+                index
+                    .push(key, leaf_hash(key.as_bytes(), &canonical))
+                    .map_err(|e| RestoreError::Entries(e.to_string()))?;
             }
             self.entries += 1;
             self.state_bytes += (key.len() + value.len()) as u64;
@@ -272,6 +316,7 @@ impl Restorer {
             state_bytes: self.state_bytes,
             chunks: total,
             staging: self.staging.clone(),
+            index: self.index.take().map(TreapBuilder::finish),
         })
     }
 }

@@ -8,8 +8,9 @@
 //!
 //! Speed (design.md §7): the file being written stays open together with the
 //! groups of the last key written, so sorted batches reuse them; files read
-//! by `get` stay open; new files use the latest file-format bounds; per-key
-//! work calls the HDF5 C API directly (one group open, one attribute read).
+//! by `get` stay open; new files use the 1.8 file format (as compact as the
+//! latest, without its crash-sensitive open-for-write flag); per-key work
+//! calls the HDF5 C API directly (one group open, one attribute read).
 //!
 //! Order: depth-first group order is not key order (`x0` < `x:y` as `0` <
 //! `:`). Among siblings, each child `c` stands for two items: its own value
@@ -26,18 +27,19 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context};
-use hdf5::file::{FileAccessBuilder, MetadataCacheConfig};
+use hdf5::file::{FileAccessBuilder, LibraryVersion, MetadataCacheConfig};
 use hdf5::{File, Group};
-use hdf5_sys::h5::{herr_t, H5free_memory};
+use hdf5_sys::h5::{hbool_t, herr_t, H5free_memory};
 use hdf5_sys::h5a::{
     H5Aclose, H5Acreate2, H5Adelete, H5Aexists, H5Aget_space, H5Aget_type, H5Aopen, H5Aread, H5Awrite,
 };
-use hdf5_sys::h5f::{H5F_scope_t, H5Fflush};
+use hdf5_sys::h5f::{H5F_scope_t, H5Fclose, H5Fflush, H5Fopen, H5F_ACC_RDWR};
 use hdf5_sys::h5g::{H5Gclose, H5Gcreate2, H5Gopen2};
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5l::H5Lexists;
 use hdf5_sys::h5p::{
-    H5Pcreate, H5Pset_char_encoding, H5Pset_obj_track_times, H5P_CLS_GROUP_CREATE, H5P_CLS_LINK_CREATE, H5P_DEFAULT,
+    H5Pclose, H5Pcreate, H5Pset, H5Pset_char_encoding, H5Pset_obj_track_times, H5P_CLS_FILE_ACCESS,
+    H5P_CLS_GROUP_CREATE, H5P_CLS_LINK_CREATE, H5P_DEFAULT,
 };
 use hdf5_sys::h5s::{H5S_class_t, H5Sclose, H5Screate, H5Sget_simple_extent_npoints};
 use hdf5_sys::h5t::{
@@ -145,11 +147,11 @@ impl XianHdf5Store {
             self.readers.get_mut().remove(&id);
             let path = self.path(p);
             let file = if path.exists() {
-                File::with_options().with_fapl(small_cache).open_rw(&path)
+                after_crash_recovery(&path, || File::with_options().with_fapl(small_cache).open_rw(&path))
             } else if create {
                 self.created = true;
                 File::with_options()
-                    .with_fapl(|f| small_cache(f).libver_latest())
+                    .with_fapl(|f| small_cache(f).libver_bounds(LibraryVersion::V18, LibraryVersion::V18))
                     .create_excl(&path)
             } else {
                 return Ok(None);
@@ -248,6 +250,20 @@ fn location(home: &Path, p: &KeyPath) -> String {
     )
 }
 
+impl XianHdf5Store {
+    /// Hands every write so far to the operating system without waiting for
+    /// the disk: the files on disk are then consistent and survive the
+    /// process being killed (not a power cut; [`StateStore::flush`] covers that).
+    pub fn flush_to_os(&mut self) -> anyhow::Result<()> {
+        if let Some(w) = &self.writer {
+            h5sync(|| unsafe { check(H5Fflush(w.file.id(), H5F_scope_t::H5F_SCOPE_LOCAL)) })
+                .with_context(|| format!("flushing {}", w.path.display()))?;
+            self.unsynced.insert(w.path.clone());
+        }
+        Ok(())
+    }
+}
+
 impl StateStore for XianHdf5Store {
     fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
         let p = key_path(key)?;
@@ -291,11 +307,7 @@ impl StateStore for XianHdf5Store {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        if let Some(w) = &self.writer {
-            h5sync(|| unsafe { check(H5Fflush(w.file.id(), H5F_scope_t::H5F_SCOPE_LOCAL)) })
-                .with_context(|| format!("flushing {}", w.path.display()))?;
-            self.unsynced.insert(w.path.clone());
-        }
+        self.flush_to_os()?;
         let sync = |path: &Path| {
             std::fs::File::open(path)
                 .and_then(|f| f.sync_all())
@@ -435,10 +447,50 @@ fn small_cache(fapl: &mut FileAccessBuilder) -> &mut FileAccessBuilder {
 }
 
 fn open_read(path: &Path) -> anyhow::Result<File> {
-    File::with_options()
-        .with_fapl(small_cache)
-        .open(path)
+    after_crash_recovery(path, || File::with_options().with_fapl(small_cache).open(path))
         .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Opens with `open`; if that fails because the file is still marked open
+/// for writing, clears the mark and tries once more.
+///
+/// Files in HDF5's 1.10 format (superblock v3, which h5py writes with
+/// `libver="latest"`) carry a "file is open for writing" flag that a killed
+/// process never clears, after which HDF5 refuses every open. The node's
+/// write-ahead log, not HDF5, is what makes its state durable, so reopening
+/// such a file is the right recovery. (Files statesnap creates use the 1.8
+/// format, which has no such flag and is just as compact.)
+fn after_crash_recovery(path: &Path, open: impl Fn() -> hdf5::Result<File>) -> hdf5::Result<File> {
+    match open() {
+        Err(e) if e.to_string().contains("h5clear") => {
+            tracing::warn!(file = %path.display(), "clearing the open-for-write mark a killed process left");
+            clear_status_flags(path);
+            open()
+        }
+        other => other,
+    }
+}
+
+/// What `h5clear -s` does: open with the `clear_status_flags` access
+/// property and close again. Failures surface on the following open.
+fn clear_status_flags(path: &Path) {
+    let Ok(name) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    h5sync(|| unsafe {
+        let fapl = H5Pcreate(*H5P_CLS_FILE_ACCESS);
+        if fapl < 0 {
+            return;
+        }
+        let mut clear: hbool_t = 1;
+        if H5Pset(fapl, c"clear_status_flags".as_ptr(), (&raw mut clear).cast()) >= 0 {
+            let fid = H5Fopen(name.as_ptr(), H5F_ACC_RDWR, fapl);
+            if fid >= 0 {
+                H5Fclose(fid);
+            }
+        }
+        H5Pclose(fapl);
+    });
 }
 
 /// The `value` attribute of the object `loc` in either string form, `None`

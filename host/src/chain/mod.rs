@@ -1,0 +1,2 @@
+//! STAND-IN module root (replaced when the transactions work lands).
+pub mod tx;

@@ -1,0 +1,64 @@
+//! `statesnap start`: run the node as CometBFT's ABCI application.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use statesnap::abci::AbciApp;
+use statesnap::node::{config::CONFIG_FILE, Metrics, Node, NodeConfig, TestHooks};
+
+use super::PluginArgs;
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// The node home: config.toml, state/, snapshots/ (created if missing).
+    #[arg(long)]
+    pub home: PathBuf,
+    /// Listen for CometBFT here (HOST:PORT); overrides abci_listen in config.toml.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub abci: Option<String>,
+    /// Serve Prometheus metrics here (HOST:PORT, "" for none); overrides metrics_listen.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
+    /// Test only: serve every snapshot chunk corrupted.
+    #[arg(long, hide = true)]
+    pub test_corrupt_chunks: bool,
+}
+
+pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.home).with_context(|| format!("creating {}", args.home.display()))?;
+    if !args.home.join(CONFIG_FILE).exists() {
+        NodeConfig::default().write(&args.home)?;
+        eprintln!(
+            "statesnap: wrote a default configuration to {}",
+            args.home.join(CONFIG_FILE).display()
+        );
+    }
+    let mut config = NodeConfig::load(&args.home)?;
+    if let Some(a) = args.abci {
+        config.abci_listen = a;
+    }
+    if let Some(m) = args.metrics {
+        config.metrics_listen = m;
+    }
+    let abci_addr = config.abci_listen.trim_start_matches("tcp://").to_string();
+    let metrics = Arc::new(Metrics::new());
+    if !config.metrics_listen.is_empty() {
+        metrics.serve(&config.metrics_listen)?;
+    }
+    let hooks = TestHooks {
+        corrupt_chunks: args.test_corrupt_chunks,
+    };
+    let node = Node::open(&args.home, config, plugins.registry()?, metrics, hooks)?;
+    let server = tendermint_abci::ServerBuilder::default()
+        .bind(&abci_addr, AbciApp::new(Arc::new(node)))
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("listening for CometBFT on {abci_addr} (is the port in use? set abci_listen)"))?;
+    tracing::info!(addr = %abci_addr, "node: waiting for CometBFT");
+    eprintln!("statesnap: ABCI application listening on {abci_addr}");
+    server
+        .listen()
+        .map_err(|e| anyhow::anyhow!("the ABCI server stopped: {e}"))
+}

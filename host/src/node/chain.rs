@@ -1,0 +1,429 @@
+//! The chain's state machine: the committed Xian-layout state, the block
+//! being executed, and their app hashes.
+//!
+//! * The state lives in the HDF5 store (the Xian layout, the source of truth).
+//! * A persistent Merkle treap over the consensus keys (one node per key:
+//!   key, leaf hash, subtree hash) gives the app hash after each block at a
+//!   cost that follows the block's writes, and frozen views for snapshots.
+//! * FinalizeBlock executes into an overlay and a new treap; Commit appends
+//!   the block's writes to the write-ahead log (durable), then writes them to
+//!   HDF5. Every `checkpoint_interval` blocks the HDF5 files are fsynced and
+//!   the log is emptied.
+//! * On start the treap is rebuilt from the store (one ordered pass) and must
+//!   give the recorded app hash, or the node refuses to run on damaged state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use anyhow::{anyhow, bail, Context};
+
+use super::checkpoint::Checkpoint;
+use super::execute::{apply_tx, Writes};
+use super::genesis::{validator_key, AppState};
+use super::view::{BeforeImages, SharedStore, StateView};
+use super::wal::{Wal, WalRecord};
+use crate::chain::tx::TxError;
+use crate::snapshot::{recover_interrupted_swap, staging_path, swap_into_place};
+use crate::store::root::{empty_root, is_consensus_key, leaf_hash};
+use crate::store::treap::{MerkleTreap, TreapBuilder};
+use crate::store::value::canonical_bytes;
+use crate::store::{StateStore, XianHdf5Store};
+
+/// File name of the write-ahead log inside the state home.
+pub const WAL_FILE: &str = "statesnap-wal.log";
+/// Entries per store batch when importing a genesis home.
+const IMPORT_BATCH: usize = 10_000;
+
+/// One transaction's result in a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// 0: applied; otherwise [`TxError::code`].
+    pub code: u32,
+    pub log: String,
+}
+
+impl TxOutcome {
+    fn of(result: &Result<Writes, TxError>) -> Self {
+        match result {
+            Ok(_) => TxOutcome {
+                code: 0,
+                log: String::new(),
+            },
+            Err(e) => TxOutcome {
+                code: e.code(),
+                log: e.to_string(),
+            },
+        }
+    }
+}
+
+/// A block executed but not yet committed.
+struct PendingBlock {
+    height: u64,
+    writes: BTreeMap<String, Option<String>>,
+    treap: MerkleTreap,
+    app_hash: [u8; 32],
+}
+
+/// The chain's committed state and the block in flight.
+pub struct Chain {
+    state_dir: PathBuf,
+    store: SharedStore,
+    treap: MerkleTreap,
+    chain_id: String,
+    height: u64,
+    app_hash: [u8; 32],
+    wal: Wal,
+    checkpoint_interval: u64,
+    last_checkpoint: u64,
+    pending: Option<PendingBlock>,
+    /// Before-images of snapshot views still being built.
+    views: Vec<Weak<BeforeImages>>,
+}
+
+impl Chain {
+    /// Opens (or creates) the state home `state_dir`, finishing whatever a
+    /// crash interrupted: a half-done swap, a leftover restore staging home,
+    /// committed blocks not yet checkpointed.
+    pub fn open(state_dir: &Path, checkpoint_interval: u64) -> anyhow::Result<Chain> {
+        recover_interrupted_swap(state_dir)?;
+        let staging = staging_path(state_dir);
+        if staging.exists() {
+            tracing::warn!(dir = %staging.display(), "removing the staging home of an interrupted restore");
+            std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
+        }
+        let mut store = XianHdf5Store::open_or_create(state_dir)?;
+        let checkpoint = Checkpoint::read(state_dir)?;
+        let (chain_id, mut height, mut app_hash) = match &checkpoint {
+            Some(c) => (c.chain_id.clone(), c.height, Some(c.app_hash()?)),
+            None => (String::new(), 0, None),
+        };
+        let (wal, records) = Wal::open(&state_dir.join(WAL_FILE))?;
+        let mut replayed = 0;
+        let durable = height;
+        for record in records.into_iter().filter(|r| r.height > durable) {
+            if record.height != height + 1 {
+                bail!(
+                    "the write-ahead log in {} jumps from height {height} to {}: it does not belong to this state",
+                    state_dir.display(),
+                    record.height
+                );
+            }
+            store.write_batch(&record.writes)?;
+            height = record.height;
+            app_hash = Some(record.app_hash);
+            replayed += 1;
+        }
+        if replayed > 0 {
+            tracing::info!(
+                blocks = replayed,
+                height,
+                "replayed committed blocks from the write-ahead log"
+            );
+        }
+        let treap = build_treap(&store, state_dir)?;
+        let app_hash = match app_hash {
+            Some(expected) if expected != treap.root_hash() => bail!(
+                "the state in {} does not match its recorded app hash at height {height} (recorded {}, the state \
+                 gives {}): it was damaged, perhaps by a crash in the middle of a write. Move the directory away and \
+                 let the node join again by state sync (or restore a snapshot with `statesnap snapshot restore`)",
+                state_dir.display(),
+                hex::encode(expected),
+                hex::encode(treap.root_hash())
+            ),
+            Some(h) => h,
+            None => treap.root_hash(),
+        };
+        let mut chain = Chain {
+            state_dir: state_dir.to_path_buf(),
+            store: Arc::new(Mutex::new(store)),
+            treap,
+            chain_id,
+            height,
+            app_hash,
+            wal,
+            checkpoint_interval: checkpoint_interval.max(1),
+            last_checkpoint: checkpoint.as_ref().map_or(0, |c| c.height),
+            pending: None,
+            views: Vec::new(),
+        };
+        if replayed > 0 {
+            chain.checkpoint()?;
+        }
+        Ok(chain)
+    }
+
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    pub fn app_hash(&self) -> [u8; 32] {
+        self.app_hash
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// Number of consensus keys.
+    pub fn keys(&self) -> u64 {
+        self.treap.len()
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// Whether nothing has been committed and no genesis loaded.
+    pub fn is_fresh(&self) -> bool {
+        self.height == 0 && self.chain_id.is_empty()
+    }
+
+    /// A committed key's stored value.
+    pub fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+        lock(&self.store)?.get(key)
+    }
+
+    /// InitChain: the genesis state from `app_state` and the validator set,
+    /// at height `initial_height - 1`. Returns the genesis app hash. Any
+    /// state a crashed earlier InitChain left is discarded first.
+    pub fn init_chain(
+        &mut self,
+        chain_id: &str,
+        initial_height: u64,
+        app_state: &AppState,
+        validators: &[([u8; 32], i64)],
+    ) -> anyhow::Result<[u8; 32]> {
+        if self.height > 0 {
+            bail!(
+                "InitChain was called, but this node's state is already at height {}; \
+                 point CometBFT at the right statesnap home or start from an empty one",
+                self.height
+            );
+        }
+        // Start from an empty home (a crash may have left a partial genesis).
+        let fresh = self.state_dir.with_file_name(format!(
+            ".{}.statesnap-genesis",
+            self.state_dir
+                .file_name()
+                .map_or("state".into(), |n| n.to_string_lossy())
+        ));
+        if fresh.exists() {
+            std::fs::remove_dir_all(&fresh)?;
+        }
+        let mut store = XianHdf5Store::create(&fresh)?;
+        if let Some(home) = &app_state.import_home {
+            let source = XianHdf5Store::open(home).with_context(|| "importing the genesis app_state's import_home")?;
+            let mut batch = Vec::with_capacity(IMPORT_BATCH);
+            let mut n = 0u64;
+            for entry in source.entries()? {
+                let entry = entry?;
+                batch.push((entry.key, Some(entry.stored)));
+                if batch.len() == IMPORT_BATCH {
+                    store.write_batch(&batch)?;
+                    n += batch.len() as u64;
+                    batch.clear();
+                    tracing::info!(keys = n, "importing the genesis home");
+                }
+            }
+            n += batch.len() as u64;
+            store.write_batch(&batch)?;
+            tracing::info!(keys = n, home = %home.display(), "imported the genesis home");
+        }
+        let mut writes: BTreeMap<String, Option<String>> = app_state
+            .entries
+            .iter()
+            .map(|e| (e.key.clone(), Some(e.stored.clone())))
+            .collect();
+        for (pub_key, power) in validators {
+            writes.insert(validator_key(pub_key), Some(power.to_string()));
+        }
+        store.write_batch(&writes.into_iter().collect::<Vec<_>>())?;
+        store.flush()?;
+        let treap = build_treap(&store, &fresh)?;
+        let app_hash = treap.root_hash();
+        let height = initial_height.saturating_sub(1);
+        Checkpoint::new(chain_id, height, app_hash).write(&fresh)?;
+        drop(store);
+        // The old (empty or partial) home goes; the genesis home takes its place.
+        swap_into_place(&fresh, &self.state_dir)?;
+        *lock(&self.store)? = XianHdf5Store::open(&self.state_dir)?;
+        self.wal = Wal::open(&self.state_dir.join(WAL_FILE))?.0;
+        self.wal.reset()?;
+        self.treap = treap;
+        self.chain_id = chain_id.to_string();
+        self.height = height;
+        self.app_hash = app_hash;
+        self.last_checkpoint = height;
+        self.pending = None;
+        Ok(app_hash)
+    }
+
+    /// FinalizeBlock: executes `txs` on the committed state and returns each
+    /// one's outcome and the app hash after the block. Nothing is written
+    /// until [`commit`](Self::commit).
+    pub fn finalize_block<T: AsRef<[u8]>>(
+        &mut self,
+        height: u64,
+        txs: &[T],
+    ) -> anyhow::Result<(Vec<TxOutcome>, [u8; 32])> {
+        if height != self.height + 1 {
+            bail!(
+                "CometBFT asked to execute block {height}, but this node's state is at height {}: \
+                 the state and CometBFT's block store disagree",
+                self.height
+            );
+        }
+        let mut overlay: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut outcomes = Vec::with_capacity(txs.len());
+        {
+            let store = lock(&self.store)?;
+            for tx in txs {
+                let result = apply_tx(tx.as_ref(), &self.chain_id, |key| match overlay.get(key) {
+                    Some(v) => Ok(v.clone()),
+                    None => store.get(key),
+                })?;
+                outcomes.push(TxOutcome::of(&result));
+                if let Ok(writes) = result {
+                    overlay.extend(writes);
+                }
+            }
+        }
+        let mut treap = self.treap.clone();
+        for (key, value) in &overlay {
+            if !is_consensus_key(key) {
+                continue;
+            }
+            match value.as_deref().map(canonical_bytes).transpose() {
+                Ok(Some(Some(canonical))) => treap.set(key, &canonical),
+                Ok(_) => {
+                    treap.remove(key);
+                }
+                Err(e) => bail!("a validated value of {key:?} cannot be hashed: {e} (a bug)"),
+            }
+        }
+        let app_hash = treap.root_hash();
+        self.pending = Some(PendingBlock {
+            height,
+            writes: overlay,
+            treap,
+            app_hash,
+        });
+        Ok((outcomes, app_hash))
+    }
+
+    /// Commit: makes the executed block durable (write-ahead log), then
+    /// applies it to the store. Returns the new height.
+    pub fn commit(&mut self) -> anyhow::Result<u64> {
+        let block = self
+            .pending
+            .take()
+            .ok_or_else(|| anyhow!("Commit without a FinalizeBlock before it"))?;
+        let writes: Writes = block.writes.into_iter().collect();
+        self.wal.append(&WalRecord {
+            height: block.height,
+            app_hash: block.app_hash,
+            writes: writes.clone(),
+        })?;
+        {
+            let mut store = lock(&self.store)?;
+            self.views.retain(|v| v.strong_count() > 0);
+            for view in self.views.iter().filter_map(Weak::upgrade) {
+                view.capture(&store, &writes)?;
+            }
+            store.write_batch(&writes)?;
+            store.flush_to_os()?;
+        }
+        self.treap = block.treap;
+        self.height = block.height;
+        self.app_hash = block.app_hash;
+        if self.height - self.last_checkpoint >= self.checkpoint_interval {
+            self.checkpoint()?;
+        }
+        Ok(self.height)
+    }
+
+    /// Makes the store durable and records it, so the log can be emptied.
+    fn checkpoint(&mut self) -> anyhow::Result<()> {
+        lock(&self.store)?.flush()?;
+        Checkpoint::new(&self.chain_id, self.height, self.app_hash).write(&self.state_dir)?;
+        self.wal.reset()?;
+        self.last_checkpoint = self.height;
+        Ok(())
+    }
+
+    /// A frozen view of the committed state, for a background snapshot.
+    pub fn view(&mut self) -> StateView {
+        let before = Arc::new(BeforeImages::new(self.height));
+        self.views.push(Arc::downgrade(&before));
+        StateView::new(self.treap.clone(), before, self.store.clone(), self.app_hash)
+    }
+
+    /// Makes a verified restored home (a finished state sync of height
+    /// `height`) the node's state.
+    pub fn install_restored(
+        &mut self,
+        staging: &Path,
+        treap: MerkleTreap,
+        chain_id: &str,
+        height: u64,
+        app_hash: [u8; 32],
+    ) -> anyhow::Result<()> {
+        if treap.root_hash() != app_hash {
+            bail!("the restored state's index does not give the trusted app hash (a bug)");
+        }
+        Checkpoint::new(chain_id, height, app_hash).write(staging)?;
+        swap_into_place(staging, &self.state_dir)?;
+        *lock(&self.store)? = XianHdf5Store::open(&self.state_dir)?;
+        self.wal = Wal::open(&self.state_dir.join(WAL_FILE))?.0;
+        self.treap = treap;
+        self.chain_id = chain_id.to_string();
+        self.height = height;
+        self.app_hash = app_hash;
+        self.last_checkpoint = height;
+        self.pending = None;
+        self.views.clear();
+        Ok(())
+    }
+
+    /// The restore staging home for this state.
+    pub fn staging_dir(&self) -> PathBuf {
+        staging_path(&self.state_dir)
+    }
+}
+
+/// Builds the treap of a store's consensus entries in one ordered pass.
+fn build_treap(store: &XianHdf5Store, dir: &Path) -> anyhow::Result<MerkleTreap> {
+    let mut builder = TreapBuilder::new();
+    let mut n = 0u64;
+    for entry in store.entries()? {
+        let entry = entry?;
+        if !is_consensus_key(&entry.key) {
+            continue;
+        }
+        let canonical = canonical_bytes(&entry.stored).with_context(|| {
+            format!(
+                "key {:?} in {} has a value the state root cannot hash",
+                entry.key,
+                dir.display()
+            )
+        })?;
+        if let Some(c) = canonical {
+            builder.push(&entry.key, leaf_hash(entry.key.as_bytes(), &c))?;
+            n += 1;
+            if n % 500_000 == 0 {
+                tracing::info!(keys = n, "indexing the state");
+            }
+        }
+    }
+    let treap = builder.finish();
+    debug_assert!(n > 0 || treap.root_hash() == empty_root());
+    Ok(treap)
+}
+
+fn lock(store: &SharedStore) -> anyhow::Result<std::sync::MutexGuard<'_, XianHdf5Store>> {
+    store
+        .lock()
+        .map_err(|_| anyhow!("the state store lock is poisoned (an earlier panic)"))
+}

@@ -1,0 +1,90 @@
+//! The node's record of the last durable state: `statesnap-node.json` at the
+//! root of the state home (beside `contract_state/` and `run_state/`, where
+//! Xian's tools do not look).
+//!
+//! It names the height and app hash the HDF5 files hold once fsynced. It lives
+//! inside the state home so a restored snapshot and its record are swapped in
+//! together, by one rename.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+pub const FILE: &str = "statesnap-node.json";
+const VERSION: u32 = 1;
+
+/// A durable state: chain, height, app hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    pub chain_id: String,
+    pub height: u64,
+    /// Hex.
+    pub app_hash: String,
+}
+
+impl Checkpoint {
+    pub fn new(chain_id: &str, height: u64, app_hash: [u8; 32]) -> Self {
+        Checkpoint {
+            version: VERSION,
+            chain_id: chain_id.to_string(),
+            height,
+            app_hash: hex::encode(app_hash),
+        }
+    }
+
+    pub fn app_hash(&self) -> anyhow::Result<[u8; 32]> {
+        hex::decode(&self.app_hash)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("`{}` is not a 32-byte hex app hash", self.app_hash))
+    }
+
+    /// The checkpoint of the state home `state`, if it has one.
+    pub fn read(state: &Path) -> anyhow::Result<Option<Checkpoint>> {
+        let path = state.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let c: Checkpoint = serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+        if c.version != VERSION {
+            bail!(
+                "{} has version {}; this statesnap reads version {VERSION}",
+                path.display(),
+                c.version
+            );
+        }
+        c.app_hash()?;
+        Ok(Some(c))
+    }
+
+    /// Writes the checkpoint durably and atomically (temporary file, fsync, rename).
+    pub fn write(&self, state: &Path) -> anyhow::Result<()> {
+        let path = state.join(FILE);
+        let tmp = state.join(format!(".{FILE}.tmp"));
+        let text = serde_json::to_string_pretty(self).expect("a checkpoint serializes");
+        crate::snapshot::write_synced(&tmp, text.as_bytes())?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("moving {} into place", path.display()))?;
+        crate::snapshot::sync_dir(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Checkpoint::read(dir.path()).unwrap(), None);
+        let c = Checkpoint::new("xian", 42, [3; 32]);
+        c.write(dir.path()).unwrap();
+        assert_eq!(Checkpoint::read(dir.path()).unwrap(), Some(c.clone()));
+        assert_eq!(c.app_hash().unwrap(), [3; 32]);
+        std::fs::write(dir.path().join(FILE), "{").unwrap();
+        assert!(format!("{:#}", Checkpoint::read(dir.path()).unwrap_err()).contains("damaged"));
+    }
+}

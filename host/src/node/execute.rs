@@ -1,0 +1,52 @@
+//! Applying one transaction to a state: the rules every node runs the same
+//! way in CheckTx and FinalizeBlock.
+//!
+//! The transaction's own checks (signature, chain id, keys and values) are in
+//! [`crate::chain::tx`]; this adds the one rule that needs the state: the
+//! account's nonce. A transaction either applies entirely or not at all.
+
+use crate::chain::tx::{self, Action, Op, TxError};
+
+/// Keys written by a transaction, in ascending order; `None` deletes.
+pub type Writes = Vec<(String, Option<String>)>;
+
+/// Applies `bytes` on top of the state `read` shows. `Ok(Err(_))` is a
+/// transaction the rules refuse (its code goes to the block); `Err(_)` is the
+/// node failing to read its own state, which must stop the node, not the
+/// transaction.
+pub fn apply_tx(
+    bytes: &[u8],
+    chain_id: &str,
+    mut read: impl FnMut(&str) -> anyhow::Result<Option<String>>,
+) -> anyhow::Result<Result<Writes, TxError>> {
+    let tx = match tx::decode_and_verify(bytes).and_then(|tx| tx.validate(chain_id).map(|_| tx)) {
+        Ok(tx) => tx,
+        Err(e) => return Ok(Err(e)),
+    };
+    let body = tx.body();
+    let nonce_key = tx::nonce_key(&body.account);
+    let current = match read(&nonce_key)? {
+        Some(stored) => match tx::parse_nonce(&stored) {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e)),
+        },
+        None => 0,
+    };
+    if body.nonce != current {
+        return Ok(Err(TxError::BadNonce {
+            expected: current,
+            got: body.nonce,
+        }));
+    }
+    let Action::Patch(ops) = &body.action;
+    let mut writes: Writes = ops
+        .iter()
+        .map(|op| match op {
+            Op::Set { key, stored } => (key.clone(), Some(stored.clone())),
+            Op::Delete { key } => (key.clone(), None),
+        })
+        .collect();
+    writes.push((nonce_key, Some((current + 1).to_string())));
+    writes.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Ok(writes))
+}

@@ -1,0 +1,210 @@
+//! Prometheus metrics of a node, served as text on `GET /metrics`.
+//!
+//! Names (OpenMetrics adds `_total` to counters):
+//!
+//! | metric | what |
+//! | --- | --- |
+//! | `statesnap_height` | last committed height |
+//! | `statesnap_state_keys` | consensus keys in the state |
+//! | `statesnap_block_seconds` | FinalizeBlock + Commit time per block (histogram) |
+//! | `statesnap_txs_applied_total`, `statesnap_txs_refused_total` | transactions in blocks |
+//! | `statesnap_snapshots_created_total`, `statesnap_snapshots_failed_total` | background snapshots |
+//! | `statesnap_snapshot_creation_seconds` | time to build one (histogram) |
+//! | `statesnap_snapshot_last_height` | height of the newest snapshot made |
+//! | `statesnap_chunks_served_total` | chunks handed to peers (LoadSnapshotChunk) |
+//! | `statesnap_restore_chunks_applied`, `statesnap_restore_chunks_total`, `statesnap_restore_entries` | progress of the restore in flight |
+//! | `statesnap_restored_snapshot_height` | height this node state-synced to (0: never) |
+//! | `statesnap_rejected_chunks_total`, `statesnap_rejected_senders_total`, `statesnap_rejected_snapshots_total` | what state sync refused |
+//! | `statesnap_plugin_fuel_used_total` | wasm fuel spent by format plugins |
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Every metric of a node.
+pub struct Metrics {
+    registry: Registry,
+    pub height: Gauge,
+    pub state_keys: Gauge,
+    pub block_seconds: Histogram,
+    pub txs_applied: Counter,
+    pub txs_refused: Counter,
+    pub snapshots_created: Counter,
+    pub snapshots_failed: Counter,
+    pub snapshot_seconds: Histogram,
+    pub snapshot_last_height: Gauge,
+    pub chunks_served: Counter,
+    pub restore_chunks_applied: Gauge,
+    pub restore_chunks_total: Gauge,
+    pub restore_entries: Gauge,
+    pub restored_snapshot_height: Gauge,
+    pub rejected_chunks: Counter,
+    pub rejected_senders: Counter,
+    pub rejected_snapshots: Counter,
+    pub plugin_fuel_used: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("statesnap");
+        let m = Metrics {
+            height: Gauge::default(),
+            state_keys: Gauge::default(),
+            block_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            txs_applied: Counter::default(),
+            txs_refused: Counter::default(),
+            snapshots_created: Counter::default(),
+            snapshots_failed: Counter::default(),
+            snapshot_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
+            snapshot_last_height: Gauge::default(),
+            chunks_served: Counter::default(),
+            restore_chunks_applied: Gauge::default(),
+            restore_chunks_total: Gauge::default(),
+            restore_entries: Gauge::default(),
+            restored_snapshot_height: Gauge::default(),
+            rejected_chunks: Counter::default(),
+            rejected_senders: Counter::default(),
+            rejected_snapshots: Counter::default(),
+            plugin_fuel_used: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("height", "Last committed height", m.height.clone());
+        r.register("state_keys", "Consensus keys in the state", m.state_keys.clone());
+        r.register(
+            "block_seconds",
+            "FinalizeBlock plus Commit time per block",
+            m.block_seconds.clone(),
+        );
+        r.register("txs_applied", "Transactions applied in blocks", m.txs_applied.clone());
+        r.register("txs_refused", "Transactions refused in blocks", m.txs_refused.clone());
+        r.register("snapshots_created", "Snapshots created", m.snapshots_created.clone());
+        r.register(
+            "snapshots_failed",
+            "Snapshot creations that failed",
+            m.snapshots_failed.clone(),
+        );
+        r.register(
+            "snapshot_creation_seconds",
+            "Time to create a snapshot",
+            m.snapshot_seconds.clone(),
+        );
+        r.register(
+            "snapshot_last_height",
+            "Height of the newest snapshot",
+            m.snapshot_last_height.clone(),
+        );
+        r.register(
+            "chunks_served",
+            "Snapshot chunks served to peers",
+            m.chunks_served.clone(),
+        );
+        r.register(
+            "restore_chunks_applied",
+            "Chunks applied in the restore in flight",
+            m.restore_chunks_applied.clone(),
+        );
+        r.register(
+            "restore_chunks_total",
+            "Chunks of the snapshot being restored",
+            m.restore_chunks_total.clone(),
+        );
+        r.register(
+            "restore_entries",
+            "Entries restored so far in the restore in flight",
+            m.restore_entries.clone(),
+        );
+        r.register(
+            "restored_snapshot_height",
+            "Height this node restored by state sync (0: never)",
+            m.restored_snapshot_height.clone(),
+        );
+        r.register(
+            "rejected_chunks",
+            "Snapshot chunks refused (wrong hash)",
+            m.rejected_chunks.clone(),
+        );
+        r.register(
+            "rejected_senders",
+            "Peers rejected for sending bad chunks",
+            m.rejected_senders.clone(),
+        );
+        r.register("rejected_snapshots", "Snapshots refused", m.rejected_snapshots.clone());
+        r.register(
+            "plugin_fuel_used",
+            "Wasm fuel spent by format plugins",
+            m.plugin_fuel_used.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The metrics in Prometheus (OpenMetrics) text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Serves `GET /metrics` on `addr` from a background thread.
+    pub fn serve(self: &Arc<Self>, addr: &str) -> anyhow::Result<()> {
+        let server = tiny_http::Server::http(addr)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("serving metrics on {addr} (is the port in use? set metrics_listen)"))?;
+        let metrics = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for request in server.incoming_requests() {
+                    let response = if request.url() == "/metrics" {
+                        let header = tiny_http::Header::from_bytes(
+                            &b"Content-Type"[..],
+                            &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
+                        )
+                        .expect("a valid header");
+                        tiny_http::Response::from_string(metrics.render()).with_header(header)
+                    } else {
+                        tiny_http::Response::from_string("statesnap serves /metrics\n").with_status_code(404)
+                    };
+                    let _ = request.respond(response);
+                }
+            })
+            .context("starting the metrics thread")?;
+        Ok(())
+    }
+}
+
+/// The value of an unlabelled metric in a `/metrics` text (for tests and
+/// tools); `None` when absent.
+pub fn read_metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_and_reads_back() {
+        let m = Metrics::new();
+        m.height.set(42);
+        m.chunks_served.inc_by(3);
+        let text = m.render();
+        assert_eq!(read_metric(&text, "statesnap_height"), Some(42.0));
+        assert_eq!(read_metric(&text, "statesnap_chunks_served_total"), Some(3.0));
+        assert_eq!(read_metric(&text, "statesnap_restored_snapshot_height"), Some(0.0));
+        assert_eq!(read_metric(&text, "statesnap_nope"), None);
+    }
+}

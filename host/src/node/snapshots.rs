@@ -1,0 +1,268 @@
+//! The node's own snapshots: taken every `snapshot_interval` blocks in the
+//! background from a frozen view, pruned to the `snapshot_keep_recent`
+//! newest heights, advertised to peers and served chunk by chunk.
+//!
+//! At most one snapshot is built at a time; a height that comes due while
+//! one is still running is skipped with a warning (as the Cosmos SDK does),
+//! so a slow disk never queues up work or memory.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use indicatif::ProgressBar;
+
+use super::metrics::Metrics;
+use super::view::StateView;
+use crate::plugin::Plugin;
+use crate::snapshot::{self, list_snapshots, CreateOptions, PluginRef, SnapshotDir};
+
+/// CometBFT lists at most this many snapshots from a peer.
+pub const MAX_ADVERTISED: usize = 10;
+
+/// A snapshot as advertised to CometBFT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    pub height: u64,
+    pub format: u32,
+    pub chunks: u32,
+    pub hash: [u8; 32],
+    pub metadata: Vec<u8>,
+}
+
+/// Takes, keeps and serves this node's snapshots.
+pub struct SnapshotService {
+    dir: PathBuf,
+    interval: u64,
+    keep_recent: u32,
+    plugin: Arc<Plugin>,
+    params: Vec<(String, String)>,
+    metrics: Arc<Metrics>,
+    busy: Arc<AtomicBool>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    /// Test only: serve every chunk with a byte flipped.
+    corrupt_chunks: bool,
+}
+
+impl SnapshotService {
+    /// A service writing into `dir` with `plugin` (its parameters resolved
+    /// against the plugin's defaults now, so a bad parameter fails at start).
+    pub fn new(
+        dir: &Path,
+        interval: u64,
+        keep_recent: u32,
+        plugin: Arc<Plugin>,
+        params: &[(String, String)],
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        remove_unfinished(dir)?;
+        let params = plugin
+            .resolve_params(params)
+            .with_context(|| format!("snapshot_params for plugin {}", plugin.label()))?;
+        Ok(SnapshotService {
+            dir: dir.to_path_buf(),
+            interval,
+            keep_recent: keep_recent.max(1),
+            plugin,
+            params,
+            metrics,
+            busy: Arc::default(),
+            worker: Mutex::default(),
+            corrupt_chunks: false,
+        })
+    }
+
+    /// Test only: serve corrupted chunks (to test that peers reject this node).
+    pub fn corrupt_served_chunks(&mut self) {
+        self.corrupt_chunks = true;
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether a snapshot is due after committing `height`.
+    pub fn due(&self, height: u64) -> bool {
+        self.interval > 0 && height > 0 && height % self.interval == 0
+    }
+
+    /// Builds a snapshot of `view` in the background, unless one is running.
+    pub fn start(&self, view: StateView, chain_id: String) {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                height = view.height,
+                "skipping this snapshot: the previous one is still being built (raise snapshot_interval?)"
+            );
+            return;
+        }
+        let job = Job {
+            dir: self.dir.clone(),
+            keep_recent: self.keep_recent,
+            plugin: self.plugin.clone(),
+            params: self.params.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let busy = self.busy.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("snapshot-{}", view.height))
+            .spawn(move || {
+                job.run(&view, &chain_id);
+                busy.store(false, Ordering::SeqCst);
+            })
+            .expect("spawning the snapshot thread");
+        let mut worker = self.worker.lock().expect("snapshot worker lock");
+        if let Some(previous) = worker.replace(handle) {
+            let _ = previous.join();
+        }
+    }
+
+    /// Waits for the snapshot being built, if any.
+    pub fn wait_idle(&self) {
+        if let Some(handle) = self.worker.lock().expect("snapshot worker lock").take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// The newest snapshots, highest height first, as CometBFT wants them.
+    pub fn list(&self) -> anyhow::Result<Vec<Advertised>> {
+        let mut out = Vec::new();
+        for snap in list_snapshots(&self.dir)?.into_iter().take(MAX_ADVERTISED) {
+            let metadata = snap.manifest_bytes()?;
+            let manifest = snap.manifest()?;
+            out.push(Advertised {
+                height: manifest.height,
+                format: manifest.format,
+                chunks: manifest.chunks.len() as u32,
+                hash: manifest.hash(),
+                metadata,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Chunk `index` of snapshot (`height`, `format`); empty when there is
+    /// no such snapshot or chunk (CometBFT's convention, not an error).
+    pub fn load_chunk(&self, height: u64, format: u32, index: u32) -> Vec<u8> {
+        let dir = self.dir.join(format!("{height}-{format}"));
+        let Ok(snap) = SnapshotDir::open(&dir) else {
+            return Vec::new();
+        };
+        match std::fs::read(snap.chunk_path(index)) {
+            Ok(mut chunk) => {
+                self.metrics.chunks_served.inc();
+                if self.corrupt_chunks && !chunk.is_empty() {
+                    chunk[0] ^= 0xff;
+                }
+                chunk
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// What the background thread needs.
+struct Job {
+    dir: PathBuf,
+    keep_recent: u32,
+    plugin: Arc<Plugin>,
+    params: Vec<(String, String)>,
+    metrics: Arc<Metrics>,
+}
+
+impl Job {
+    fn run(&self, view: &StateView, chain_id: &str) {
+        let height = view.height;
+        tracing::info!(
+            height,
+            keys = view.len(),
+            plugin = self.plugin.label(),
+            "snapshot: started"
+        );
+        match self.create(view, chain_id) {
+            Ok(report) => {
+                self.metrics.snapshots_created.inc();
+                self.metrics.snapshot_seconds.observe(report.seconds);
+                self.metrics.snapshot_last_height.set(height as i64);
+                self.metrics.plugin_fuel_used.inc_by(report.fuel_used);
+                tracing::info!(
+                    height,
+                    format = report.manifest.format,
+                    chunks = report.manifest.chunks.len(),
+                    bytes = report.manifest.snapshot_bytes,
+                    seconds = format!("{:.2}", report.seconds),
+                    hash = %hex::encode(report.hash),
+                    "snapshot: created"
+                );
+                if let Err(e) = self.prune() {
+                    tracing::warn!("snapshot: pruning old snapshots failed: {e:#}");
+                }
+            }
+            Err(e) => {
+                self.metrics.snapshots_failed.inc();
+                tracing::error!(height, "snapshot: failed: {e:#}");
+            }
+        }
+    }
+
+    fn create(&self, view: &StateView, chain_id: &str) -> anyhow::Result<snapshot::CreateReport> {
+        let d = self.plugin.description();
+        let plugin = PluginRef {
+            sha256: self.plugin.sha256(),
+            name: d.name.clone(),
+            version: d.version.clone(),
+        };
+        let encoder = Box::new(self.plugin.writer(&self.params)?);
+        let opts = CreateOptions::new(chain_id, view.height, self.params.clone());
+        let report = snapshot::create(
+            view,
+            encoder,
+            plugin,
+            d.format,
+            &opts,
+            &self.dir,
+            &ProgressBar::hidden(),
+        )?;
+        if report.manifest.app_hash != view.app_hash {
+            let _ = std::fs::remove_dir_all(&report.dir);
+            anyhow::bail!(
+                "the snapshot's state root {} is not the app hash {} of height {} (a bug); removed it",
+                hex::encode(report.manifest.app_hash),
+                hex::encode(view.app_hash),
+                view.height
+            );
+        }
+        Ok(report)
+    }
+
+    /// Removes snapshots beyond the `keep_recent` newest heights.
+    fn prune(&self) -> anyhow::Result<()> {
+        let mut heights = Vec::new();
+        for snap in list_snapshots(&self.dir)? {
+            let height = snap.manifest()?.height;
+            if !heights.contains(&height) {
+                heights.push(height);
+            }
+            if heights.len() > self.keep_recent as usize {
+                tracing::info!(height, dir = %snap.path().display(), "snapshot: pruned");
+                std::fs::remove_dir_all(snap.path()).with_context(|| format!("removing {}", snap.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes snapshot directories a crash left unfinished (never listed, but
+/// taking space).
+fn remove_unfinished(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            tracing::info!(dir = %entry.path().display(), "removing an unfinished snapshot");
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! State sync, restoring side: CometBFT offers snapshots and feeds chunks;
+//! this decides each answer (design.md §2, §8).
+//!
+//! Everything a peer sends is untrusted. An offer is checked against the app
+//! hash CometBFT's light client trusts for its height before anything runs;
+//! each chunk's SHA-256 is checked against the manifest before the plugin
+//! sees it (a bad one is refetched and its sender rejected); the restored
+//! state's root must equal the trusted app hash, or nothing is kept.
+
+use std::sync::Arc;
+
+use super::metrics::Metrics;
+use crate::plugin::PluginRegistry;
+use crate::snapshot::{Manifest, RestoreError, RestoreSummary, Restorer};
+use crate::store::root::StateRoot;
+use crate::store::treap::MerkleTreap;
+
+/// A snapshot CometBFT offers, with the app hash it trusts for that height.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    pub height: u64,
+    pub format: u32,
+    pub chunks: u32,
+    pub hash: Vec<u8>,
+    pub metadata: Vec<u8>,
+    pub trusted_app_hash: Vec<u8>,
+}
+
+/// The answer to an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferAnswer {
+    Accept,
+    /// Local failure: stop state sync.
+    Abort(String),
+    /// This snapshot is unusable; try another.
+    Reject(String),
+    /// No plugin for this format here; skip snapshots of this format.
+    RejectFormat(String),
+}
+
+/// The answer to a chunk.
+#[derive(Debug)]
+pub enum ChunkAnswer {
+    Accept,
+    /// The last chunk: the state is restored and verified.
+    Done(Box<Restored>),
+    /// Local failure: stop state sync.
+    Abort(String),
+    /// Fetch these chunks again, and stop asking these peers.
+    Retry {
+        refetch: Vec<u32>,
+        reject_senders: Vec<String>,
+        reason: String,
+    },
+    /// The snapshot is bad; try another (its staging home is gone).
+    RejectSnapshot(String),
+}
+
+/// A finished, verified restore, ready to become the node's state.
+pub struct Restored {
+    pub height: u64,
+    pub app_hash: StateRoot,
+    pub chain_id: String,
+    pub entries: u64,
+    pub staging: std::path::PathBuf,
+    /// The restored state's Merkle treap.
+    pub index: MerkleTreap,
+}
+
+impl std::fmt::Debug for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restored")
+            .field("height", &self.height)
+            .field("app_hash", &hex::encode(self.app_hash))
+            .field("entries", &self.entries)
+            .field("staging", &self.staging)
+            .finish()
+    }
+}
+
+/// The restore in flight, if any.
+pub struct StateSync {
+    registry: Arc<PluginRegistry>,
+    metrics: Arc<Metrics>,
+    session: Option<Session>,
+}
+
+struct Session {
+    restorer: Restorer,
+    height: u64,
+    chunks: u32,
+    started: std::time::Instant,
+    fuel_reported: u64,
+}
+
+impl StateSync {
+    pub fn new(registry: Arc<PluginRegistry>, metrics: Arc<Metrics>) -> Self {
+        StateSync {
+            registry,
+            metrics,
+            session: None,
+        }
+    }
+
+    /// Decides on an offer. `expected_chain_id` empty: any chain (the
+    /// trusted app hash still decides); `current_height`: the node's height.
+    pub fn offer(
+        &mut self,
+        offer: &Offer,
+        expected_chain_id: &str,
+        current_height: u64,
+        staging: &std::path::Path,
+    ) -> OfferAnswer {
+        // A new offer replaces any restore in flight (its staging home goes).
+        self.session = None;
+        let answer = self.try_offer(offer, expected_chain_id, current_height, staging);
+        match &answer {
+            OfferAnswer::Accept => {
+                tracing::info!(
+                    height = offer.height,
+                    format = offer.format,
+                    chunks = offer.chunks,
+                    "state sync: accepted a snapshot"
+                );
+            }
+            OfferAnswer::Reject(why) | OfferAnswer::RejectFormat(why) => {
+                self.metrics.rejected_snapshots.inc();
+                tracing::warn!(
+                    height = offer.height,
+                    format = offer.format,
+                    "state sync: refused a snapshot: {why}"
+                );
+            }
+            OfferAnswer::Abort(why) => tracing::error!(height = offer.height, "state sync: aborting: {why}"),
+        }
+        answer
+    }
+
+    fn try_offer(
+        &mut self,
+        offer: &Offer,
+        expected_chain_id: &str,
+        current_height: u64,
+        staging: &std::path::Path,
+    ) -> OfferAnswer {
+        let manifest = match Manifest::decode(&offer.metadata) {
+            Ok(m) => m,
+            Err(e) => return OfferAnswer::Reject(format!("its metadata is not a valid manifest: {e:#}")),
+        };
+        if manifest.hash().as_slice() != offer.hash.as_slice() {
+            return OfferAnswer::Reject("its hash is not the SHA-256 of its metadata".into());
+        }
+        if (manifest.height, manifest.format, manifest.chunks.len() as u64)
+            != (offer.height, offer.format, offer.chunks as u64)
+        {
+            return OfferAnswer::Reject(format!(
+                "its metadata says height {}, format {}, {} chunks, but the offer says height {}, format {}, {} chunks",
+                manifest.height,
+                manifest.format,
+                manifest.chunks.len(),
+                offer.height,
+                offer.format,
+                offer.chunks
+            ));
+        }
+        if !expected_chain_id.is_empty() && manifest.chain_id != expected_chain_id {
+            return OfferAnswer::Reject(format!(
+                "it is a snapshot of chain {:?}, not {expected_chain_id:?}",
+                manifest.chain_id
+            ));
+        }
+        if offer.height <= current_height {
+            return OfferAnswer::Reject(format!(
+                "its height {} is not above this node's height {current_height}",
+                offer.height
+            ));
+        }
+        let trusted: StateRoot = match offer.trusted_app_hash.as_slice().try_into() {
+            Ok(h) => h,
+            Err(_) => {
+                return OfferAnswer::Reject(format!(
+                    "the trusted app hash has {} bytes, not 32",
+                    offer.trusted_app_hash.len()
+                ))
+            }
+        };
+        if manifest.app_hash != trusted {
+            return OfferAnswer::Reject(format!(
+                "it claims app hash {}, but the light client trusts {} for height {}",
+                hex::encode(manifest.app_hash),
+                hex::encode(trusted),
+                offer.height
+            ));
+        }
+        let plugin = match self.registry.by_sha256(&manifest.plugin.sha256) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return OfferAnswer::RejectFormat(format!(
+                    "it was made by plugin {} {} (SHA-256 {}) for format {}, which this node does not have \
+                     (put the plugin's .wasm in plugin_dir to restore it)",
+                    manifest.plugin.name,
+                    manifest.plugin.version,
+                    hex::encode(manifest.plugin.sha256),
+                    manifest.format
+                ))
+            }
+            Err(e) => return OfferAnswer::RejectFormat(format!("its plugin cannot be loaded: {e:#}")),
+        };
+        if plugin.description().format != manifest.format {
+            return OfferAnswer::Reject(format!(
+                "its manifest says format {}, but its plugin {} makes format {}",
+                manifest.format,
+                plugin.label(),
+                plugin.description().format
+            ));
+        }
+        let decoder = match plugin.reader(&manifest.params) {
+            Ok(r) => Box::new(r),
+            Err(e) => return OfferAnswer::Reject(format!("its plugin refuses its parameters: {e}")),
+        };
+        let (height, chunks) = (manifest.height, offer.chunks);
+        match Restorer::begin(manifest, trusted, decoder, staging) {
+            Ok(restorer) => {
+                self.metrics.restore_chunks_total.set(chunks as i64);
+                self.metrics.restore_chunks_applied.set(0);
+                self.metrics.restore_entries.set(0);
+                self.session = Some(Session {
+                    restorer: restorer.with_index(),
+                    height,
+                    chunks,
+                    started: std::time::Instant::now(),
+                    fuel_reported: 0,
+                });
+                OfferAnswer::Accept
+            }
+            Err(e) => OfferAnswer::Abort(format!("cannot start the restore: {e}")),
+        }
+    }
+
+    /// Applies chunk `index` from peer `sender`.
+    pub fn apply(&mut self, index: u32, chunk: &[u8], sender: &str) -> ChunkAnswer {
+        let answer = self.try_apply(index, chunk, sender);
+        match &answer {
+            ChunkAnswer::Retry { reason, .. } => {
+                tracing::warn!(index, sender, "state sync: refetching a chunk: {reason}")
+            }
+            ChunkAnswer::RejectSnapshot(why) => {
+                self.metrics.rejected_snapshots.inc();
+                tracing::warn!(index, "state sync: rejecting the snapshot: {why}")
+            }
+            ChunkAnswer::Abort(why) => tracing::error!(index, "state sync: aborting: {why}"),
+            ChunkAnswer::Done(r) => tracing::info!(
+                height = r.height,
+                entries = r.entries,
+                app_hash = %hex::encode(r.app_hash),
+                "state sync: restored and verified the state"
+            ),
+            ChunkAnswer::Accept => {}
+        }
+        answer
+    }
+
+    fn try_apply(&mut self, index: u32, chunk: &[u8], sender: &str) -> ChunkAnswer {
+        let Some(session) = self.session.as_mut() else {
+            return ChunkAnswer::Abort("a chunk arrived, but no snapshot was accepted".into());
+        };
+        let next = session.restorer.next_chunk();
+        if index < next {
+            return ChunkAnswer::Accept; // already applied
+        }
+        let result = session.restorer.apply_chunk(index, chunk);
+        let fuel = session.restorer.fuel_used();
+        self.metrics.plugin_fuel_used.inc_by(fuel - session.fuel_reported);
+        session.fuel_reported = fuel;
+        match result {
+            Ok(()) => {
+                self.metrics.restore_chunks_applied.set(i64::from(index) + 1);
+                self.metrics.restore_entries.set(session.restorer.entries() as i64);
+                tracing::debug!(index, chunks = session.chunks, sender, "state sync: applied a chunk");
+                if index + 1 < session.chunks {
+                    return ChunkAnswer::Accept;
+                }
+                let session = self.session.take().expect("checked above");
+                let (height, seconds) = (session.height, session.started.elapsed().as_secs_f64());
+                let manifest = session.restorer.manifest().clone();
+                match session.restorer.finish() {
+                    Ok(summary) => {
+                        tracing::info!(
+                            height,
+                            seconds = format!("{seconds:.2}"),
+                            "state sync: all chunks applied"
+                        );
+                        ChunkAnswer::Done(Box::new(restored(&manifest, summary)))
+                    }
+                    Err(e) => self.failed(e),
+                }
+            }
+            Err(RestoreError::ChunkHash { .. }) => {
+                self.metrics.rejected_chunks.inc();
+                let reject_senders = if sender.is_empty() {
+                    Vec::new()
+                } else {
+                    self.metrics.rejected_senders.inc();
+                    vec![sender.to_string()]
+                };
+                ChunkAnswer::Retry {
+                    refetch: vec![index],
+                    reject_senders,
+                    reason: format!("chunk {index} from peer {sender:?} does not match its hash in the manifest"),
+                }
+            }
+            Err(RestoreError::ChunkOrder { expected, .. }) => ChunkAnswer::Retry {
+                refetch: vec![expected],
+                reject_senders: Vec::new(),
+                reason: format!("chunk {index} arrived before chunk {expected}"),
+            },
+            Err(e) => {
+                self.session = None;
+                self.failed(e)
+            }
+        }
+    }
+
+    /// A failure after the chunk hashes matched: the snapshot itself is bad,
+    /// unless the failure is this node's own (its disk).
+    fn failed(&mut self, e: RestoreError) -> ChunkAnswer {
+        self.metrics.restore_chunks_applied.set(0);
+        match e {
+            RestoreError::Store(_) => ChunkAnswer::Abort(format!("{e} (check the disk; nothing was kept)")),
+            other => ChunkAnswer::RejectSnapshot(other.to_string()),
+        }
+    }
+
+    /// Whether a restore is in flight.
+    pub fn in_progress(&self) -> bool {
+        self.session.is_some()
+    }
+}
+
+fn restored(manifest: &Manifest, summary: RestoreSummary) -> Restored {
+    Restored {
+        height: manifest.height,
+        app_hash: summary.root,
+        chain_id: manifest.chain_id.clone(),
+        entries: summary.entries,
+        staging: summary.staging,
+        index: summary.index.expect("the restore was begun with an index"),
+    }
+}
