@@ -4,6 +4,7 @@ pub mod generate;
 pub mod keys;
 pub mod memory;
 pub mod root;
+pub mod treap;
 pub mod value;
 pub mod xian_hdf5;
 
