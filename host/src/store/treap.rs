@@ -63,7 +63,7 @@ struct Node {
 
 /// Which child of a node a path goes through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Side {
+enum Side {
     Left,
     Right,
 }
