@@ -1,0 +1,531 @@
+//! The node in process, without CometBFT: blocks, transactions, crash
+//! recovery, background snapshots, and every answer of the snapshot calls.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use statesnap::chain::tx::{self, Action, Op, TxBody};
+use statesnap::node::{chain::Chain, ChunkAnswer, Metrics, Node, NodeConfig, Offer, OfferAnswer, TestHooks};
+use statesnap::snapshot::{Manifest, SnapshotDir};
+use statesnap::store::{generate, root, StateStore, XianHdf5Store};
+
+const CHAIN: &str = "test-chain";
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn account(k: &SigningKey) -> [u8; 32] {
+    k.verifying_key().to_bytes()
+}
+
+fn patch(k: &SigningKey, nonce: u64, ops: Vec<Op>) -> Vec<u8> {
+    tx::sign(
+        &TxBody {
+            chain_id: CHAIN.into(),
+            account: account(k),
+            nonce,
+            action: Action::Patch(ops),
+        },
+        k,
+    )
+}
+
+fn set(key: &str, stored: &str) -> Op {
+    Op::Set {
+        key: key.into(),
+        stored: stored.into(),
+    }
+}
+
+fn config(interval: u64) -> NodeConfig {
+    let mut c = NodeConfig {
+        chain_id: CHAIN.into(),
+        snapshot_interval: interval,
+        snapshot_keep_recent: 2,
+        checkpoint_interval: 1000,
+        ..NodeConfig::default()
+    };
+    c.snapshot_params.insert("chunk_bytes".into(), "200000".into());
+    c
+}
+
+fn open(home: &Path, config: NodeConfig) -> Node {
+    Node::open(
+        home,
+        config,
+        common::registry(),
+        Arc::new(Metrics::new()),
+        TestHooks::default(),
+    )
+    .unwrap()
+}
+
+/// A genesis home of `keys` generated keys.
+fn genesis_home(dir: &Path, keys: u64) -> PathBuf {
+    let home = dir.join("genesis");
+    let mut store = XianHdf5Store::create(&home).unwrap();
+    generate::generate(&mut store, keys, 3, |_| {}).unwrap();
+    store.flush().unwrap();
+    home
+}
+
+fn app_state(import: &Path) -> Vec<u8> {
+    serde_json::json!({
+        "import_home": import,
+        "entries": [{"key": "currency.balances:genesis", "stored": "{\"__fixed__\":\"1000\"}"}],
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A node with a genesis state; returns it and its app hash per height.
+fn started(home: &Path, genesis: &Path, interval: u64) -> (Node, Vec<[u8; 32]>) {
+    let node = open(home, config(interval));
+    let h0 = node
+        .init_chain(CHAIN, 1, &app_state(genesis), &[([9; 32], 10)])
+        .unwrap();
+    (node, vec![h0])
+}
+
+/// Runs block `height` with `txs` through FinalizeBlock and Commit.
+fn block(node: &Node, height: u64, txs: &[Vec<u8>]) -> (Vec<u32>, [u8; 32]) {
+    let (outcomes, app_hash) = node.finalize_block(height, txs).unwrap();
+    node.commit().unwrap();
+    (outcomes.iter().map(|o| o.code).collect(), app_hash)
+}
+
+#[test]
+fn blocks_apply_signed_patches_and_the_app_hash_is_the_state_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let genesis = genesis_home(tmp.path(), 500);
+    let home = tmp.path().join("node");
+    let (node, _) = started(&home, &genesis, 0);
+    let alice = key(1);
+    let bob = key(2);
+    let txs = vec![
+        patch(
+            &alice,
+            0,
+            vec![set("con_a.x:1", "{\"__fixed__\":\"1.50\"}"), set("con_a.y", "[1,2]")],
+        ),
+        patch(&alice, 1, vec![Op::Delete { key: "con_a.y".into() }]),
+        patch(&alice, 1, vec![set("con_a.z", "1")]), // replayed nonce
+        patch(&bob, 0, vec![set("__latest_block.height", "5")]), // reserved key
+        patch(&bob, 0, vec![set("statesnap.validators:x", "5")]), // reserved contract
+        b"not a transaction".to_vec(),
+        patch(&bob, 0, vec![set("con_b.v", "\"hi\"")]),
+    ];
+    let (codes, app_hash) = block(&node, 1, &txs);
+    assert_eq!(codes[0], 0);
+    assert_eq!(codes[1], 0);
+    assert_ne!(codes[2], 0, "a replayed nonce is refused");
+    assert_ne!(codes[3], 0, "run-state keys are reserved");
+    assert_ne!(codes[4], 0, "the statesnap contract is reserved");
+    assert_ne!(codes[5], 0, "garbage is refused");
+    assert_eq!(codes[6], 0);
+    assert_eq!(node.info(), (1, app_hash));
+    let get = |k: &str| {
+        let a = node.query("/key", k.as_bytes());
+        (a.code == 0).then(|| String::from_utf8(a.value).unwrap())
+    };
+    assert_eq!(get("con_a.x:1").as_deref(), Some("{\"__fixed__\":\"1.50\"}"));
+    assert_eq!(get("con_a.y"), None);
+    assert_eq!(get("con_b.v").as_deref(), Some("\"hi\""));
+    assert_eq!(get(&tx::nonce_key(&account(&alice))).as_deref(), Some("2"));
+    assert_eq!(
+        get(&format!("statesnap.validators:{}", hex::encode([9u8; 32]))).as_deref(),
+        Some("10")
+    );
+    assert_eq!(node.query("/nope", b"").code, 2);
+    // The app hash is the Xian state root of the whole state on disk.
+    drop(node);
+    let root = root::root_of_unsorted(
+        common::consensus_entries(&home.join("state"))
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .unwrap();
+    assert_eq!(root, app_hash);
+    // And the node comes back at the same height and hash.
+    let node = open(&home, config(0));
+    assert_eq!(node.info(), (1, app_hash));
+}
+
+#[test]
+fn check_tx_admits_consecutive_nonces_until_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let genesis = genesis_home(tmp.path(), 10);
+    let (node, _) = started(&tmp.path().join("node"), &genesis, 0);
+    let a = key(3);
+    assert_eq!(node.check_tx(&patch(&a, 0, vec![set("c.k", "1")])).code, 0);
+    assert_eq!(node.check_tx(&patch(&a, 1, vec![set("c.k", "2")])).code, 0);
+    assert_ne!(node.check_tx(&patch(&a, 1, vec![set("c.k", "3")])).code, 0);
+    assert_ne!(node.check_tx(&patch(&a, 5, vec![set("c.k", "3")])).code, 0);
+    let wrong_chain = tx::sign(
+        &TxBody {
+            chain_id: "other".into(),
+            account: account(&a),
+            nonce: 2,
+            action: Action::Patch(vec![set("c.k", "1")]),
+        },
+        &a,
+    );
+    assert_ne!(node.check_tx(&wrong_chain).code, 0);
+    assert!(!node.process_proposal(&[wrong_chain]));
+    assert!(
+        node.process_proposal(&[patch(&a, 9, vec![set("c.k", "1")])]),
+        "nonces are not a proposal's business"
+    );
+    // After a commit the mempool nonces start again from the state.
+    block(&node, 1, &[patch(&a, 0, vec![set("c.k", "1")])]);
+    assert_eq!(node.check_tx(&patch(&a, 1, vec![set("c.k", "2")])).code, 0);
+}
+
+#[test]
+fn committed_blocks_survive_a_crash_before_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let genesis = genesis_home(tmp.path(), 200);
+    let home = tmp.path().join("node");
+    let (node, _) = started(&home, &genesis, 0);
+    // The state files as they were at the genesis checkpoint.
+    let at_genesis = tmp.path().join("at-genesis");
+    common::copy_tree(&home.join("state"), &at_genesis);
+    let a = key(4);
+    let mut last = [0; 32];
+    for h in 1..=3u64 {
+        let (codes, hash) = block(&node, h, &[patch(&a, h - 1, vec![set(&format!("con.k:{h}"), "1")])]);
+        assert_eq!(codes, [0]);
+        last = hash;
+    }
+    // A crash after the log was written but before any HDF5 write reached
+    // the disk: old files, new log.
+    std::fs::copy(
+        home.join("state").join(statesnap::node::chain::WAL_FILE),
+        at_genesis.join(statesnap::node::chain::WAL_FILE),
+    )
+    .unwrap();
+    let chain = Chain::open(&at_genesis, 1000).unwrap();
+    assert_eq!((chain.height(), chain.app_hash()), (3, last));
+    assert_eq!(chain.get("con.k:2").unwrap().as_deref(), Some("1"));
+    drop(chain);
+    // State that does not match its record is refused, with advice.
+    let mut store = XianHdf5Store::open(&at_genesis).unwrap();
+    store.write_batch(&[("con.k:1".into(), Some("2".into()))]).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let err = format!(
+        "{:#}",
+        Chain::open(&at_genesis, 1000).err().expect("damaged state refused")
+    );
+    assert!(
+        err.contains("does not match its recorded app hash") && err.contains("state sync"),
+        "{err}"
+    );
+}
+
+/// Snapshots are built in the background from the state of their height
+/// while later blocks overwrite and delete its keys.
+#[test]
+fn background_snapshots_hold_their_height_while_blocks_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let genesis = genesis_home(tmp.path(), 20_000);
+    let home = tmp.path().join("node");
+    let (node, mut hashes) = started(&home, &genesis, 3);
+    let genesis_keys: Vec<String> = common::consensus_entries(&genesis)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let a = key(5);
+    for h in 1..=8u64 {
+        // Each block rewrites and deletes genesis keys the snapshot of
+        // height 3 (and 6) is still reading.
+        let ops = (0..40)
+            .map(|i| {
+                let k = &genesis_keys[((h * 997 + i * 131) as usize) % genesis_keys.len()];
+                if i % 4 == 0 {
+                    Op::Delete { key: k.clone() }
+                } else if k.starts_with("__") {
+                    set("con.filler", "1")
+                } else {
+                    set(k, &format!("\"block {h}\""))
+                }
+            })
+            .filter(|op| !matches!(op, Op::Delete { key } if key.starts_with("__")))
+            .collect::<Vec<_>>();
+        let mut ops = ops;
+        ops.sort_by(|x, y| op_key(x).cmp(op_key(y)));
+        ops.dedup_by(|x, y| op_key(x) == op_key(y));
+        let (codes, hash) = block(&node, h, &[patch(&a, h - 1, ops)]);
+        assert_eq!(codes, [0], "block {h}");
+        hashes.push(hash);
+    }
+    node.wait_for_snapshots();
+    // Height 3's snapshot was built while blocks 4… ran; height 6's too, or
+    // it was skipped because 3's was still running.
+    let snaps = node.list_snapshots();
+    let heights: Vec<u64> = snaps.iter().map(|s| s.height).collect();
+    assert!(heights == [6, 3] || heights == [3], "{heights:?}");
+    for s in &snaps {
+        let dir = home.join("snapshots").join(format!("{}-{}", s.height, s.format));
+        let manifest = SnapshotDir::open(&dir).unwrap().manifest().unwrap();
+        assert_eq!(manifest.app_hash, hashes[s.height as usize], "height {}", s.height);
+        assert!(manifest.chunks.len() > 1, "small chunk_bytes gives several chunks");
+        let restored = tmp.path().join(format!("restored-{}", s.height));
+        statesnap::snapshot::restore_dir(
+            &dir,
+            &restored,
+            hashes[s.height as usize],
+            &common::registry(),
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
+    }
+}
+
+fn op_key(op: &Op) -> &str {
+    match op {
+        Op::Set { key, .. } | Op::Delete { key } => key,
+    }
+}
+
+/// A source node with snapshots, and what a fresh node needs to restore one.
+struct Source {
+    _tmp: tempfile::TempDir,
+    node: Node,
+    home: PathBuf,
+    hashes: Vec<[u8; 32]>,
+    fresh: PathBuf,
+}
+
+fn source(keys: u64) -> Source {
+    let tmp = tempfile::tempdir().unwrap();
+    let genesis = genesis_home(tmp.path(), keys);
+    let home = tmp.path().join("source");
+    let (node, mut hashes) = started(&home, &genesis, 2);
+    let a = key(6);
+    for h in 1..=4u64 {
+        hashes.push(block(&node, h, &[patch(&a, h - 1, vec![set(&format!("con.h:{h}"), "1")])]).1);
+        node.wait_for_snapshots();
+    }
+    let fresh = tmp.path().join("fresh");
+    Source {
+        node,
+        home,
+        hashes,
+        fresh,
+        _tmp: tmp,
+    }
+}
+
+impl Source {
+    fn offer(&self, height: u64) -> Offer {
+        let s = self
+            .node
+            .list_snapshots()
+            .into_iter()
+            .find(|s| s.height == height)
+            .expect("snapshot exists");
+        Offer {
+            height: s.height,
+            format: s.format,
+            chunks: s.chunks,
+            hash: s.hash.to_vec(),
+            metadata: s.metadata,
+            trusted_app_hash: self.hashes[height as usize].to_vec(),
+        }
+    }
+
+    fn chunk(&self, offer: &Offer, i: u32) -> Vec<u8> {
+        self.node.load_snapshot_chunk(offer.height, offer.format, i)
+    }
+}
+
+fn with_manifest(offer: &Offer, edit: impl FnOnce(&mut Manifest)) -> Offer {
+    let mut m = Manifest::decode(&offer.metadata).unwrap();
+    edit(&mut m);
+    Offer {
+        hash: m.hash().to_vec(),
+        metadata: m.encode(),
+        ..offer.clone()
+    }
+}
+
+#[test]
+fn state_sync_restores_a_snapshot_and_answers_every_case() {
+    let src = source(5_000);
+    let node = open(&src.fresh, config(2));
+    assert_eq!(node.info().0, 0);
+    let good = src.offer(4);
+    assert!(good.chunks > 1);
+
+    // OfferSnapshot refusals.
+    let reject = |o: &Offer| node.offer_snapshot(o);
+    assert!(matches!(
+        reject(&Offer {
+            metadata: b"junk".to_vec(),
+            ..good.clone()
+        }),
+        OfferAnswer::Reject(_)
+    ));
+    assert!(matches!(
+        reject(&Offer {
+            hash: vec![0; 32],
+            ..good.clone()
+        }),
+        OfferAnswer::Reject(_)
+    ));
+    assert!(matches!(
+        reject(&Offer {
+            height: 5,
+            ..good.clone()
+        }),
+        OfferAnswer::Reject(_)
+    ));
+    let other_chain = with_manifest(&good, |m| m.chain_id = "other".into());
+    assert!(matches!(reject(&other_chain), OfferAnswer::Reject(w) if w.contains("other")));
+    let wrong_trust = Offer {
+        trusted_app_hash: src.hashes[3].to_vec(),
+        ..good.clone()
+    };
+    assert!(matches!(reject(&wrong_trust), OfferAnswer::Reject(w) if w.contains("trusts")));
+    let unknown_plugin = with_manifest(&good, |m| m.plugin.sha256 = [7; 32]);
+    assert!(matches!(reject(&unknown_plugin), OfferAnswer::RejectFormat(_)));
+
+    // A chunk before any accepted offer.
+    assert!(matches!(
+        node.apply_snapshot_chunk(0, b"x", "peer"),
+        ChunkAnswer::Abort(_)
+    ));
+
+    // The good snapshot, with a corrupt chunk from one peer on the way.
+    assert_eq!(node.offer_snapshot(&good), OfferAnswer::Accept);
+    let mut bad = src.chunk(&good, 0);
+    bad[10] ^= 1;
+    match node.apply_snapshot_chunk(0, &bad, "evil-peer") {
+        ChunkAnswer::Retry {
+            refetch,
+            reject_senders,
+            ..
+        } => {
+            assert_eq!(refetch, [0]);
+            assert_eq!(reject_senders, ["evil-peer"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    for i in 0..good.chunks {
+        assert!(matches!(
+            node.apply_snapshot_chunk(i, &src.chunk(&good, i), "good-peer"),
+            ChunkAnswer::Accept
+        ));
+    }
+    assert_eq!(node.info(), (4, src.hashes[4]));
+    assert_eq!(
+        common::consensus_entries(&src.fresh.join("state")),
+        common::consensus_entries(&src.home.join("state"))
+    );
+    let metrics = node.metrics().render();
+    let metric = |n: &str| statesnap::node::metrics::read_metric(&metrics, n);
+    assert_eq!(metric("statesnap_restored_snapshot_height"), Some(4.0));
+    assert_eq!(metric("statesnap_rejected_senders_total"), Some(1.0));
+    assert!(common::no_leftovers(&src.fresh.join("state")));
+
+    // The restored node runs the next block exactly as the source did.
+    let (codes, hash) = {
+        let (o, h) = node
+            .finalize_block(5, &[patch(&key(6), 4, vec![set("con.h:5", "1")])])
+            .unwrap();
+        node.commit().unwrap();
+        (o.iter().map(|o| o.code).collect::<Vec<_>>(), h)
+    };
+    let (src_codes, src_hash) = block(&src.node, 5, &[patch(&key(6), 4, vec![set("con.h:5", "1")])]);
+    assert_eq!((codes, hash), (src_codes, src_hash));
+
+    // A snapshot at or below the node's height is refused now.
+    assert!(matches!(node.offer_snapshot(&src.offer(4)), OfferAnswer::Reject(w) if w.contains("not above")));
+    assert!(
+        node.load_snapshot_chunk(99, 1, 0).is_empty(),
+        "unknown snapshot: empty chunk"
+    );
+    assert!(node.load_snapshot_chunk(4, 1, 9999).is_empty());
+}
+
+/// Chunks whose hashes match the manifest but whose entries give another
+/// root than the trusted app hash: refused at the end, nothing kept.
+#[test]
+fn a_snapshot_of_another_state_is_rejected_after_its_last_chunk() {
+    let src = source(3_000);
+    let node = open(&src.fresh, config(0));
+    let good = src.offer(4);
+    // Claim the height-4 snapshot holds the height-3 state: the offer's
+    // trusted hash and the manifest agree, the chunks are the real ones.
+    let forged = with_manifest(&good, |m| m.app_hash = src.hashes[3]);
+    let forged = Offer {
+        trusted_app_hash: src.hashes[3].to_vec(),
+        ..forged
+    };
+    assert_eq!(node.offer_snapshot(&forged), OfferAnswer::Accept);
+    let staging = src.fresh.join(".state.statesnap-restore-staging");
+    let mut last = None;
+    for i in 0..forged.chunks {
+        last = Some(node.apply_snapshot_chunk(i, &src.chunk(&good, i), "peer"));
+        if i + 1 < forged.chunks {
+            assert!(matches!(last, Some(ChunkAnswer::Accept)));
+            assert!(staging.exists(), "the restore writes a staging home");
+        }
+    }
+    assert!(matches!(last, Some(ChunkAnswer::RejectSnapshot(w)) if w.contains("root")));
+    assert!(!staging.exists(), "the staging home was cleared");
+    assert_eq!(node.info().0, 0);
+}
+
+/// The mechanism under background snapshots, deterministically: a view
+/// taken at height H reads the height-H state after later blocks changed,
+/// added and deleted its keys.
+#[test]
+fn a_view_reads_its_height_after_later_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let genesis = genesis_home(tmp.path(), 2_000);
+    let home = tmp.path().join("node");
+    let (node, hashes) = started(&home, &genesis, 0);
+    drop(node);
+    let mut chain = Chain::open(&home.join("state"), 1000).unwrap();
+    let expected = common::consensus_entries(&home.join("state"));
+    let view = chain.view();
+    assert_eq!(view.app_hash, hashes[0]);
+    let a = key(8);
+    for h in 1..=3u64 {
+        let ops: Vec<Op> = expected
+            .iter()
+            .skip(h as usize * 7)
+            .step_by(50)
+            .filter(|(k, _)| !k.starts_with("__"))
+            .enumerate()
+            .map(|(i, (k, _))| {
+                if i % 3 == 0 {
+                    Op::Delete { key: k.clone() }
+                } else {
+                    set(k, &format!("{h}"))
+                }
+            })
+            .chain([set(&format!("con.new:{h}"), "1")])
+            .collect();
+        let (outcomes, _) = chain.finalize_block(h, &[patch(&a, h - 1, ops)]).unwrap();
+        assert_eq!(outcomes[0].code, 0, "{}", outcomes[0].log);
+        chain.commit().unwrap();
+    }
+    let seen: Vec<(String, String)> = view
+        .entries()
+        .unwrap()
+        .map(|e| e.map(|e| (e.key, e.stored)).unwrap())
+        .collect();
+    assert_eq!(seen, expected);
+    assert_ne!(
+        common::consensus_entries(&home.join("state")),
+        expected,
+        "the live state did move on"
+    );
+}
