@@ -7,6 +7,7 @@
 //! * [`snapshot`]: manifests, and creating, verifying and restoring snapshots.
 
 pub mod bench;
+pub mod chain;
 pub mod node;
 pub mod plugin;
 pub mod progress;

@@ -7,9 +7,11 @@ use clap::{Args, Parser, Subcommand};
 
 use statesnap::plugin::{Limits, PluginEngine, PluginRegistry};
 
+mod key;
 mod plugin;
 mod snapshot;
 mod state;
+mod tx;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -82,6 +84,12 @@ pub enum Command {
     Bench(statesnap::bench::BenchArgs),
     /// Generate a state, snapshot it with each built-in plugin, restore and verify it.
     Demo(statesnap::bench::DemoArgs),
+    /// Build, sign and broadcast state-patch transactions; generate load.
+    #[command(subcommand)]
+    Tx(tx::TxCommand),
+    /// Create and show account key files.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -104,6 +112,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(c) => plugin::run(c, &cli.plugins),
         Command::Bench(a) => statesnap::bench::bench(&a, &cli.plugins.registry()?),
         Command::Demo(a) => statesnap::bench::demo(&a, &cli.plugins.registry()?),
+        Command::Tx(c) => tx::run(c),
+        Command::Key(c) => key::run(c),
     }
 }
 
