@@ -275,30 +275,18 @@ fn pace(
     let mut pacer = Pacer::new(cfg.rate);
     let mut next_progress = cfg.progress_every;
     let mut account = 0usize;
-    // Wake at least this often while waiting, to notice `stop`.
-    let slice = Duration::from_millis(100);
-    'run: loop {
+    loop {
         let now = clock.now();
         if now >= cfg.duration {
             break; // behind schedule at the end: what is overdue is dropped, not sent late
         }
         let due = pacer.next_due(now);
         if due >= cfg.duration {
-            // Wait out the rest of the run, as a run lasts `duration`.
-            while clock.now() < cfg.duration && !stop.load(Ordering::Relaxed) {
-                clock.sleep_until(cfg.duration.min(clock.now() + slice));
-            }
+            wait_until(clock, cfg.duration, stop); // a run lasts `duration`
             break;
         }
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                break 'run;
-            }
-            let now = clock.now();
-            if now >= due {
-                break;
-            }
-            clock.sleep_until(due.min(now + slice));
+        if !wait_until(clock, due, stop) {
+            break;
         }
         if senders[account % senders.len()].send(account).is_err() {
             break; // the worker stopped: `stop` was set
@@ -308,6 +296,21 @@ fn pace(
             progress(&counters.stats(clock.now()));
             next_progress += cfg.progress_every;
         }
+    }
+}
+
+/// Sleeps until `t`, waking every 100 ms to notice `stop`; false when stopped.
+fn wait_until(clock: &dyn Clock, t: Duration, stop: &AtomicBool) -> bool {
+    let slice = Duration::from_millis(100);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = clock.now();
+        if now >= t {
+            return true;
+        }
+        clock.sleep_until(t.min(now + slice));
     }
 }
 

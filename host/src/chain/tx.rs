@@ -217,7 +217,7 @@ impl Tx {
         }
         check_tx_size(self.wire.len())?;
         match &self.body.action {
-            Action::Patch(ops) => validate_patch(ops),
+            Action::Patch(ops) => check_patch(ops),
         }
     }
 
@@ -334,7 +334,9 @@ fn decode_canonical<T: Serialize + for<'de> Deserialize<'de>>(bytes: &[u8], what
     Ok(value)
 }
 
-fn validate_patch(ops: &[Op]) -> Result<(), TxError> {
+/// The rules on a patch's ops alone (count, keys, values), e.g. to refuse a
+/// patch before fetching a chain id and nonce for it.
+pub fn check_patch(ops: &[Op]) -> Result<(), TxError> {
     if ops.is_empty() {
         return Err(TxError::Empty);
     }

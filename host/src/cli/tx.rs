@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use statesnap::chain::keys;
 use statesnap::chain::load::{fetch_nonce, run_load, LoadConfig, LoadStats, RpcSubmitter, SystemClock};
-use statesnap::chain::tx::{check_key, check_value, Action, Op, Tx, TxBody};
+use statesnap::chain::tx::{check_patch, Action, Op, Tx, TxBody};
 use statesnap::rpc::RpcClient;
 
 #[derive(Subcommand, Debug)]
@@ -97,12 +97,7 @@ fn patch(a: PatchArgs) -> anyhow::Result<()> {
         bail!("nothing to do: give at least one --set KEY=STORED or --delete KEY");
     }
     if !a.skip_local_checks {
-        for op in &ops {
-            check_key(op.key())?;
-            if let Op::Set { key, stored } = op {
-                check_value(key, stored)?;
-            }
-        }
+        check_patch(&ops)?; // before any network call
     }
     let rpc = RpcClient::new(&a.rpc);
     let chain_id = match a.chain_id {
