@@ -8,6 +8,7 @@
 
 pub mod abci;
 pub mod bench;
+pub mod bench_node;
 pub mod chain;
 pub mod node;
 pub mod plugin;

@@ -23,8 +23,8 @@ fn account(k: &SigningKey) -> [u8; 32] {
 }
 
 fn patch(k: &SigningKey, nonce: u64, ops: Vec<Op>) -> Vec<u8> {
-    tx::sign(
-        &TxBody {
+    sign(
+        TxBody {
             chain_id: CHAIN.into(),
             account: account(k),
             nonce,
@@ -32,6 +32,10 @@ fn patch(k: &SigningKey, nonce: u64, ops: Vec<Op>) -> Vec<u8> {
         },
         k,
     )
+}
+
+fn sign(body: TxBody, k: &SigningKey) -> Vec<u8> {
+    tx::Tx::sign(body, k).unwrap().into_bytes()
 }
 
 fn set(key: &str, stored: &str) -> Op {
@@ -165,8 +169,8 @@ fn check_tx_admits_consecutive_nonces_until_commit() {
     assert_eq!(node.check_tx(&patch(&a, 1, vec![set("c.k", "2")])).code, 0);
     assert_ne!(node.check_tx(&patch(&a, 1, vec![set("c.k", "3")])).code, 0);
     assert_ne!(node.check_tx(&patch(&a, 5, vec![set("c.k", "3")])).code, 0);
-    let wrong_chain = tx::sign(
-        &TxBody {
+    let wrong_chain = sign(
+        TxBody {
             chain_id: "other".into(),
             account: account(&a),
             nonce: 2,

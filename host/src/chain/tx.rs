@@ -1,138 +1,535 @@
-//! STAND-IN (replaced by the real transaction module when it lands).
+//! Signed state-patch transactions: the wire format, signing and the
+//! stateless checks the node runs in CheckTx, ProcessProposal and
+//! FinalizeBlock (it adds the stateful nonce check with [`Tx::check_nonce`]).
+//!
+//! # Wire format (`statesnap-tx-v1`)
+//!
+//! ```text
+//! wire bytes = postcard(SignedTx { body: Vec<u8>, signature: [u8; 64] })
+//! body       = postcard(TxBody { chain_id: String, account: [u8; 32], nonce: u64, action: Action })
+//! Action     = Patch(Vec<Op>)                                  (variant 0; governance comes next)
+//! Op         = Set { key: String, stored: String }            (variant 0)
+//!            | Delete { key: String }                          (variant 1)
+//! signature  = ed25519(account's key, b"statesnap-tx-v1:" ‖ body), verified strictly
+//! tx hash    = SHA-256(wire bytes), as CometBFT hashes transactions
+//! ```
+//!
+//! `account` is the ed25519 public key; in state it is written as lowercase
+//! hex (as Xian does), and its nonce lives under `__n.<account hex>` as a JSON
+//! integer: the number of transactions applied from the account. A transaction
+//! is valid only when its `nonce` equals that number (0 when the key is absent).
+//!
+//! Decoding is canonical: both layers must re-encode to exactly the bytes
+//! received (no overlong varints, no trailing bytes), so a transaction has
+//! one encoding and therefore one hash.
+//!
+//! # Stateless rules ([`Tx::validate`])
+//!
+//! The chain id matches; a patch has 1 to [`MAX_OPS`] ops; the wire bytes are at
+//! most [`MAX_TX_BYTES`]; no key appears twice; a key is at most
+//! [`MAX_KEY_BYTES`], does not start with `__` (the run-state namespace, whose
+//! nonces the node manages), does not belong to the reserved `statesnap`
+//! contract (the node's own records), and can be stored in the HDF5 layout; a
+//! `Set` value is at most [`MAX_VALUE_BYTES`], holds no NUL, and has canonical
+//! bytes that are not null (the state root must be able to hash it; remove a
+//! key with `Delete`).
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    Set { key: String, stored: String },
-    Delete { key: String },
+use crate::store::{keys::key_path, value::canonical_bytes};
+
+/// Prefix of the signed message: binds a signature to this format and version.
+pub const SIGN_DOMAIN: &[u8] = b"statesnap-tx-v1:";
+/// Most ops one patch may carry.
+pub const MAX_OPS: usize = 256;
+/// Largest transaction, in wire bytes.
+pub const MAX_TX_BYTES: usize = 64 * 1024;
+/// Longest key, in UTF-8 bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest stored value, in UTF-8 bytes.
+pub const MAX_VALUE_BYTES: usize = 32 * 1024;
+/// Contract (file part of a key) that holds the node's own records.
+pub const RESERVED_CONTRACT: &str = "statesnap";
+
+/// Stable result codes: what CheckTx / FinalizeBlock return for each [`TxError`].
+pub mod code {
+    pub const OK: u32 = 0;
+    pub const MALFORMED: u32 = 1;
+    pub const BAD_SIGNATURE: u32 = 2;
+    pub const WRONG_CHAIN_ID: u32 = 3;
+    pub const BAD_NONCE: u32 = 4;
+    pub const RESERVED_KEY: u32 = 5;
+    pub const INVALID_KEY: u32 = 6;
+    pub const INVALID_VALUE: u32 = 7;
+    pub const TOO_LARGE: u32 = 8;
+    pub const EMPTY: u32 = 9;
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Action {
-    Patch(Vec<Op>),
-}
-
+/// What the signature covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxBody {
     pub chain_id: String,
+    /// The account's ed25519 public key.
     pub account: [u8; 32],
     pub nonce: u64,
     pub action: Action,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SignedTx {
-    body: Vec<u8>,
-    #[serde(with = "serde_sig")]
-    signature: [u8; 64],
+/// What a transaction does. Variant order is part of the wire format: only append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Set and delete state keys, applied in order.
+    Patch(Vec<Op>),
 }
 
-mod serde_sig {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let v: Vec<u8> = Vec::deserialize(d)?;
-        v.try_into()
-            .map_err(|_| serde::de::Error::custom("signature is not 64 bytes"))
+/// One state change. Variant order is part of the wire format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Write `stored` (Xian's stored JSON text) under `key`.
+    Set { key: String, stored: String },
+    /// Remove `key` (a no-op when it has no value).
+    Delete { key: String },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Set { key, .. } | Op::Delete { key } => key,
+        }
     }
 }
 
+/// The outer wire structure: a body and its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedTx {
+    /// `postcard(TxBody)`, kept as bytes so the signature covers exactly what was sent.
+    pub body: Vec<u8>,
+    #[serde(with = "bytes64")]
+    pub signature: [u8; 64],
+}
+
+impl SignedTx {
+    /// The wire bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("postcard encodes a struct of a byte vector and a byte array")
+    }
+}
+
+/// Why a transaction is refused. [`TxError::code`] is the ABCI result code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxError {
-    #[error("malformed transaction: {0}")]
+    #[error("malformed transaction: {0}; encode it as statesnap-tx-v1 (postcard SignedTx {{ body, signature }})")]
     Malformed(String),
-    #[error("bad signature")]
-    BadSignature,
-    #[error("wrong chain id: {got} (expected {expected})")]
-    WrongChain { expected: String, got: String },
-    #[error("bad nonce: expected {expected}, got {got}")]
+    #[error("bad signature: {0}; sign \"statesnap-tx-v1:\" followed by the body with the account's ed25519 key")]
+    BadSignature(String),
+    #[error("transaction is for chain {got:?} but this chain is {expected:?}: build it with chain id {expected:?}")]
+    WrongChainId { expected: String, got: String },
+    #[error("nonce {got} is not the account's next nonce {expected}: query __n.<account> and sign again with nonce {expected}")]
     BadNonce { expected: u64, got: u64 },
-    #[error("reserved key {0}")]
-    ReservedKey(String),
-    #[error("invalid value for {0}: {1}")]
-    InvalidValue(String, String),
+    #[error("key {key:?} is reserved ({reason}): a state patch may not write it")]
+    ReservedKey { key: String, reason: &'static str },
+    #[error("key {key:?} is invalid: {reason}")]
+    InvalidKey { key: String, reason: String },
+    #[error("value for key {key:?} is invalid: {reason}")]
+    InvalidValue { key: String, reason: String },
+    #[error("{what} is {size}, more than the limit of {max}: split the patch into several transactions")]
+    TooLarge { what: String, size: usize, max: usize },
+    #[error("the patch has no operations: add at least one set or delete")]
+    Empty,
 }
 
 impl TxError {
+    /// The stable result code (never [`code::OK`]).
     pub fn code(&self) -> u32 {
         match self {
-            TxError::Malformed(_) => 1,
-            TxError::BadSignature => 2,
-            TxError::WrongChain { .. } => 3,
-            TxError::BadNonce { .. } => 4,
-            TxError::ReservedKey(_) => 5,
-            TxError::InvalidValue(..) => 7,
+            TxError::Malformed(_) => code::MALFORMED,
+            TxError::BadSignature(_) => code::BAD_SIGNATURE,
+            TxError::WrongChainId { .. } => code::WRONG_CHAIN_ID,
+            TxError::BadNonce { .. } => code::BAD_NONCE,
+            TxError::ReservedKey { .. } => code::RESERVED_KEY,
+            TxError::InvalidKey { .. } => code::INVALID_KEY,
+            TxError::InvalidValue { .. } => code::INVALID_VALUE,
+            TxError::TooLarge { .. } => code::TOO_LARGE,
+            TxError::Empty => code::EMPTY,
         }
     }
 }
 
-#[derive(Debug, Clone)]
+/// A nonce value in state that is not a non-negative JSON integer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored nonce {0:?} is not a non-negative JSON integer: the state under __n. is corrupt")]
+pub struct NonceValueError(pub String);
+
+/// A transaction whose encoding and signature have been checked (or that was
+/// just signed), with its wire bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tx {
     body: TxBody,
-}
-
-const DOMAIN: &[u8] = b"statesnap-tx-v1:";
-
-pub fn sign(body: &TxBody, key: &SigningKey) -> Vec<u8> {
-    let b = postcard::to_stdvec(body).unwrap();
-    let mut msg = DOMAIN.to_vec();
-    msg.extend_from_slice(&b);
-    let signature = key.sign(&msg).to_bytes();
-    postcard::to_stdvec(&SignedTx { body: b, signature }).unwrap()
-}
-
-pub fn decode_and_verify(bytes: &[u8]) -> Result<Tx, TxError> {
-    let s: SignedTx = postcard::from_bytes(bytes).map_err(|e| TxError::Malformed(e.to_string()))?;
-    let body: TxBody = postcard::from_bytes(&s.body).map_err(|e| TxError::Malformed(e.to_string()))?;
-    let vk = VerifyingKey::from_bytes(&body.account).map_err(|_| TxError::BadSignature)?;
-    let mut msg = DOMAIN.to_vec();
-    msg.extend_from_slice(&s.body);
-    vk.verify(&msg, &Signature::from_bytes(&s.signature))
-        .map_err(|_| TxError::BadSignature)?;
-    Ok(Tx { body })
+    wire: Vec<u8>,
 }
 
 impl Tx {
-    pub fn body(&self) -> &TxBody {
-        &self.body
+    /// Signs `body` with `key`. Refused when `body.account` is not `key`'s
+    /// public key (nobody could verify the signature). Does not validate: the
+    /// node does, so tests can build refused transactions too.
+    pub fn sign(body: TxBody, key: &SigningKey) -> Result<Tx, TxError> {
+        if body.account != key.verifying_key().to_bytes() {
+            return Err(TxError::BadSignature(
+                "the body's account is not the signing key's public key".into(),
+            ));
+        }
+        let body_bytes =
+            postcard::to_stdvec(&body).map_err(|e| TxError::Malformed(format!("encoding the body: {e}")))?;
+        let signature = key.sign(&signed_message(&body_bytes)).to_bytes();
+        let wire = SignedTx {
+            body: body_bytes,
+            signature,
+        }
+        .to_bytes();
+        Ok(Tx { body, wire })
     }
+
+    /// Decodes wire bytes canonically and verifies the signature (strict
+    /// ed25519). Bytes over [`MAX_TX_BYTES`] are refused before decoding.
+    pub fn decode_and_verify(bytes: &[u8]) -> Result<Tx, TxError> {
+        check_tx_size(bytes.len())?;
+        let signed: SignedTx = decode_canonical(bytes, "transaction")?;
+        let body: TxBody = decode_canonical(&signed.body, "transaction body")?;
+        let key = VerifyingKey::from_bytes(&body.account)
+            .map_err(|_| TxError::BadSignature("the account is not a valid ed25519 public key".into()))?;
+        key.verify_strict(&signed_message(&signed.body), &Signature::from_bytes(&signed.signature))
+            .map_err(|_| TxError::BadSignature("the signature does not verify for the account".into()))?;
+        Ok(Tx {
+            body,
+            wire: bytes.to_vec(),
+        })
+    }
+
+    /// The stateless rules (module header), for a chain called `chain_id`.
     pub fn validate(&self, chain_id: &str) -> Result<(), TxError> {
         if self.body.chain_id != chain_id {
-            return Err(TxError::WrongChain {
-                expected: chain_id.into(),
+            return Err(TxError::WrongChainId {
+                expected: chain_id.to_string(),
                 got: self.body.chain_id.clone(),
             });
         }
-        let Action::Patch(ops) = &self.body.action;
-        for op in ops {
-            let key = match op {
-                Op::Set { key, .. } | Op::Delete { key } => key,
-            };
-            if key.starts_with("__") || key.starts_with("statesnap.") {
-                return Err(TxError::ReservedKey(key.clone()));
-            }
-            if let Op::Set { key, stored } = op {
-                match crate::store::value::canonical_bytes(stored) {
-                    Ok(Some(_)) => {}
-                    _ => return Err(TxError::InvalidValue(key.clone(), "bad".into())),
-                }
-            }
+        check_tx_size(self.wire.len())?;
+        match &self.body.action {
+            Action::Patch(ops) => check_patch(ops),
         }
-        Ok(())
+    }
+
+    /// The stateful rule: `expected` is the account's nonce in state ([`parse_nonce`]).
+    pub fn check_nonce(&self, expected: u64) -> Result<(), TxError> {
+        if self.body.nonce == expected {
+            Ok(())
+        } else {
+            Err(TxError::BadNonce {
+                expected,
+                got: self.body.nonce,
+            })
+        }
+    }
+
+    /// SHA-256 of the wire bytes: the hash CometBFT reports for this transaction.
+    pub fn hash(&self) -> [u8; 32] {
+        Sha256::digest(&self.wire).into()
+    }
+
+    pub fn body(&self) -> &TxBody {
+        &self.body
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.body.chain_id
+    }
+
+    pub fn account(&self) -> &[u8; 32] {
+        &self.body.account
+    }
+
+    /// The account as state writes it: lowercase hex of the public key.
+    pub fn account_hex(&self) -> String {
+        hex::encode(self.body.account)
+    }
+
+    pub fn nonce(&self) -> u64 {
+        self.body.nonce
+    }
+
+    pub fn action(&self) -> &Action {
+        &self.body.action
+    }
+
+    /// The wire bytes (what is broadcast and hashed).
+    pub fn bytes(&self) -> &[u8] {
+        &self.wire
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.wire
     }
 }
 
+/// [`Tx::decode_and_verify`], as a free function.
+pub fn decode_and_verify(bytes: &[u8]) -> Result<Tx, TxError> {
+    Tx::decode_and_verify(bytes)
+}
+
+/// The state key holding `account`'s nonce: `__n.<lowercase hex>`.
 pub fn nonce_key(account: &[u8; 32]) -> String {
     format!("__n.{}", hex::encode(account))
 }
 
-pub fn parse_nonce(stored: &str) -> Result<u64, TxError> {
-    stored
-        .trim()
-        .parse()
-        .map_err(|_| TxError::Malformed(format!("nonce {stored}")))
+/// The account's nonce from the value stored under [`nonce_key`]: 0 when absent.
+pub fn parse_nonce(stored: Option<&str>) -> Result<u64, NonceValueError> {
+    match stored {
+        None => Ok(0),
+        Some(s) => serde_json::from_str::<u64>(s).map_err(|_| NonceValueError(s.to_string())),
+    }
+}
+
+/// The stored form of nonce `n` (what the node writes under [`nonce_key`]).
+pub fn nonce_stored(n: u64) -> String {
+    n.to_string()
+}
+
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(SIGN_DOMAIN.len() + body.len());
+    msg.extend_from_slice(SIGN_DOMAIN);
+    msg.extend_from_slice(body);
+    msg
+}
+
+fn check_tx_size(len: usize) -> Result<(), TxError> {
+    if len > MAX_TX_BYTES {
+        return Err(TxError::TooLarge {
+            what: "the transaction (bytes)".into(),
+            size: len,
+            max: MAX_TX_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes `bytes` as `T` and requires that re-encoding gives the same bytes.
+fn decode_canonical<T: Serialize + for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, TxError> {
+    let (value, rest): (T, _) =
+        postcard::take_from_bytes(bytes).map_err(|e| TxError::Malformed(format!("{what} does not decode: {e}")))?;
+    if !rest.is_empty() {
+        return Err(TxError::Malformed(format!(
+            "{} bytes after the end of the {what}",
+            rest.len()
+        )));
+    }
+    let again =
+        postcard::to_stdvec(&value).map_err(|e| TxError::Malformed(format!("{what} does not re-encode: {e}")))?;
+    if again != bytes {
+        return Err(TxError::Malformed(format!(
+            "{what} is not canonically encoded (e.g. an overlong length or number)"
+        )));
+    }
+    Ok(value)
+}
+
+/// The rules on a patch's ops alone (count, keys, values), e.g. to refuse a
+/// patch before fetching a chain id and nonce for it.
+pub fn check_patch(ops: &[Op]) -> Result<(), TxError> {
+    if ops.is_empty() {
+        return Err(TxError::Empty);
+    }
+    if ops.len() > MAX_OPS {
+        return Err(TxError::TooLarge {
+            what: "the number of ops".into(),
+            size: ops.len(),
+            max: MAX_OPS,
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ops.len());
+    for op in ops {
+        let key = op.key();
+        check_key(key)?;
+        if !seen.insert(key) {
+            return Err(TxError::InvalidKey {
+                key: key.to_string(),
+                reason: "it appears twice in the patch; keep only the last op on it".into(),
+            });
+        }
+        if let Op::Set { key, stored } = op {
+            check_value(key, stored)?;
+        }
+    }
+    Ok(())
+}
+
+/// A key a patch may write.
+pub fn check_key(key: &str) -> Result<(), TxError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(TxError::TooLarge {
+            what: format!("key {:?}… (bytes)", truncate(key, 40)),
+            size: key.len(),
+            max: MAX_KEY_BYTES,
+        });
+    }
+    if key.starts_with("__") {
+        return Err(TxError::ReservedKey {
+            key: key.to_string(),
+            reason: "keys starting with `__` are run state; nonces are managed by the node",
+        });
+    }
+    let file = key.split_once('.').map_or(key, |(file, _)| file);
+    if file == RESERVED_CONTRACT {
+        return Err(TxError::ReservedKey {
+            key: key.to_string(),
+            reason: "the `statesnap` contract holds the node's own records",
+        });
+    }
+    key_path(key).map_err(|e| TxError::InvalidKey {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// A stored value a patch may write under `key`.
+pub fn check_value(key: &str, stored: &str) -> Result<(), TxError> {
+    if stored.len() > MAX_VALUE_BYTES {
+        return Err(TxError::TooLarge {
+            what: format!("the value for key {key:?} (bytes)"),
+            size: stored.len(),
+            max: MAX_VALUE_BYTES,
+        });
+    }
+    let invalid = |reason: String| TxError::InvalidValue {
+        key: key.to_string(),
+        reason,
+    };
+    if stored.contains('\0') {
+        return Err(invalid(
+            "it contains a NUL character, which the HDF5 layout cannot store".into(),
+        ));
+    }
+    match canonical_bytes(stored) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(invalid("it is JSON null; remove a key with a delete op instead".into())),
+        Err(e) => Err(invalid(e.to_string())),
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Serde for `[u8; 64]` (serde's own array impls stop at 32): a 64-tuple of
+/// bytes, which postcard writes as 64 raw bytes.
+mod bytes64 {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::ser::SerializeTuple;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(64)?;
+        for b in bytes {
+            t.serialize_element(b)?;
+        }
+        t.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = [u8; 64];
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("64 bytes")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; 64], A::Error> {
+                let mut out = [0u8; 64];
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(i, &self))?;
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_tuple(64, V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[7u8; 32])
+    }
+
+    fn body(ops: Vec<Op>) -> TxBody {
+        TxBody {
+            chain_id: "test".into(),
+            account: key().verifying_key().to_bytes(),
+            nonce: 3,
+            action: Action::Patch(ops),
+        }
+    }
+
+    fn set(key: &str, stored: &str) -> Op {
+        Op::Set {
+            key: key.into(),
+            stored: stored.into(),
+        }
+    }
+
+    #[test]
+    fn wire_layout_is_as_documented() {
+        let tx = Tx::sign(body(vec![set("a.b", "1")]), &key()).unwrap();
+        let signed: SignedTx = postcard::from_bytes(tx.bytes()).unwrap();
+        // body = chain id (len 4 + "test"), 32 account bytes, nonce 3, Patch (0), 1 op, Set (0), "a.b", "1"
+        let mut expected = vec![4];
+        expected.extend_from_slice(b"test");
+        expected.extend_from_slice(&key().verifying_key().to_bytes());
+        expected.extend_from_slice(&[3, 0, 1, 0, 3, b'a', b'.', b'b', 1, b'1']);
+        assert_eq!(signed.body, expected);
+        // wire = body length, body, 64 signature bytes
+        assert_eq!(tx.bytes().len(), 1 + expected.len() + 64);
+        assert_eq!(tx.bytes()[0] as usize, expected.len());
+        let mut msg = SIGN_DOMAIN.to_vec();
+        msg.extend_from_slice(&expected);
+        key()
+            .verifying_key()
+            .verify_strict(&msg, &Signature::from_bytes(&signed.signature))
+            .unwrap();
+    }
+
+    #[test]
+    fn signing_with_another_key_is_refused() {
+        let other = SigningKey::from_bytes(&[8u8; 32]);
+        assert_eq!(Tx::sign(body(vec![]), &other).unwrap_err().code(), code::BAD_SIGNATURE);
+    }
+
+    #[test]
+    fn nonces() {
+        assert_eq!(nonce_key(&[0xab; 32]), format!("__n.{}", "ab".repeat(32)));
+        assert_eq!(parse_nonce(None), Ok(0));
+        assert_eq!(parse_nonce(Some("17")), Ok(17));
+        assert_eq!(parse_nonce(Some(&nonce_stored(u64::MAX))), Ok(u64::MAX));
+        for bad in ["-1", "1.0", "\"3\"", "null", "", "01", "18446744073709551616"] {
+            assert!(parse_nonce(Some(bad)).is_err(), "{bad}");
+        }
+        let tx = Tx::sign(body(vec![set("a.b", "1")]), &key()).unwrap();
+        assert_eq!(tx.check_nonce(3), Ok(()));
+        assert_eq!(tx.check_nonce(4), Err(TxError::BadNonce { expected: 4, got: 3 }));
+        assert_eq!(tx.check_nonce(4).unwrap_err().code(), code::BAD_NONCE);
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(truncate("ab", 40), "ab");
+    }
 }

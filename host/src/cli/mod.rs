@@ -7,10 +7,12 @@ use clap::{Args, Parser, Subcommand};
 
 use statesnap::plugin::{Limits, PluginEngine, PluginRegistry};
 
+mod key;
 mod node;
 mod plugin;
 mod snapshot;
 mod state;
+mod tx;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -85,6 +87,14 @@ pub enum Command {
     Demo(statesnap::bench::DemoArgs),
     /// Run the node: CometBFT's ABCI application (state machine, snapshots, state sync).
     Start(node::StartArgs),
+    /// Measure block times while a background snapshot runs, in process.
+    BenchNode(statesnap::bench_node::BenchNodeArgs),
+    /// Build, sign and broadcast state-patch transactions; generate load.
+    #[command(subcommand)]
+    Tx(tx::TxCommand),
+    /// Create and show account key files.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -108,6 +118,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => statesnap::bench::bench(&a, &cli.plugins.registry()?),
         Command::Demo(a) => statesnap::bench::demo(&a, &cli.plugins.registry()?),
         Command::Start(a) => node::start(a, &cli.plugins),
+        Command::BenchNode(a) => statesnap::bench_node::bench_node(&a, || cli.plugins.registry()),
+        Command::Tx(c) => tx::run(c),
+        Command::Key(c) => key::run(c),
     }
 }
 

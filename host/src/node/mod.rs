@@ -389,6 +389,11 @@ impl Node {
         }
     }
 
+    /// Whether a background snapshot is being built.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.snapshots.busy()
+    }
+
     /// Waits for a background snapshot to finish (tests, clean shutdown).
     pub fn wait_for_snapshots(&self) {
         self.snapshots.wait_idle();

@@ -119,6 +119,11 @@ impl SnapshotService {
         }
     }
 
+    /// Whether a snapshot is being built.
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
+    }
+
     /// Waits for the snapshot being built, if any.
     pub fn wait_idle(&self) {
         if let Some(handle) = self.worker.lock().expect("snapshot worker lock").take() {

@@ -1,0 +1,37 @@
+//! `statesnap key …`
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::json;
+
+use statesnap::chain::keys;
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Generate an account key file (CometBFT priv_validator_key.json format, mode 0600).
+    New {
+        /// The file to create; an existing file is never replaced.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a key file's account (hex public key) and CometBFT address as JSON.
+    Show { file: PathBuf },
+}
+
+pub fn run(cmd: KeyCommand) -> anyhow::Result<()> {
+    let key = match cmd {
+        KeyCommand::New { out } => {
+            let key = keys::generate();
+            keys::write_new(&out, &key)?;
+            key
+        }
+        KeyCommand::Show { file } => keys::read(&file)?,
+    };
+    let vk = key.verifying_key();
+    println!(
+        "{}",
+        json!({"account": keys::account_hex(&vk), "address": keys::address(&vk)})
+    );
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! `statesnap tx …`: build, sign and broadcast state patches; generate load.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use statesnap::chain::keys;
+use statesnap::chain::load::{fetch_nonce, run_load, LoadConfig, LoadStats, RpcSubmitter, SystemClock};
+use statesnap::chain::tx::{check_patch, Action, Op, Tx, TxBody};
+use statesnap::rpc::RpcClient;
+
+#[derive(Subcommand, Debug)]
+pub enum TxCommand {
+    /// Sign a state patch with a key file and broadcast it (CheckTx result as one JSON line).
+    Patch(PatchArgs),
+    /// Send typical Xian writes from a pool of deterministic accounts at a steady rate.
+    Load(LoadArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PatchArgs {
+    /// The node's RPC address, e.g. http://127.0.0.1:26657.
+    #[arg(long)]
+    rpc: String,
+    /// The account's key file (CometBFT priv_validator_key.json format).
+    #[arg(long)]
+    key: PathBuf,
+    /// Write STORED (Xian stored JSON text) under KEY. Repeatable.
+    #[arg(long = "set", value_name = "KEY=STORED", value_parser = parse_set)]
+    sets: Vec<(String, String)>,
+    /// Remove KEY. Repeatable.
+    #[arg(long = "delete", value_name = "KEY")]
+    deletes: Vec<String>,
+    /// Chain id (default: the node's, from /status).
+    #[arg(long)]
+    chain_id: Option<String>,
+    /// Nonce (default: the account's next nonce, queried from the node).
+    #[arg(long)]
+    nonce: Option<u64>,
+    /// Also wait until the transaction is in a block and report its result.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this long (with --wait).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    wait_timeout: Duration,
+    /// Send even if the patch breaks the stateless rules (to test a node's refusals).
+    #[arg(long)]
+    skip_local_checks: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// RPC addresses, comma-separated; each account always uses the same one.
+    #[arg(long, value_delimiter = ',', required = true)]
+    rpc: Vec<String>,
+    /// Transactions per second.
+    #[arg(long)]
+    rate: f64,
+    /// How long to run, e.g. 30s or 2m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Accounts in the pool.
+    #[arg(long, default_value_t = 50)]
+    accounts: usize,
+    /// Seed of the account keys and the transaction contents.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Concurrent broadcasts per RPC address.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Chain id (default: the first node's, from /status).
+    #[arg(long)]
+    chain_id: Option<String>,
+}
+
+pub fn run(cmd: TxCommand) -> anyhow::Result<()> {
+    match cmd {
+        TxCommand::Patch(a) => patch(a),
+        TxCommand::Load(a) => load(a),
+    }
+}
+
+fn patch(a: PatchArgs) -> anyhow::Result<()> {
+    let key = keys::read(&a.key)?;
+    let mut ops: Vec<Op> = a
+        .sets
+        .into_iter()
+        .map(|(key, stored)| Op::Set { key, stored })
+        .collect();
+    ops.extend(a.deletes.into_iter().map(|key| Op::Delete { key }));
+    if ops.is_empty() {
+        bail!("nothing to do: give at least one --set KEY=STORED or --delete KEY");
+    }
+    if !a.skip_local_checks {
+        check_patch(&ops)?; // before any network call
+    }
+    let rpc = RpcClient::new(&a.rpc);
+    let chain_id = match a.chain_id {
+        Some(id) => id,
+        None => {
+            rpc.status()
+                .context("finding the chain id (or give --chain-id)")?
+                .chain_id
+        }
+    };
+    let account = key.verifying_key().to_bytes();
+    let nonce = match a.nonce {
+        Some(n) => n,
+        None => fetch_nonce(&rpc, &account).context("finding the account's nonce (or give --nonce)")?,
+    };
+    let body = TxBody {
+        chain_id: chain_id.clone(),
+        account,
+        nonce,
+        action: Action::Patch(ops),
+    };
+    let tx = Tx::sign(body, &key)?;
+    if !a.skip_local_checks {
+        tx.validate(&chain_id)?;
+    }
+    let r = rpc.broadcast_tx_sync(tx.bytes())?;
+    let mut line = json!({
+        "hash": hex::encode(tx.hash()),
+        "code": r.code,
+        "log": r.log,
+        "account": tx.account_hex(),
+        "nonce": nonce,
+    });
+    if r.code != 0 {
+        println!("{line}");
+        bail!(
+            "the node refused the transaction in CheckTx (code {}): {}",
+            r.code,
+            or_no_log(&r.log)
+        );
+    }
+    if a.wait {
+        let (height, code, log) = wait_for(&rpc, &tx.hash(), a.wait_timeout)?;
+        line["height"] = json!(height);
+        line["exec_code"] = json!(code);
+        line["exec_log"] = json!(log);
+        println!("{line}");
+        if code != 0 {
+            bail!(
+                "the transaction is in block {height} but failed (code {code}): {}",
+                or_no_log(&log)
+            );
+        }
+    } else {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Polls `/tx` until the transaction is in a block: (height, exec code, exec log).
+fn wait_for(rpc: &RpcClient, hash: &[u8; 32], timeout: Duration) -> anyhow::Result<(u64, u64, String)> {
+    let start = Instant::now();
+    // JSON-RPC (POST) takes byte parameters as base64; only the GET form takes 0x-hex.
+    let params = json!({"hash": base64::engine::general_purpose::STANDARD.encode(hash), "prove": false});
+    loop {
+        match rpc.call("tx", params.clone()) {
+            Ok(r) => {
+                let height = match &r["height"] {
+                    Value::String(s) => s.parse().ok(),
+                    v => v.as_u64(),
+                }
+                .with_context(|| format!("/tx on {}: no block height in {r}", rpc.url()))?;
+                let result = &r["tx_result"];
+                let log = result["log"].as_str().unwrap_or_default().to_string();
+                return Ok((height, result["code"].as_u64().unwrap_or(0), log));
+            }
+            Err(e) if format!("{e:#}").contains("not found") => {}
+            Err(e) => return Err(e),
+        }
+        if start.elapsed() >= timeout {
+            bail!(
+                "transaction {} was accepted but is not in a block after {}; check the node or wait longer (--wait-timeout)",
+                hex::encode(hash),
+                humantime::format_duration(timeout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn load(a: LoadArgs) -> anyhow::Result<()> {
+    let submitters: Vec<RpcSubmitter> = a.rpc.iter().map(|u| RpcSubmitter(RpcClient::new(u))).collect();
+    let Some(first) = submitters.first() else {
+        bail!("give at least one --rpc URL");
+    };
+    let chain_id = match a.chain_id {
+        Some(id) => id,
+        None => {
+            first
+                .0
+                .status()
+                .context("finding the chain id (or give --chain-id)")?
+                .chain_id
+        }
+    };
+    let cfg = LoadConfig {
+        accounts: a.accounts,
+        seed: a.seed,
+        workers_per_submitter: a.workers,
+        ..LoadConfig::new(&chain_id, a.rate, a.duration)
+    };
+    let stop = AtomicBool::new(false);
+    let stats = run_load(&cfg, &submitters, &SystemClock::start(), &stop, |s| {
+        eprintln!("{}", progress_line(s))
+    })?;
+    println!("{}", serde_json::to_string(&stats)?);
+    if stats.accepted == 0 && (stats.sent > 0 || stats.errors > 0) {
+        bail!(
+            "no transaction was accepted; last problem: {}",
+            stats.last_problem.as_deref().unwrap_or("none recorded")
+        );
+    }
+    Ok(())
+}
+
+fn progress_line(s: &LoadStats) -> String {
+    let mut line = format!(
+        "load: {:.0}s sent {} accepted {} refused {} errors {} ({:.1} tx/s)",
+        s.seconds, s.sent, s.accepted, s.refused, s.errors, s.rate
+    );
+    if let Some(p) = &s.last_problem {
+        line.push_str(&format!("; last problem: {p}"));
+    }
+    line
+}
+
+fn or_no_log(log: &str) -> &str {
+    if log.is_empty() {
+        "(the node gave no log)"
+    } else {
+        log
+    }
+}
+
+/// Parses `KEY=STORED` (split at the first `=`).
+fn parse_set(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, stored)) if !key.is_empty() => Ok((key.to_string(), stored.to_string())),
+        _ => Err(format!(
+            "`{s}` is not KEY=STORED; write e.g. --set 'currency.balances:alice={{\"__fixed__\":\"1.5\"}}'"
+        )),
+    }
+}
