@@ -25,6 +25,9 @@ pub struct StartArgs {
     /// Test only: serve every snapshot chunk corrupted.
     #[arg(long, hide = true)]
     pub test_corrupt_chunks: bool,
+    /// Test only: wait this many milliseconds before applying each restored chunk.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub test_chunk_delay_ms: u64,
 }
 
 pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
@@ -50,6 +53,7 @@ pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
     }
     let hooks = TestHooks {
         corrupt_chunks: args.test_corrupt_chunks,
+        chunk_delay_ms: args.test_chunk_delay_ms,
     };
     let node = Node::open(&args.home, config, plugins.registry()?, metrics, hooks)?;
     let server = tendermint_abci::ServerBuilder::default()

@@ -18,8 +18,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Deserialize;
 
-/// The reserved contract holding the node's own records.
-pub const RESERVED_CONTRACT: &str = "statesnap";
+use crate::chain::tx::RESERVED_CONTRACT;
 
 /// The state key of a validator's voting power.
 pub fn validator_key(pub_key: &[u8; 32]) -> String {

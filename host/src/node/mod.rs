@@ -66,6 +66,9 @@ pub struct QueryAnswer {
 pub struct TestHooks {
     /// Serve every snapshot chunk with a byte flipped.
     pub corrupt_chunks: bool,
+    /// Wait this long before applying each restored chunk (a slow disk), so
+    /// tests can interrupt a restore in the middle.
+    pub chunk_delay_ms: u64,
 }
 
 /// A running node.
@@ -80,6 +83,7 @@ pub struct Node {
     registry: Arc<PluginRegistry>,
     metrics: Arc<Metrics>,
     block_started: Mutex<Option<Instant>>,
+    hooks: TestHooks,
 }
 
 impl Node {
@@ -142,6 +146,7 @@ impl Node {
             registry,
             metrics,
             block_started: Mutex::default(),
+            hooks,
         })
     }
 
@@ -364,6 +369,9 @@ impl Node {
     /// ApplySnapshotChunk. After the last chunk the restored state becomes
     /// the node's state.
     pub fn apply_snapshot_chunk(&self, index: u32, chunk: &[u8], sender: &str) -> ChunkAnswer {
+        if self.hooks.chunk_delay_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(self.hooks.chunk_delay_ms));
+        }
         let answer = self
             .statesync
             .lock()
