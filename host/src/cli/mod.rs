@@ -10,6 +10,7 @@ use statesnap::plugin::{Limits, PluginEngine, PluginRegistry};
 mod plugin;
 mod snapshot;
 mod state;
+mod testnet;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -82,6 +83,9 @@ pub enum Command {
     Bench(statesnap::bench::BenchArgs),
     /// Generate a state, snapshot it with each built-in plugin, restore and verify it.
     Demo(statesnap::bench::DemoArgs),
+    /// Run a local CometBFT network: start, stop, status, join.
+    #[command(subcommand)]
+    Testnet(testnet::TestnetCommand),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -104,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(c) => plugin::run(c, &cli.plugins),
         Command::Bench(a) => statesnap::bench::bench(&a, &cli.plugins.registry()?),
         Command::Demo(a) => statesnap::bench::demo(&a, &cli.plugins.registry()?),
+        Command::Testnet(c) => testnet::run(c),
     }
 }
 
