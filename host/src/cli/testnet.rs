@@ -1,7 +1,7 @@
 //! `statesnap testnet …`: local CometBFT networks (see `statesnap::testnet`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -120,15 +120,18 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
                     })?;
                 heights.insert(node.name.clone(), height);
             }
-            print_table(&net, &heights);
-            println!("\nstop it with: statesnap testnet stop --dir {}", net.dir().display());
+            emit(&format!(
+                "{}\nstop it with: statesnap testnet stop --dir {}\n",
+                table(&net, &heights),
+                net.dir().display()
+            ));
         }
         TestnetCommand::Stop { dir } => {
             let net = Testnet::open(&dir)?;
             net.stop_all()?;
-            println!("stopped every node of {}", net.dir().display());
+            emit(&format!("stopped every node of {}\n", net.dir().display()));
         }
-        TestnetCommand::Status { dir } => status(&Testnet::open(&dir)?),
+        TestnetCommand::Status { dir } => emit(&status(&Testnet::open(&dir)?)),
         TestnetCommand::Join { dir, name, block_sync } => {
             let mut net = Testnet::open(&dir)?;
             let name = name.unwrap_or_else(|| net.next_node_name());
@@ -139,13 +142,21 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
             };
             let node = net.add_node(&name, &join)?.clone();
             net.start_node(&name, &[])?;
-            println!("{} joined by {}", node.name, node.role());
-            println!("  rpc      {}", node.rpc_url());
+            let mut text = format!(
+                "{} joined by {}\n  rpc      {}\n",
+                node.name,
+                node.role(),
+                node.rpc_url()
+            );
             if net.options().app == AppKind::Statesnap {
-                println!("  metrics  {}", node.metrics_url());
+                text += &format!("  metrics  {}\n", node.metrics_url());
             }
-            println!("  logs     {}", node.cometbft_log.display());
-            println!("watch it with: statesnap testnet status --dir {}", net.dir().display());
+            text += &format!("  logs     {}\n", node.cometbft_log.display());
+            text += &format!(
+                "watch it with: statesnap testnet status --dir {}\n",
+                net.dir().display()
+            );
+            emit(&text);
         }
     }
     Ok(())
@@ -165,17 +176,24 @@ fn first_running_validator(net: &Testnet) -> anyhow::Result<String> {
         })
 }
 
-fn print_table(net: &Testnet, heights: &BTreeMap<String, u64>) {
+/// Writes to stdout; a closed pipe (`… | head`) is not an error.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+fn table(net: &Testnet, heights: &BTreeMap<String, u64>) -> String {
     let metrics = net.options().app == AppKind::Statesnap;
-    println!(
-        "{:<8} {:<11} {:<24} {:<32} {:>6}",
+    let mut text = format!(
+        "{:<8} {:<11} {:<24} {:<32} {:>6}\n",
         "node", "role", "rpc", "metrics", "height"
     );
     for node in net.nodes() {
         let metrics_url = if metrics { node.metrics_url() } else { "-".into() };
         let height = heights.get(&node.name).map_or("-".into(), u64::to_string);
-        println!(
-            "{:<8} {:<11} {:<24} {:<32} {:>6}",
+        text += &format!(
+            "{:<8} {:<11} {:<24} {:<32} {:>6}\n",
             node.name,
             node.role(),
             node.rpc_url(),
@@ -183,11 +201,12 @@ fn print_table(net: &Testnet, heights: &BTreeMap<String, u64>) {
             height
         );
     }
+    text
 }
 
-fn status(net: &Testnet) {
-    println!(
-        "{:<8} {:<11} {:<9} {:<9} {:>7} {:<10} {:<9} {:>5}",
+fn status(net: &Testnet) -> String {
+    let mut text = format!(
+        "{:<8} {:<11} {:<9} {:<9} {:>7} {:<10} {:<9} {:>5}\n",
         "node", "role", "app", "cometbft", "height", "app hash", "catching", "peers"
     );
     let uses_app = net.options().app == AppKind::Statesnap;
@@ -195,9 +214,9 @@ fn status(net: &Testnet) {
         let (app, cometbft) = net.is_running(&node.name);
         let word = |up: bool| if up { "running" } else { "stopped" };
         let app_word = if uses_app { word(app) } else { "kvstore" };
-        let rpc = net.rpc(&node.name).ok();
-        let status = rpc.as_ref().filter(|_| cometbft).and_then(|r| r.status().ok());
-        let peers = rpc.as_ref().filter(|_| cometbft).and_then(|r| r.peer_count().ok());
+        let rpc = net.rpc(&node.name).ok().filter(|_| cometbft);
+        let status = rpc.as_ref().and_then(|r| r.status().ok());
+        let peers = rpc.as_ref().and_then(|r| r.peer_count().ok());
         let (height, hash, catching): (String, String, String) = match &status {
             Some(s) => (
                 s.latest_block_height.to_string(),
@@ -206,8 +225,8 @@ fn status(net: &Testnet) {
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
-        println!(
-            "{:<8} {:<11} {:<9} {:<9} {:>7} {:<10} {:<9} {:>5}",
+        text += &format!(
+            "{:<8} {:<11} {:<9} {:<9} {:>7} {:<10} {:<9} {:>5}\n",
             node.name,
             node.role(),
             app_word,
@@ -218,9 +237,6 @@ fn status(net: &Testnet) {
             peers.map_or("-".into(), |p| p.to_string())
         );
     }
-    print_logs_hint(net.dir());
-}
-
-fn print_logs_hint(dir: &Path) {
-    println!("\nlogs: {}/<node>/{{cometbft,statesnap}}.log", dir.display());
+    text += &format!("\nlogs: {}/<node>/{{cometbft,statesnap}}.log\n", net.dir().display());
+    text
 }

@@ -237,9 +237,15 @@ impl Testnet {
                 .next()
                 .is_some()
         {
+            if dir.join(layout::TESTNET_FILE).is_file() {
+                bail!(
+                    "{} already holds a testnet: start it with `statesnap testnet start --dir {0}` \
+                     (Testnet::open), or pick a new directory",
+                    dir.display()
+                );
+            }
             bail!(
-                "{} is not empty: initialise a testnet in a new directory (an existing testnet is started with \
-                 `statesnap testnet start --dir {0}`)",
+                "{} is not empty: pick a new (or empty) directory for the testnet",
                 dir.display()
             );
         }

@@ -128,6 +128,9 @@ impl Testnet {
     }
 
     /// SIGKILLs only the statesnap process of `name` (a crash, for tests).
+    /// CometBFT 0.38 then exits by itself when it notices the broken ABCI
+    /// connection; call [`stop_node`](Self::stop_node) (or wait for
+    /// `is_running(name).1` to turn false) before starting the node again.
     pub fn kill_app(&self, name: &str) -> anyhow::Result<()> {
         self.end(self.node(name)?, Proc::App, Duration::ZERO)
     }
