@@ -32,4 +32,5 @@ if ! python3 -c 'import h5py' 2>/dev/null; then
     say "installing h5py (Python) for the HDF5 compatibility tests"
     python3 -m pip install -q h5py || python3 -m pip install -q --break-system-packages h5py
 fi
+"$(dirname "${BASH_SOURCE[0]}")/install-cometbft.sh"
 say "ready"

@@ -16,3 +16,4 @@ pub mod progress;
 pub mod rpc;
 pub mod snapshot;
 pub mod store;
+pub mod testnet;

@@ -12,6 +12,7 @@ mod node;
 mod plugin;
 mod snapshot;
 mod state;
+mod testnet;
 mod tx;
 
 #[derive(Parser, Debug)]
@@ -95,6 +96,9 @@ pub enum Command {
     /// Create and show account key files.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Run a local CometBFT network: start, stop, status, join.
+    #[command(subcommand)]
+    Testnet(testnet::TestnetCommand),
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -121,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchNode(a) => statesnap::bench_node::bench_node(&a, || cli.plugins.registry()),
         Command::Tx(c) => tx::run(c),
         Command::Key(c) => key::run(c),
+        Command::Testnet(c) => testnet::run(c),
     }
 }
 

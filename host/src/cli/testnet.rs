@@ -1,0 +1,242 @@
+//! `statesnap testnet …`: local CometBFT networks (see `statesnap::testnet`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use statesnap::testnet::{AppKind, JoinOptions, Testnet, TestnetOptions};
+
+/// How long `start` waits for every node to commit block 1.
+const FIRST_BLOCK_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Subcommand, Debug)]
+pub enum TestnetCommand {
+    /// Initialise DIR (when it is new) and start every node; waits for block 1.
+    Start {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Number of validators (for a new DIR).
+        #[arg(long, value_name = "N", default_value_t = TestnetOptions::default().validators)]
+        validators: usize,
+        #[arg(long, default_value_t = TestnetOptions::default().chain_id)]
+        chain_id: String,
+        /// Node i listens on BASE+10i .. BASE+10i+4 (p2p, rpc, abci, metrics, prometheus).
+        #[arg(long, value_name = "PORT", default_value_t = TestnetOptions::default().base_port)]
+        base_port: u16,
+        /// Take a snapshot every N blocks (0: never).
+        #[arg(long, value_name = "N", default_value_t = TestnetOptions::default().snapshot_interval)]
+        snapshot_interval: u64,
+        /// Keep this many most recent snapshots.
+        #[arg(long, value_name = "N", default_value_t = TestnetOptions::default().snapshot_keep_recent)]
+        keep_recent: u32,
+        /// Snapshot format plugin: a built-in name or a .wasm file.
+        #[arg(long, value_name = "NAME|FILE", default_value_t = TestnetOptions::default().snapshot_plugin)]
+        snapshot_plugin: String,
+        /// A snapshot plugin parameter (repeatable).
+        #[arg(long = "param", value_name = "K=V", value_parser = super::parse_param)]
+        params: Vec<(String, String)>,
+        /// The pause between blocks (CometBFT's timeout_commit), e.g. 500ms or 2s.
+        #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+        block_time: Duration,
+        /// Generate a Xian-like state of N keys and import it at genesis.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        genesis_keys: u64,
+        /// The ABCI app: statesnap, or CometBFT's built-in kvstore (no statesnap process).
+        #[arg(long, value_enum, default_value_t = AppKind::Statesnap)]
+        app: AppKind,
+    },
+    /// Stop every node of DIR.
+    Stop {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Per node: running?, height, app hash, catching up, peers.
+    Status {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Add a full node that joins by state sync (or block sync) and start it.
+    Join {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Its name (default: the next nodeN).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replay every block from genesis instead of restoring a snapshot.
+        #[arg(long)]
+        block_sync: bool,
+    },
+}
+
+pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
+    match cmd {
+        TestnetCommand::Start {
+            dir,
+            validators,
+            chain_id,
+            base_port,
+            snapshot_interval,
+            keep_recent,
+            snapshot_plugin,
+            params,
+            block_time,
+            genesis_keys,
+            app,
+        } => {
+            let net = if dir.join("testnet.json").is_file() {
+                eprintln!("using the existing testnet in {} (its options are kept)", dir.display());
+                Testnet::open(&dir)?
+            } else {
+                let opts = TestnetOptions {
+                    validators,
+                    chain_id,
+                    base_port,
+                    snapshot_interval,
+                    snapshot_keep_recent: keep_recent,
+                    snapshot_plugin,
+                    snapshot_params: params.into_iter().collect::<BTreeMap<_, _>>(),
+                    block_time,
+                    genesis_keys,
+                    app,
+                    statesnap_bin: std::env::current_exe().context("finding the statesnap executable")?,
+                    ..TestnetOptions::default()
+                };
+                eprintln!("initialising a testnet of {validators} validators in {}", dir.display());
+                Testnet::init(&dir, &opts)?
+            };
+            net.start_all()?;
+            let mut heights = BTreeMap::new();
+            for node in net.nodes() {
+                let height = net
+                    .wait_for_height(&node.name, 1, FIRST_BLOCK_TIMEOUT)
+                    .with_context(|| {
+                        format!(
+                            "the nodes are running; stop them with `statesnap testnet stop --dir {}`",
+                            net.dir().display()
+                        )
+                    })?;
+                heights.insert(node.name.clone(), height);
+            }
+            emit(&format!(
+                "{}\nstop it with: statesnap testnet stop --dir {}\n",
+                table(&net, &heights),
+                net.dir().display()
+            ));
+        }
+        TestnetCommand::Stop { dir } => {
+            let net = Testnet::open(&dir)?;
+            net.stop_all()?;
+            emit(&format!("stopped every node of {}\n", net.dir().display()));
+        }
+        TestnetCommand::Status { dir } => emit(&status(&Testnet::open(&dir)?)),
+        TestnetCommand::Join { dir, name, block_sync } => {
+            let mut net = Testnet::open(&dir)?;
+            let name = name.unwrap_or_else(|| net.next_node_name());
+            let join = JoinOptions {
+                state_sync: !block_sync,
+                trust_from: first_running_validator(&net)?,
+                ..JoinOptions::default()
+            };
+            let node = net.add_node(&name, &join)?.clone();
+            net.start_node(&name, &[])?;
+            let mut text = format!(
+                "{} joined by {}\n  rpc      {}\n",
+                node.name,
+                node.role(),
+                node.rpc_url()
+            );
+            if net.options().app == AppKind::Statesnap {
+                text += &format!("  metrics  {}\n", node.metrics_url());
+            }
+            text += &format!("  logs     {}\n", node.cometbft_log.display());
+            text += &format!(
+                "watch it with: statesnap testnet status --dir {}\n",
+                net.dir().display()
+            );
+            emit(&text);
+        }
+    }
+    Ok(())
+}
+
+/// The validator a joining node takes its trust height from.
+fn first_running_validator(net: &Testnet) -> anyhow::Result<String> {
+    net.nodes()
+        .iter()
+        .find(|n| n.validator && net.is_running(&n.name).1)
+        .map(|n| n.name.clone())
+        .with_context(|| {
+            format!(
+                "no validator of {} is running: start the testnet first (`statesnap testnet start --dir {0}`)",
+                net.dir().display()
+            )
+        })
+}
+
+/// Writes to stdout; a closed pipe (`… | head`) is not an error.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+fn table(net: &Testnet, heights: &BTreeMap<String, u64>) -> String {
+    let metrics = net.options().app == AppKind::Statesnap;
+    let mut text = format!(
+        "{:<8} {:<11} {:<24} {:<32} {:>6}\n",
+        "node", "role", "rpc", "metrics", "height"
+    );
+    for node in net.nodes() {
+        let metrics_url = if metrics { node.metrics_url() } else { "-".into() };
+        let height = heights.get(&node.name).map_or("-".into(), u64::to_string);
+        text += &format!(
+            "{:<8} {:<11} {:<24} {:<32} {:>6}\n",
+            node.name,
+            node.role(),
+            node.rpc_url(),
+            metrics_url,
+            height
+        );
+    }
+    text
+}
+
+fn status(net: &Testnet) -> String {
+    let mut text = format!(
+        "{:<8} {:<11} {:<9} {:<9} {:>7} {:<10} {:<9} {:>5}\n",
+        "node", "role", "app", "cometbft", "height", "app hash", "catching", "peers"
+    );
+    let uses_app = net.options().app == AppKind::Statesnap;
+    for node in net.nodes() {
+        let (app, cometbft) = net.is_running(&node.name);
+        let word = |up: bool| if up { "running" } else { "stopped" };
+        let app_word = if uses_app { word(app) } else { "kvstore" };
+        let rpc = net.rpc(&node.name).ok().filter(|_| cometbft);
+        let status = rpc.as_ref().and_then(|r| r.status().ok());
+        let peers = rpc.as_ref().and_then(|r| r.peer_count().ok());
+        let (height, hash, catching): (String, String, String) = match &status {
+            Some(s) => (
+                s.latest_block_height.to_string(),
+                hex::encode(&s.latest_app_hash).chars().take(8).collect(),
+                s.catching_up.to_string(),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        text += &format!(
+            "{:<8} {:<11} {:<9} {:<9} {:>7} {:<10} {:<9} {:>5}\n",
+            node.name,
+            node.role(),
+            app_word,
+            word(cometbft),
+            height,
+            hash,
+            catching,
+            peers.map_or("-".into(), |p| p.to_string())
+        );
+    }
+    text += &format!("\nlogs: {}/<node>/{{cometbft,statesnap}}.log\n", net.dir().display());
+    text
+}

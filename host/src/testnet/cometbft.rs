@@ -1,0 +1,399 @@
+//! The `cometbft` binary: finding it, `cometbft init`, node ids, and the
+//! `config.toml` edits a loopback testnet needs (made with `toml_edit`, so
+//! CometBFT's comments stay).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use toml_edit::{DocumentMut, Item, Value};
+
+/// The CometBFT release statesnap is built and tested against.
+pub const COMETBFT_VERSION: &str = "0.38.26";
+/// The ABCI 2.0 release line statesnap speaks.
+const COMETBFT_SERIES: &str = "0.38.";
+const INSTALL_HINT: &str = "run scripts/install-cometbft.sh (it installs cometbft v0.38.26 with `go install`), \
+     or set COMETBFT to the binary";
+
+/// A `cometbft` binary known to be of the 0.38 series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CometBft {
+    pub path: PathBuf,
+    pub version: String,
+}
+
+/// Where to look for the binary, in order.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPlaces {
+    /// `$COMETBFT`: used alone when set.
+    pub env: Option<OsString>,
+    /// `$PATH`.
+    pub path: Option<OsString>,
+    /// `bin` directories from `go env GOBIN GOPATH`, then `~/go/bin`.
+    pub go_bins: Vec<PathBuf>,
+}
+
+impl SearchPlaces {
+    /// The places of this process's environment.
+    pub fn from_env() -> SearchPlaces {
+        let mut go_bins = Vec::new();
+        if let Ok(out) = Command::new("go").args(["env", "GOBIN", "GOPATH"]).output() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            if let Some(gobin) = lines.next().filter(|l| !l.trim().is_empty()) {
+                go_bins.push(PathBuf::from(gobin.trim()));
+            }
+            if let Some(gopath) = lines.next() {
+                go_bins.extend(std::env::split_paths(gopath.trim()).map(|p| p.join("bin")));
+            }
+        }
+        if let Some(home) = std::env::var_os("HOME") {
+            go_bins.push(PathBuf::from(home).join("go").join("bin"));
+        }
+        SearchPlaces {
+            env: std::env::var_os("COMETBFT").filter(|v| !v.is_empty()),
+            path: std::env::var_os("PATH"),
+            go_bins,
+        }
+    }
+
+    /// Candidate files, most preferred first.
+    fn candidates(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        if let Some(p) = &self.path {
+            out.extend(std::env::split_paths(p).map(|d| d.join("cometbft")));
+        }
+        out.extend(self.go_bins.iter().map(|d| d.join("cometbft")));
+        out.dedup();
+        out
+    }
+}
+
+impl CometBft {
+    /// Finds the binary: `$COMETBFT`, else `cometbft` on `PATH`, else Go's bin directory.
+    pub fn discover() -> anyhow::Result<CometBft> {
+        Self::discover_in(&SearchPlaces::from_env())
+    }
+
+    /// [`discover`](Self::discover) over explicit places. A candidate of
+    /// another release line is skipped (and named if nothing else is found).
+    pub fn discover_in(places: &SearchPlaces) -> anyhow::Result<CometBft> {
+        if let Some(env) = &places.env {
+            let path = PathBuf::from(env);
+            if !path.is_file() {
+                bail!(
+                    "COMETBFT is set to {}, which is not a file: {INSTALL_HINT}",
+                    path.display()
+                );
+            }
+            return Self::checked(path);
+        }
+        let mut rejected = Vec::new();
+        for candidate in places.candidates() {
+            if !candidate.is_file() {
+                continue;
+            }
+            match Self::checked(candidate.clone()) {
+                Ok(found) => return Ok(found),
+                Err(e) => rejected.push(format!("{e:#}")),
+            }
+        }
+        if rejected.is_empty() {
+            bail!("cometbft not found (not in COMETBFT, on PATH or in Go's bin directory): {INSTALL_HINT}");
+        }
+        bail!("no usable cometbft: {}", rejected.join("; "))
+    }
+
+    /// Runs `version` and keeps the binary when it is of the 0.38 series.
+    fn checked(path: PathBuf) -> anyhow::Result<CometBft> {
+        let out = Command::new(&path)
+            .arg("version")
+            .output()
+            .with_context(|| format!("running {} version: {INSTALL_HINT}", path.display()))?;
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || !version.starts_with(COMETBFT_SERIES) {
+            bail!(
+                "{} is version `{version}`, statesnap needs CometBFT {COMETBFT_SERIES}x (ABCI 2.0): {INSTALL_HINT}",
+                path.display()
+            );
+        }
+        Ok(CometBft { path, version })
+    }
+
+    /// `cometbft init --home HOME`: keys, a default config.toml and genesis.
+    pub fn init_home(&self, home: &Path) -> anyhow::Result<()> {
+        self.run(&["init", "--home"], home)
+            .with_context(|| format!("initialising the CometBFT home {}", home.display()))?;
+        Ok(())
+    }
+
+    /// The node id (`cometbft show-node-id`), 40 hex digits.
+    pub fn node_id(&self, home: &Path) -> anyhow::Result<String> {
+        let out = self.run(&["show-node-id", "--home"], home)?;
+        let id = out.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+        if id.len() != 40 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!(
+                "cometbft show-node-id --home {} printed `{out}`, not a node id",
+                home.display()
+            );
+        }
+        Ok(id.to_string())
+    }
+
+    fn run(&self, args: &[&str], home: &Path) -> anyhow::Result<String> {
+        let out = Command::new(&self.path)
+            .args(args)
+            .arg(home)
+            .output()
+            .with_context(|| format!("running {}", self.path.display()))?;
+        if !out.status.success() {
+            bail!(
+                "`{} {} {}` failed: {}",
+                self.path.display(),
+                args.join(" "),
+                home.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// The genesis validator entry `cometbft init` wrote for this home's key.
+pub fn generated_validator(home: &Path) -> anyhow::Result<serde_json::Value> {
+    let genesis = read_json(&genesis_path(home))?;
+    genesis["validators"]
+        .get(0)
+        .cloned()
+        .ok_or_else(|| anyhow!("{} lists no validator", genesis_path(home).display()))
+}
+
+pub fn config_path(home: &Path) -> PathBuf {
+    home.join("config").join("config.toml")
+}
+
+pub fn genesis_path(home: &Path) -> PathBuf {
+    home.join("config").join("genesis.json")
+}
+
+pub fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// State sync settings of a joining node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSyncSettings {
+    /// Two (or more) RPC urls the light client checks headers against.
+    pub rpc_servers: Vec<String>,
+    pub trust_height: u64,
+    /// The block hash at `trust_height`, upper-case hex.
+    pub trust_hash: String,
+}
+
+/// What a node's `config.toml` is set to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    pub moniker: String,
+    /// `tcp://127.0.0.1:PORT` for statesnap, or a built-in app such as `kvstore`.
+    pub proxy_app: String,
+    pub p2p_laddr: String,
+    pub rpc_laddr: String,
+    /// `id@host:port`, comma separated.
+    pub persistent_peers: String,
+    pub block_time: Duration,
+    pub prometheus_laddr: String,
+    pub state_sync: Option<StateSyncSettings>,
+}
+
+/// Rewrites the settings a loopback testnet needs in `<home>/config/config.toml`.
+pub fn edit_config(home: &Path, s: &NodeSettings) -> anyhow::Result<()> {
+    let path = config_path(home);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let mut edit = Editor {
+        doc: &mut doc,
+        path: &path,
+    };
+    edit.set(None, "moniker", s.moniker.as_str().into())?;
+    edit.set(None, "proxy_app", s.proxy_app.as_str().into())?;
+    edit.set(Some("rpc"), "laddr", s.rpc_laddr.as_str().into())?;
+    edit.set(Some("p2p"), "laddr", s.p2p_laddr.as_str().into())?;
+    edit.set(Some("p2p"), "persistent_peers", s.persistent_peers.as_str().into())?;
+    edit.set(Some("p2p"), "addr_book_strict", false.into())?;
+    edit.set(Some("p2p"), "allow_duplicate_ip", true.into())?;
+    // Loopback has no latency: short round timeouts recover fast from a
+    // missed proposal; timeout_commit sets the block time.
+    for (key, value) in [
+        ("timeout_propose", "1s"),
+        ("timeout_propose_delta", "200ms"),
+        ("timeout_prevote", "300ms"),
+        ("timeout_prevote_delta", "100ms"),
+        ("timeout_precommit", "300ms"),
+        ("timeout_precommit_delta", "100ms"),
+    ] {
+        edit.set(Some("consensus"), key, value.into())?;
+    }
+    edit.set(Some("consensus"), "timeout_commit", go_duration(s.block_time).into())?;
+    edit.set(Some("instrumentation"), "prometheus", true.into())?;
+    edit.set(
+        Some("instrumentation"),
+        "prometheus_listen_addr",
+        s.prometheus_laddr.as_str().into(),
+    )?;
+    if let Some(sync) = &s.state_sync {
+        let height = i64::try_from(sync.trust_height).context("trust height too large")?;
+        edit.set(Some("statesync"), "enable", true.into())?;
+        edit.set(
+            Some("statesync"),
+            "rpc_servers",
+            sync.rpc_servers.join(",").as_str().into(),
+        )?;
+        edit.set(Some("statesync"), "trust_height", height.into())?;
+        edit.set(Some("statesync"), "trust_hash", sync.trust_hash.as_str().into())?;
+        edit.set(Some("statesync"), "trust_period", "168h0m0s".into())?;
+        edit.set(Some("statesync"), "discovery_time", "5s".into())?;
+        edit.set(Some("statesync"), "chunk_request_timeout", "15s".into())?;
+        edit.set(Some("statesync"), "chunk_fetchers", "4".into())?;
+    }
+    std::fs::write(&path, doc.to_string()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A duration as Go's `time.ParseDuration` reads it.
+pub fn go_duration(d: Duration) -> String {
+    if d.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}us", d.as_micros())
+    }
+}
+
+struct Editor<'a> {
+    doc: &'a mut DocumentMut,
+    path: &'a Path,
+}
+
+impl Editor<'_> {
+    /// Sets `[section] key = value`, keeping the comments around the old value.
+    fn set(&mut self, section: Option<&str>, key: &str, value: Value) -> anyhow::Result<()> {
+        let table = match section {
+            None => self.doc.as_table_mut(),
+            Some(name) => self.doc.get_mut(name).and_then(Item::as_table_mut).ok_or_else(|| {
+                anyhow!(
+                    "{} has no [{name}] table: is it CometBFT's config.toml?",
+                    self.path.display()
+                )
+            })?,
+        };
+        match table.get_mut(key) {
+            Some(Item::Value(old)) => {
+                let decor = old.decor().clone();
+                *old = value;
+                *old.decor_mut() = decor;
+            }
+            _ => table[key] = Item::Value(value),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::from_secs(2)), "2000ms");
+        assert_eq!(go_duration(Duration::ZERO), "0ms");
+        assert_eq!(go_duration(Duration::from_micros(1500)), "1500us");
+    }
+
+    #[test]
+    fn a_missing_binary_points_to_the_install_script() {
+        let empty = tempfile::tempdir().unwrap();
+        let places = SearchPlaces {
+            env: None,
+            path: Some(empty.path().as_os_str().to_owned()),
+            go_bins: vec![empty.path().join("go/bin")],
+        };
+        let err = format!("{:#}", CometBft::discover_in(&places).unwrap_err());
+        assert!(err.contains("scripts/install-cometbft.sh"), "{err}");
+
+        let places = SearchPlaces {
+            env: Some(empty.path().join("nope").into_os_string()),
+            ..places
+        };
+        let err = format!("{:#}", CometBft::discover_in(&places).unwrap_err());
+        assert!(
+            err.contains("COMETBFT is set") && err.contains("install-cometbft.sh"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_binary_of_another_release_is_skipped_and_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("cometbft");
+        std::fs::write(&fake, "#!/bin/sh\necho 0.37.4\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let places = SearchPlaces {
+            env: None,
+            path: Some(dir.path().as_os_str().to_owned()),
+            go_bins: vec![],
+        };
+        let err = format!("{:#}", CometBft::discover_in(&places).unwrap_err());
+        assert!(err.contains("0.37.4") && err.contains("install-cometbft.sh"), "{err}");
+
+        std::fs::write(&fake, "#!/bin/sh\necho 0.38.26\n").unwrap();
+        let found = CometBft::discover_in(&places).unwrap();
+        assert_eq!((found.path, found.version.as_str()), (fake, "0.38.26"));
+    }
+
+    #[test]
+    fn edits_keep_comments_and_fail_clearly_on_a_foreign_file() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join("config")).unwrap();
+        let original = "# top\nmoniker = \"x\"\nproxy_app = \"tcp://127.0.0.1:26658\"\n\
+            [rpc]\n# where RPC listens\nladdr = \"tcp://127.0.0.1:26657\" # trailing\n\
+            [p2p]\nladdr = \"\"\n[consensus]\n[instrumentation]\n[statesync]\n# sync?\nenable = false\n";
+        std::fs::write(config_path(home.path()), original).unwrap();
+        let settings = NodeSettings {
+            moniker: "node1".into(),
+            proxy_app: "kvstore".into(),
+            p2p_laddr: "tcp://127.0.0.1:1".into(),
+            rpc_laddr: "tcp://127.0.0.1:2".into(),
+            persistent_peers: "a@127.0.0.1:3".into(),
+            block_time: Duration::from_millis(250),
+            prometheus_laddr: "127.0.0.1:4".into(),
+            state_sync: Some(StateSyncSettings {
+                rpc_servers: vec!["http://127.0.0.1:2".into(), "http://127.0.0.1:12".into()],
+                trust_height: 7,
+                trust_hash: "AB".into(),
+            }),
+        };
+        edit_config(home.path(), &settings).unwrap();
+        let text = std::fs::read_to_string(config_path(home.path())).unwrap();
+        assert!(
+            text.contains("# where RPC listens\nladdr = \"tcp://127.0.0.1:2\" # trailing"),
+            "{text}"
+        );
+        assert!(text.contains("# sync?\nenable = true"), "{text}");
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(parsed["consensus"]["timeout_commit"].as_str(), Some("250ms"));
+        assert_eq!(parsed["statesync"]["trust_height"].as_integer(), Some(7));
+        assert_eq!(
+            parsed["statesync"]["rpc_servers"].as_str(),
+            Some("http://127.0.0.1:2,http://127.0.0.1:12")
+        );
+
+        std::fs::write(config_path(home.path()), "moniker = \"x\"\n").unwrap();
+        let err = format!("{:#}", edit_config(home.path(), &settings).unwrap_err());
+        assert!(err.contains("no [rpc] table"), "{err}");
+    }
+}
