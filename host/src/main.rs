@@ -8,7 +8,9 @@ mod cli;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing(args.verbose);
+    // A node logs what it does at info level; other commands only warn.
+    let node = matches!(args.command, cli::Command::Start(_));
+    cli::init_tracing(args.verbose + u8::from(node));
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -22,7 +22,7 @@ mod tx;
     about = "CometBFT state sync for Xian-layout state, with snapshot formats as sandboxed wasm plugins"
 )]
 pub struct Cli {
-    /// Log more (-v: debug, -vv: trace). Logs go to stderr.
+    /// Log more (-v: info, -vv: debug, -vvv: trace; `statesnap start` logs at info by default). Logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(flatten)]
@@ -104,7 +104,8 @@ pub enum Command {
 pub fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
-        1 => "debug",
+        1 => "info",
+        2 => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STATESNAP_LOG").unwrap_or_else(|_| default.into());

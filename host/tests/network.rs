@@ -1,0 +1,197 @@
+//! State sync on a real CometBFT 0.38 network on loopback: three validators
+//! running `statesnap start` under load, one of them serving corrupted
+//! chunks; new nodes join by state sync, one of them killed with SIGKILL in
+//! the middle of its restore. Needs cometbft (scripts/setup.sh installs it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use statesnap::chain::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
+use statesnap::node::metrics::read_metric;
+use statesnap::testnet::{free_base_port, CometBft, JoinOptions, Testnet, TestnetOptions};
+
+const CHAIN: &str = "e2e-chain";
+const SYNC_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Stops the network when the test ends, passing or not.
+struct Running(Testnet);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.stop_all();
+    }
+}
+
+fn metric(net: &Testnet, node: &str, name: &str) -> f64 {
+    let text = net.metrics(node).unwrap_or_default();
+    read_metric(&text, name).unwrap_or(f64::NAN)
+}
+
+/// `/snapshots` of a node: (height, format) → hash.
+fn advertised(net: &Testnet, node: &str) -> BTreeMap<(u64, u64), String> {
+    let q = net.rpc(node).unwrap().abci_query("/snapshots", b"").unwrap();
+    assert_eq!(q.code, 0, "{}", q.log);
+    let list: Vec<Value> = serde_json::from_slice(&q.value).unwrap();
+    list.iter()
+        .map(|s| {
+            (
+                (s["height"].as_u64().unwrap(), s["format"].as_u64().unwrap()),
+                s["hash"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The node's own view of its state: (height, app hash hex).
+fn app_status(net: &Testnet, node: &str) -> (u64, String) {
+    let q = net.rpc(node).unwrap().abci_query("/status", b"").unwrap();
+    let v: Value = serde_json::from_slice(&q.value).unwrap();
+    (
+        v["height"].as_u64().unwrap(),
+        v["app_hash"].as_str().unwrap().to_string(),
+    )
+}
+
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Files or directories a restore or swap left next to the state home.
+fn leftovers(statesnap_home: &Path) -> Vec<String> {
+    std::fs::read_dir(statesnap_home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".statesnap-"))
+        .collect()
+}
+
+#[test]
+fn new_nodes_join_a_live_network_by_state_sync() {
+    if let Err(e) = CometBft::discover() {
+        panic!("this test runs real CometBFT: install it with scripts/install-cometbft.sh (scripts/setup.sh runs it). {e:#}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = BTreeMap::new();
+    // Small chunks: many of them, so every peer serves some.
+    params.insert("chunk_bytes".to_string(), "40000".to_string());
+    let opts = TestnetOptions {
+        validators: 3,
+        chain_id: CHAIN.into(),
+        base_port: free_base_port(6).unwrap(),
+        snapshot_interval: 10,
+        snapshot_keep_recent: 3,
+        snapshot_params: params,
+        block_time: Duration::from_millis(300),
+        genesis_keys: 30_000,
+        statesnap_bin: PathBuf::from(env!("CARGO_BIN_EXE_statesnap")),
+        ..TestnetOptions::default()
+    };
+    let mut net = Running(Testnet::init(&dir.path().join("net"), &opts).unwrap());
+    for node in ["node0", "node1"] {
+        net.0.start_node(node, &[]).unwrap();
+    }
+    // node2 is a validator that serves corrupted snapshot chunks.
+    net.0
+        .start_node("node2", &["--test-corrupt-chunks".to_string()])
+        .unwrap();
+    net.0.wait_for_height("node0", 2, SYNC_TIMEOUT).unwrap();
+
+    // Load on node0 and node1 for the rest of the test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let submitters: Vec<RpcSubmitter> = ["node0", "node1"]
+            .iter()
+            .map(|n| RpcSubmitter(net.0.rpc(n).unwrap()))
+            .collect();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let cfg = LoadConfig::new(CHAIN, 20.0, Duration::from_secs(3600));
+            run_load(&cfg, &submitters, &SystemClock::start(), &stop, |_| {})
+        })
+    };
+    net.0.wait_for_height("node0", 24, SYNC_TIMEOUT).unwrap();
+
+    // Every validator advertises the same snapshot for the same height and format.
+    let lists: Vec<_> = ["node0", "node1", "node2"]
+        .iter()
+        .map(|n| advertised(&net.0, n))
+        .collect();
+    let mut compared = 0;
+    for (key, hash) in &lists[0] {
+        let others: Vec<_> = lists[1..].iter().filter_map(|l| l.get(key)).collect();
+        if others.len() == 2 {
+            assert!(others.iter().all(|h| *h == hash), "snapshot {key:?} differs: {lists:?}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 1, "no snapshot height common to all validators: {lists:?}");
+
+    // A new node joins by state sync.
+    net.0.add_node("joiner", &JoinOptions::default()).unwrap();
+    net.0.start_node("joiner", &[]).unwrap();
+    net.0.wait_for_sync("joiner", SYNC_TIMEOUT).unwrap();
+    let restored_at = metric(&net.0, "joiner", "statesnap_restored_snapshot_height");
+    assert!(restored_at >= 10.0, "the joiner restored a snapshot (at {restored_at})");
+    let status = net.0.rpc("joiner").unwrap().status().unwrap();
+    assert!(
+        status.earliest_block_height > 1,
+        "the joiner did not replay from block 1 (its first block is {})",
+        status.earliest_block_height
+    );
+    assert!(
+        metric(&net.0, "joiner", "statesnap_rejected_senders_total") >= 1.0,
+        "the corrupting validator was rejected as a sender"
+    );
+    // Its own state machine computes the validators' app hash…
+    let (h, app_hash) = app_status(&net.0, "joiner");
+    net.0.wait_for_height("node0", h + 1, SYNC_TIMEOUT).unwrap();
+    let header = net.0.rpc("node0").unwrap().header(Some(h + 1)).unwrap();
+    assert_eq!(hex::encode(header.app_hash), app_hash, "app hash after height {h}");
+    // …and keeps following new blocks.
+    net.0.wait_for_height("joiner", h + 5, SYNC_TIMEOUT).unwrap();
+
+    // A node killed with SIGKILL in the middle of its restore.
+    net.0.add_node("crasher", &JoinOptions::default()).unwrap();
+    net.0
+        .start_node("crasher", &["--test-chunk-delay-ms".to_string(), "200".to_string()])
+        .unwrap();
+    let (applied, total) = poll("the crasher's restore to be under way", SYNC_TIMEOUT, || {
+        let applied = metric(&net.0, "crasher", "statesnap_restore_chunks_applied");
+        let total = metric(&net.0, "crasher", "statesnap_restore_chunks_total");
+        (applied >= 1.0 && applied < total).then_some((applied, total))
+    });
+    net.0.kill_app("crasher").unwrap();
+    let crasher_home = net.0.node("crasher").unwrap().statesnap_home.clone();
+    assert!(
+        !leftovers(&crasher_home).is_empty(),
+        "killed after {applied} of {total} chunks, a staging home is left"
+    );
+    net.0.stop_node("crasher").unwrap();
+    net.0.start_node("crasher", &[]).unwrap();
+    net.0.wait_for_sync("crasher", SYNC_TIMEOUT).unwrap();
+    assert!(metric(&net.0, "crasher", "statesnap_restored_snapshot_height") >= 10.0);
+    assert_eq!(leftovers(&crasher_home), Vec::<String>::new(), "no staging data left");
+    let (h, app_hash) = app_status(&net.0, "crasher");
+    net.0.wait_for_height("node0", h + 1, SYNC_TIMEOUT).unwrap();
+    let header = net.0.rpc("node0").unwrap().header(Some(h + 1)).unwrap();
+    assert_eq!(hex::encode(header.app_hash), app_hash);
+
+    stop.store(true, Ordering::SeqCst);
+    let stats = load.join().unwrap().unwrap();
+    assert!(stats.accepted > 50, "the load was applied: {stats:?}");
+    assert!(
+        metric(&net.0, "node0", "statesnap_txs_applied_total") > 50.0,
+        "transactions reached blocks"
+    );
+}
