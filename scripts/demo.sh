@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The main job: sets the machine up, builds statesnap, and runs the embedded
-# demo (generate a state, snapshot it with each built-in plugin, verify,
-# restore, check the restored state, print sizes and speeds).
+# The main job: sets the machine up (Debian packages, the wasm target,
+# CometBFT, h5py), builds statesnap, and runs the network demo: three
+# CometBFT validators running statesnap under load, then a brand-new node that
+# joins by state sync and is checked against the validators' app hash.
+# Options go to `statesnap demo-network` (--keys N, --load-seconds S, --dir DIR --keep, …).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo run --release --quiet -- demo "$@"
+cargo build --release --quiet
+exec target/release/statesnap demo-network "$@"

@@ -57,17 +57,7 @@ fn summary(mut t: Vec<f64>) -> (usize, f64, f64, f64) {
 /// Runs the benchmark; `registry` makes the plugin registries of the node
 /// (opened twice: at genesis, then to time a reopen).
 pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<PluginRegistry>) -> anyhow::Result<()> {
-    let tmp;
-    let dir = match &args.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::Builder::new().prefix("statesnap-bench-node-").tempdir()?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (dir, _tmp) = crate::bench::work_dir(&args.dir)?;
     let genesis = dir.join("genesis");
     let home = dir.join("node");
     for d in [&genesis, &home] {

@@ -8,8 +8,10 @@
 
 pub mod abci;
 pub mod bench;
+pub mod bench_network;
 pub mod bench_node;
 pub mod chain;
+pub mod demo_network;
 pub mod node;
 pub mod plugin;
 pub mod progress;

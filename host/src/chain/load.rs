@@ -30,6 +30,7 @@ use serde::Serialize;
 use super::keys;
 use super::tx::{code, nonce_key, parse_nonce, Action, Op, Tx, TxBody};
 use crate::rpc::RpcClient;
+use crate::store::generate::{big_int, fixed, time};
 
 /// Where transactions go: a node (its RPC) or a fake in tests.
 pub trait Submitter: Sync {
@@ -420,35 +421,6 @@ pub fn typical_ops(rng: &mut impl Rng, from: usize, pool: &[String]) -> Vec<Op> 
 
 fn set(key: String, stored: String) -> Op {
     Op::Set { key, stored }
-}
-
-fn fixed(rng: &mut impl Rng) -> String {
-    format!(
-        "{{\"__fixed__\":\"{}.{:06}\"}}",
-        rng.random_range(0..1_000_000u64),
-        rng.random_range(0..1_000_000u32)
-    )
-}
-
-fn big_int(rng: &mut impl Rng) -> String {
-    format!(
-        "{{\"__big_int__\":\"{}{:018}\"}}",
-        rng.random_range(10..100_000u64),
-        rng.random_range(0..1_000_000_000_000_000_000u64)
-    )
-}
-
-fn time(rng: &mut impl Rng) -> String {
-    format!(
-        "{{\"__time__\":[{},{},{},{},{},{},{}]}}",
-        rng.random_range(2024..2027u32),
-        rng.random_range(1..13u32),
-        rng.random_range(1..29u32),
-        rng.random_range(0..24u32),
-        rng.random_range(0..60u32),
-        rng.random_range(0..60u32),
-        rng.random_range(0..1_000_000u32)
-    )
 }
 
 /// A node reached over CometBFT RPC.

@@ -247,16 +247,7 @@ impl Chain {
         Checkpoint::new(chain_id, height, app_hash).write(&fresh)?;
         drop(store);
         // The old (empty or partial) home goes; the genesis home takes its place.
-        swap_into_place(&fresh, &self.state_dir)?;
-        *lock(&self.store)? = XianHdf5Store::open(&self.state_dir)?;
-        self.wal = Wal::open(&self.state_dir.join(WAL_FILE))?.0;
-        self.wal.reset()?;
-        self.treap = treap;
-        self.chain_id = chain_id.to_string();
-        self.height = height;
-        self.app_hash = app_hash;
-        self.last_checkpoint = height;
-        self.pending = None;
+        self.adopt(&fresh, treap, chain_id, height)?;
         Ok(app_hash)
     }
 
@@ -374,13 +365,21 @@ impl Chain {
             bail!("the restored state's index does not give the trusted app hash (a bug)");
         }
         Checkpoint::new(chain_id, height, app_hash).write(staging)?;
-        swap_into_place(staging, &self.state_dir)?;
+        self.adopt(staging, treap, chain_id, height)
+    }
+
+    /// Makes the checkpointed home `home` (state of `height`, indexed by
+    /// `treap`) the node's state, replacing the current one.
+    fn adopt(&mut self, home: &Path, treap: MerkleTreap, chain_id: &str, height: u64) -> anyhow::Result<()> {
+        swap_into_place(home, &self.state_dir)?;
         *lock(&self.store)? = XianHdf5Store::open(&self.state_dir)?;
-        self.wal = Wal::open(&self.state_dir.join(WAL_FILE))?.0;
+        let (mut wal, _) = Wal::open(&self.state_dir.join(WAL_FILE))?;
+        wal.reset()?;
+        self.wal = wal;
+        self.app_hash = treap.root_hash();
         self.treap = treap;
         self.chain_id = chain_id.to_string();
         self.height = height;
-        self.app_hash = app_hash;
         self.last_checkpoint = height;
         self.pending = None;
         self.views.clear();

@@ -12,7 +12,8 @@
 //! | `statesnap_snapshot_creation_seconds` | time to build one (histogram) |
 //! | `statesnap_snapshot_last_height` | height of the newest snapshot made |
 //! | `statesnap_chunks_served_total` | chunks handed to peers (LoadSnapshotChunk) |
-//! | `statesnap_restore_chunks_applied`, `statesnap_restore_chunks_total`, `statesnap_restore_entries` | progress of the restore in flight |
+//! | `statesnap_restore_chunks_applied`, `statesnap_restore_chunks_total`, `statesnap_restore_entries`, `statesnap_restore_bytes` | progress of the restore in flight |
+//! | `statesnap_restore_seconds` | time from accepting a snapshot to its verified state |
 //! | `statesnap_restored_snapshot_height` | height this node state-synced to (0: never) |
 //! | `statesnap_rejected_chunks_total`, `statesnap_rejected_senders_total`, `statesnap_rejected_snapshots_total` | what state sync refused |
 //! | `statesnap_plugin_fuel_used_total` | wasm fuel spent by format plugins |
@@ -42,6 +43,8 @@ pub struct Metrics {
     pub restore_chunks_applied: Gauge,
     pub restore_chunks_total: Gauge,
     pub restore_entries: Gauge,
+    pub restore_bytes: Gauge,
+    pub restore_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub restored_snapshot_height: Gauge,
     pub rejected_chunks: Counter,
     pub rejected_senders: Counter,
@@ -72,6 +75,8 @@ impl Metrics {
             restore_chunks_applied: Gauge::default(),
             restore_chunks_total: Gauge::default(),
             restore_entries: Gauge::default(),
+            restore_bytes: Gauge::default(),
+            restore_seconds: Gauge::default(),
             restored_snapshot_height: Gauge::default(),
             rejected_chunks: Counter::default(),
             rejected_senders: Counter::default(),

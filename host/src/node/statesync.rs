@@ -224,6 +224,7 @@ impl StateSync {
                 self.metrics.restore_chunks_total.set(chunks as i64);
                 self.metrics.restore_chunks_applied.set(0);
                 self.metrics.restore_entries.set(0);
+                self.metrics.restore_bytes.set(0);
                 self.session = Some(Session {
                     restorer: restorer.with_index(),
                     height,
@@ -275,6 +276,7 @@ impl StateSync {
         match result {
             Ok(()) => {
                 self.metrics.restore_chunks_applied.set(i64::from(index) + 1);
+                self.metrics.restore_bytes.inc_by(chunk.len() as i64);
                 self.metrics.restore_entries.set(session.restorer.entries() as i64);
                 tracing::debug!(index, chunks = session.chunks, sender, "state sync: applied a chunk");
                 if index + 1 < session.chunks {

@@ -93,20 +93,23 @@ fn entry(rng: &mut ChaCha8Rng, seed: u64, i: u64, tokens: u64) -> (String, Strin
     }
 }
 
-fn fixed(rng: &mut ChaCha8Rng) -> String {
+/// A `__fixed__` decimal value, as Xian stores balances.
+pub fn fixed(rng: &mut impl Rng) -> String {
     let whole = rng.random_range(0..10_000_000u64);
     let frac = rng.random_range(0..100_000_000u64);
     format!("{{\"__fixed__\":\"{whole}.{frac:08}\"}}")
 }
 
-fn big_int(rng: &mut ChaCha8Rng) -> String {
+/// A `__big_int__` value beyond the 64-bit range.
+pub fn big_int(rng: &mut impl Rng) -> String {
     let hi = rng.random_range(10_000_000_000u64..99_999_999_999);
     let lo = rng.random_range(0..1_000_000_000_000u64);
     let sign = if rng.random_bool(0.2) { "-" } else { "" };
     format!("{{\"__big_int__\":\"{sign}{hi}{lo:012}\"}}")
 }
 
-fn time(rng: &mut ChaCha8Rng) -> String {
+/// A `__time__` value, with microseconds half of the time.
+pub fn time(rng: &mut impl Rng) -> String {
     let us = if rng.random_bool(0.5) {
         rng.random_range(1..1_000_000u32)
     } else {

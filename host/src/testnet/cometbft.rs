@@ -203,6 +203,8 @@ pub struct NodeSettings {
     pub rpc_laddr: String,
     /// `id@host:port`, comma separated.
     pub persistent_peers: String,
+    /// Peer exchange: false keeps the node to its persistent peers.
+    pub pex: bool,
     pub block_time: Duration,
     pub prometheus_laddr: String,
     pub state_sync: Option<StateSyncSettings>,
@@ -224,6 +226,7 @@ pub fn edit_config(home: &Path, s: &NodeSettings) -> anyhow::Result<()> {
     edit.set(Some("rpc"), "laddr", s.rpc_laddr.as_str().into())?;
     edit.set(Some("p2p"), "laddr", s.p2p_laddr.as_str().into())?;
     edit.set(Some("p2p"), "persistent_peers", s.persistent_peers.as_str().into())?;
+    edit.set(Some("p2p"), "pex", s.pex.into())?;
     edit.set(Some("p2p"), "addr_book_strict", false.into())?;
     edit.set(Some("p2p"), "allow_duplicate_ip", true.into())?;
     // Loopback has no latency: short round timeouts recover fast from a
@@ -369,6 +372,7 @@ mod tests {
             p2p_laddr: "tcp://127.0.0.1:1".into(),
             rpc_laddr: "tcp://127.0.0.1:2".into(),
             persistent_peers: "a@127.0.0.1:3".into(),
+            pex: false,
             block_time: Duration::from_millis(250),
             prometheus_laddr: "127.0.0.1:4".into(),
             state_sync: Some(StateSyncSettings {
@@ -387,6 +391,7 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(parsed["consensus"]["timeout_commit"].as_str(), Some("250ms"));
         assert_eq!(parsed["statesync"]["trust_height"].as_integer(), Some(7));
+        assert_eq!(parsed["p2p"]["pex"].as_bool(), Some(false));
         assert_eq!(
             parsed["statesync"]["rpc_servers"].as_str(),
             Some("http://127.0.0.1:2,http://127.0.0.1:12")

@@ -189,6 +189,9 @@ pub struct JoinOptions {
     /// The light client's RPC servers: node names or URLs. Empty: the first
     /// two validators (the one validator twice when there is only one).
     pub rpc_servers: Vec<String>,
+    /// The only peers to connect to (node names), with peer exchange off.
+    /// Empty: every validator, peer exchange on.
+    pub peers: Vec<String>,
 }
 
 impl Default for JoinOptions {
@@ -197,6 +200,7 @@ impl Default for JoinOptions {
             state_sync: true,
             trust_from: layout::node_name(0),
             rpc_servers: Vec::new(),
+            peers: Vec::new(),
         }
     }
 }
@@ -398,8 +402,17 @@ impl Testnet {
             let target = cometbft::genesis_path(&node.cometbft_home);
             std::fs::copy(&source, &target)
                 .with_context(|| format!("copying {} to {}", source.display(), target.display()))?;
-            let peers: Vec<String> = self.validators().map(NodeInfo::p2p_address).collect();
-            cometbft::edit_config(&node.cometbft_home, &self.settings(&node, peers.join(","), state_sync))?;
+            let peers: Vec<String> = if join.peers.is_empty() {
+                self.validators().map(NodeInfo::p2p_address).collect()
+            } else {
+                join.peers
+                    .iter()
+                    .map(|p| self.node(p).map(NodeInfo::p2p_address))
+                    .collect::<anyhow::Result<_>>()?
+            };
+            let mut settings = self.settings(&node, peers.join(","), state_sync);
+            settings.pex = join.peers.is_empty();
+            cometbft::edit_config(&node.cometbft_home, &settings)?;
             self.write_node_ports(&node)
         })();
         if let Err(e) = written {
@@ -475,6 +488,7 @@ impl Testnet {
             p2p_laddr: format!("tcp://{HOST}:{}", node.ports.p2p),
             rpc_laddr: format!("tcp://{HOST}:{}", node.ports.rpc),
             persistent_peers,
+            pex: true,
             block_time: self.options.block_time,
             prometheus_laddr: format!("{HOST}:{}", node.ports.prometheus),
             state_sync,

@@ -1,0 +1,168 @@
+//! `statesnap demo-network`, the main job: a local CometBFT network of three
+//! validators running statesnap, under load; then a brand-new node joins by
+//! state sync and is shown to hold the validators' state.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::chain::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
+use crate::node::metrics::read_metric;
+use crate::testnet::{free_base_port, JoinOptions, Testnet, TestnetOptions};
+
+/// Arguments of `statesnap demo-network`.
+#[derive(clap::Args, Debug)]
+pub struct DemoNetworkArgs {
+    /// Keys in the generated genesis state (a Xian-like state).
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Seconds of transaction load before the new node joins.
+    #[arg(long, default_value_t = 20)]
+    pub load_seconds: u64,
+    /// Transactions per second of that load.
+    #[arg(long, default_value_t = 30.0)]
+    pub rate: f64,
+    /// Snapshot interval of the validators, in blocks.
+    #[arg(long, default_value_t = 20)]
+    pub snapshot_interval: u64,
+    /// Work directory (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Leave the network running at the end (with --dir).
+    #[arg(long, requires = "dir")]
+    pub keep: bool,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(900);
+
+struct Network {
+    net: Testnet,
+    keep: bool,
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = self.net.stop_all();
+        }
+    }
+}
+
+fn metric(net: &Testnet, node: &str, name: &str) -> f64 {
+    net.metrics(node)
+        .ok()
+        .and_then(|t| read_metric(&t, name))
+        .unwrap_or(f64::NAN)
+}
+
+pub fn demo_network(args: &DemoNetworkArgs) -> anyhow::Result<()> {
+    let (dir, _tmp) = crate::bench::work_dir(&args.dir)?;
+    let mut params = BTreeMap::new();
+    params.insert("chunk_bytes".to_string(), "1000000".to_string());
+    let opts = TestnetOptions {
+        validators: 3,
+        chain_id: "statesnap-demo".into(),
+        base_port: free_base_port(5)?,
+        snapshot_interval: args.snapshot_interval,
+        snapshot_keep_recent: 2,
+        snapshot_params: params,
+        block_time: Duration::from_millis(300),
+        genesis_keys: args.keys,
+        statesnap_bin: std::env::current_exe()?,
+        ..TestnetOptions::default()
+    };
+    let net_dir = dir.join("net");
+    println!(
+        "1. three validators (CometBFT 0.38 + statesnap) in {}, genesis: a Xian-like state of {} keys",
+        net_dir.display(),
+        args.keys
+    );
+    let started = Instant::now();
+    let mut net = Network {
+        net: Testnet::init(&net_dir, &opts)?,
+        keep: args.keep,
+    };
+    net.net.start_all()?;
+    net.net.wait_for_height("node0", 1, TIMEOUT)?;
+    println!("   producing blocks after {:.1}s", started.elapsed().as_secs_f64());
+
+    println!(
+        "2. {} s of load: {} signed state patches per second",
+        args.load_seconds, args.rate
+    );
+    let submitters: Vec<RpcSubmitter> = ["node0", "node1", "node2"]
+        .iter()
+        .map(|n| net.net.rpc(n).map(RpcSubmitter))
+        .collect::<anyhow::Result<_>>()?;
+    let cfg = LoadConfig::new("statesnap-demo", args.rate, Duration::from_secs(args.load_seconds));
+    let stats = run_load(
+        &cfg,
+        &submitters,
+        &SystemClock::start(),
+        &AtomicBool::new(false),
+        |_| {},
+    )?;
+    let height = net.net.rpc("node0")?.status()?.latest_block_height;
+    println!(
+        "   {} accepted, {} refused; chain at height {height}; snapshots every {} blocks",
+        stats.accepted, stats.refused, args.snapshot_interval
+    );
+    net.net
+        .wait_for_height("node0", args.snapshot_interval + 3, TIMEOUT)
+        .context("waiting for the first snapshot")?;
+    let snaps = net.net.rpc("node0")?.abci_query("/snapshots", b"")?;
+    println!("   node0 advertises: {}", String::from_utf8_lossy(&snaps.value));
+
+    println!("3. a new node joins by state sync");
+    net.net.add_node("newnode", &JoinOptions::default())?;
+    let joined = Instant::now();
+    net.net.start_node("newnode", &[])?;
+    net.net.wait_for_sync("newnode", TIMEOUT)?;
+    let join_s = joined.elapsed().as_secs_f64();
+    let restored = metric(&net.net, "newnode", "statesnap_restored_snapshot_height");
+    if restored.is_nan() || restored < 1.0 {
+        bail!(
+            "the new node did not restore a snapshot; see {}",
+            net.net.node("newnode")?.statesnap_log.display()
+        );
+    }
+    let status = net.net.rpc("newnode")?.status()?;
+    println!(
+        "   caught up in {join_s:.1}s: restored the snapshot of height {restored} ({} entries, {} chunks, {:.2}s), \
+         its first block is {} (not 1), now at height {}",
+        metric(&net.net, "newnode", "statesnap_restore_entries"),
+        metric(&net.net, "newnode", "statesnap_restore_chunks_total"),
+        metric(&net.net, "newnode", "statesnap_restore_seconds"),
+        status.earliest_block_height,
+        status.latest_block_height
+    );
+
+    println!("4. the new node's own state machine agrees with the validators");
+    let q = net.net.rpc("newnode")?.abci_query("/status", b"")?;
+    let mine: serde_json::Value = serde_json::from_slice(&q.value)?;
+    let h = mine["height"].as_u64().context("the node's /status has no height")?;
+    net.net.wait_for_height("node0", h + 1, TIMEOUT)?;
+    let theirs = hex::encode(net.net.rpc("node0")?.header(Some(h + 1))?.app_hash);
+    let same = mine["app_hash"].as_str() == Some(theirs.as_str());
+    println!(
+        "   app hash after height {h}: new node {}, validators {} {}",
+        &mine["app_hash"].as_str().unwrap_or("?")[..16],
+        &theirs[..16],
+        if same { "(identical)" } else { "(DIFFERENT)" }
+    );
+    if !same {
+        bail!("the new node's app hash differs from the validators'");
+    }
+    if args.keep {
+        println!(
+            "the network keeps running: statesnap testnet status --dir {0}; stop it with statesnap testnet stop --dir {0}",
+            net_dir.display()
+        );
+    } else {
+        println!("done in {:.1}s; stopping the network", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
