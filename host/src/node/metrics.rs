@@ -131,6 +131,16 @@ impl Metrics {
             m.restore_entries.clone(),
         );
         r.register(
+            "restore_bytes",
+            "Chunk bytes applied in the restore in flight",
+            m.restore_bytes.clone(),
+        );
+        r.register(
+            "restore_seconds",
+            "Time from accepting a snapshot to its verified state (the last restore)",
+            m.restore_seconds.clone(),
+        );
+        r.register(
             "restored_snapshot_height",
             "Height this node restored by state sync (0: never)",
             m.restored_snapshot_height.clone(),
@@ -210,6 +220,18 @@ mod tests {
         assert_eq!(read_metric(&text, "statesnap_height"), Some(42.0));
         assert_eq!(read_metric(&text, "statesnap_chunks_served_total"), Some(3.0));
         assert_eq!(read_metric(&text, "statesnap_restored_snapshot_height"), Some(0.0));
+        // Every metric is registered: each field appears in the text.
+        for name in [
+            "restore_bytes",
+            "restore_seconds",
+            "plugin_fuel_used_total",
+            "block_seconds_count",
+        ] {
+            assert!(
+                read_metric(&text, &format!("statesnap_{name}")).is_some(),
+                "{name} missing"
+            );
+        }
         assert_eq!(read_metric(&text, "statesnap_nope"), None);
     }
 }
