@@ -5,9 +5,10 @@
 //! builds the state through N blocks of load (as a real chain does: the
 //! genesis is empty), stops the load, then times a new node joining by state
 //! sync and then one joining by block sync, each from start to caught up.
-//! On the last network it also restores once with a single peer to fetch
-//! chunks from and once with all three, and reads each restore's time from
-//! the joining node's metrics.
+//! Then, on a network whose genesis is a generated state large enough for
+//! many chunks, it restores once with a single peer to fetch chunks from and
+//! once with all three, and reads each restore's time from the joining
+//! node's metrics.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +41,12 @@ pub struct BenchNetworkArgs {
     /// Plugin chunk size.
     #[arg(long, default_value_t = 1_000_000)]
     pub chunk_bytes: u64,
+    /// Keys of the generated genesis state the 1-vs-3-peer restores fetch.
+    #[arg(long, default_value_t = 200_000)]
+    pub restore_keys: u64,
+    /// Chunk size of those restores (many chunks, so peers share the work).
+    #[arg(long, default_value_t = 500_000)]
+    pub restore_chunk_bytes: u64,
     /// Work directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -72,7 +79,7 @@ pub fn bench_network(args: &BenchNetworkArgs) -> anyhow::Result<()> {
     let (dir, _tmp) = crate::bench::work_dir(&args.dir)?;
     let mut rows = Vec::new();
     let mut peers_rows = Vec::new();
-    for (i, &blocks) in args.blocks.iter().enumerate() {
+    for &blocks in &args.blocks {
         let net_dir = dir.join(format!("net-{blocks}"));
         if net_dir.exists() {
             std::fs::remove_dir_all(&net_dir)?;
@@ -132,26 +139,48 @@ pub fn bench_network(args: &BenchNetworkArgs) -> anyhow::Result<()> {
         )?;
         net.0.stop_node("blocksync")?;
         rows.push((blocks, keys, stats.accepted, state_sync_s, block_sync_s, restored_at));
+    }
 
-        if i + 1 == args.blocks.len() {
-            for (name, peers) in [("onepeer", vec!["node0".to_string()]), ("threepeers", Vec::new())] {
-                let serving = if peers.is_empty() { 3 } else { 1 };
-                eprintln!("bench-network: a state sync restoring from {serving} peer(s)");
-                time_join(
-                    &mut net.0,
-                    name,
-                    JoinOptions {
-                        peers: peers.clone(),
-                        ..JoinOptions::default()
-                    },
-                )?;
-                let chunks = metric(&net.0, name, "statesnap_restore_chunks_total")?;
-                let seconds = metric(&net.0, name, "statesnap_restore_seconds")?;
-                let bytes = metric(&net.0, name, "statesnap_restore_bytes")?;
-                net.0.stop_node(name)?;
-                peers_rows.push((serving, chunks, bytes, seconds));
-            }
-        }
+    // Restore throughput: a state large enough for many chunks, restored
+    // from one peer (the others unknown to it) and from all three.
+    let net_dir = dir.join("net-peers");
+    if net_dir.exists() {
+        std::fs::remove_dir_all(&net_dir)?;
+    }
+    let mut params = BTreeMap::new();
+    params.insert("chunk_bytes".to_string(), args.restore_chunk_bytes.to_string());
+    let opts = TestnetOptions {
+        validators: 3,
+        chain_id: "bench-network".into(),
+        base_port: free_base_port(8)?,
+        snapshot_interval: 10,
+        snapshot_keep_recent: 2,
+        snapshot_params: params,
+        block_time: Duration::from_millis(300),
+        genesis_keys: args.restore_keys,
+        statesnap_bin: std::env::current_exe()?,
+        ..TestnetOptions::default()
+    };
+    eprintln!("bench-network: restores of a {}-key state", args.restore_keys);
+    let mut net = Stopper(Testnet::init(&net_dir, &opts)?);
+    net.0.start_all()?;
+    net.0.wait_for_height("node0", 12, TIMEOUT)?;
+    for (name, peers) in [("onepeer", vec!["node0".to_string()]), ("threepeers", Vec::new())] {
+        let serving = if peers.is_empty() { 3 } else { 1 };
+        eprintln!("bench-network: a state sync restoring from {serving} peer(s)");
+        time_join(
+            &mut net.0,
+            name,
+            JoinOptions {
+                peers: peers.clone(),
+                ..JoinOptions::default()
+            },
+        )?;
+        let chunks = metric(&net.0, name, "statesnap_restore_chunks_total")?;
+        let seconds = metric(&net.0, name, "statesnap_restore_seconds")?;
+        let bytes = metric(&net.0, name, "statesnap_restore_bytes")?;
+        net.0.stop_node(name)?;
+        peers_rows.push((serving, chunks, bytes, seconds));
     }
 
     println!(

@@ -75,7 +75,7 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
     let config = NodeConfig {
         chain_id: CHAIN.into(),
         metrics_listen: String::new(),
-        snapshot_interval: snapshot_at,
+        snapshot_interval: 0, // started by hand below, once
         snapshot_plugin: args.plugin.clone(),
         ..NodeConfig::default()
     };
@@ -139,7 +139,8 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
     }
     eprintln!("bench-node: blocks while a snapshot of height {snapshot_at} is built");
     let snap_started = Instant::now();
-    let first = block(snapshot_at)?; // commits, then starts the snapshot
+    let first = block(snapshot_at)?;
+    node.snapshot_now();
     let mut during = Vec::new();
     let mut height = snapshot_at;
     while node.snapshot_in_progress() {

@@ -435,6 +435,11 @@ fn state_sync_restores_a_snapshot_and_answers_every_case() {
     let metric = |n: &str| statesnap::node::metrics::read_metric(&metrics, n);
     assert_eq!(metric("statesnap_restored_snapshot_height"), Some(4.0));
     assert_eq!(metric("statesnap_rejected_senders_total"), Some(1.0));
+    assert!(
+        metric("statesnap_restore_seconds").is_some_and(|s| s > 0.0),
+        "{metrics}"
+    );
+    assert!(metric("statesnap_restore_bytes").is_some_and(|b| b > 1000.0));
     assert!(common::no_leftovers(&src.fresh.join("state")));
 
     // The restored node runs the next block exactly as the source did.

@@ -268,8 +268,7 @@ impl Node {
         let height = chain.commit()?;
         self.mempool_nonces.lock().expect("mempool lock").clear();
         if self.snapshots.due(height) {
-            let view = chain.view();
-            self.snapshots.start(view, chain.chain_id().to_string());
+            self.snapshot(&mut chain);
         }
         self.metrics.height.set(height as i64);
         self.metrics.state_keys.set(chain.keys() as i64);
@@ -277,6 +276,17 @@ impl Node {
             self.metrics.block_seconds.observe(started.elapsed().as_secs_f64());
         }
         Ok(height)
+    }
+
+    /// Starts a background snapshot of the last committed height now,
+    /// whatever the interval (benchmarks; an operator command later).
+    pub fn snapshot_now(&self) {
+        self.snapshot(&mut self.chain());
+    }
+
+    fn snapshot(&self, chain: &mut Chain) {
+        let view = chain.view();
+        self.snapshots.start(view, chain.chain_id().to_string());
     }
 
     /// Query: `/key` (data: the key) → its stored value; `/status`,

@@ -283,10 +283,12 @@ impl StateSync {
                     return ChunkAnswer::Accept;
                 }
                 let session = self.session.take().expect("checked above");
-                let (height, seconds) = (session.height, session.started.elapsed().as_secs_f64());
+                let (height, started) = (session.height, session.started);
                 let manifest = session.restorer.manifest().clone();
                 match session.restorer.finish() {
                     Ok(summary) => {
+                        let seconds = started.elapsed().as_secs_f64();
+                        self.metrics.restore_seconds.set(seconds);
                         tracing::info!(
                             height,
                             seconds = format!("{seconds:.2}"),
