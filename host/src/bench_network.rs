@@ -66,6 +66,32 @@ fn metric(net: &Testnet, node: &str, name: &str) -> anyhow::Result<f64> {
     read_metric(&net.metrics(node)?, name).with_context(|| format!("{node} has no metric {name}"))
 }
 
+/// Options of a 3-validator network in `net_dir` (cleared first).
+fn three_validators(
+    net_dir: &std::path::Path,
+    snapshot_interval: u64,
+    chunk_bytes: u64,
+    genesis_keys: u64,
+) -> anyhow::Result<TestnetOptions> {
+    if net_dir.exists() {
+        std::fs::remove_dir_all(net_dir)?;
+    }
+    let mut params = BTreeMap::new();
+    params.insert("chunk_bytes".to_string(), chunk_bytes.to_string());
+    Ok(TestnetOptions {
+        validators: 3,
+        chain_id: "bench-network".into(),
+        base_port: free_base_port(8)?,
+        snapshot_interval,
+        snapshot_keep_recent: 2,
+        snapshot_params: params,
+        block_time: Duration::from_millis(300),
+        genesis_keys,
+        statesnap_bin: std::env::current_exe()?,
+        ..TestnetOptions::default()
+    })
+}
+
 /// Starts `name` and times it from start to caught up.
 fn time_join(net: &mut Testnet, name: &str, join: JoinOptions) -> anyhow::Result<f64> {
     net.add_node(name, &join)?;
@@ -81,22 +107,7 @@ pub fn bench_network(args: &BenchNetworkArgs) -> anyhow::Result<()> {
     let mut peers_rows = Vec::new();
     for &blocks in &args.blocks {
         let net_dir = dir.join(format!("net-{blocks}"));
-        if net_dir.exists() {
-            std::fs::remove_dir_all(&net_dir)?;
-        }
-        let mut params = BTreeMap::new();
-        params.insert("chunk_bytes".to_string(), args.chunk_bytes.to_string());
-        let opts = TestnetOptions {
-            validators: 3,
-            chain_id: "bench-network".into(),
-            base_port: free_base_port(8)?,
-            snapshot_interval: args.snapshot_interval,
-            snapshot_keep_recent: 2,
-            snapshot_params: params,
-            block_time: Duration::from_millis(300),
-            statesnap_bin: std::env::current_exe()?,
-            ..TestnetOptions::default()
-        };
+        let opts = three_validators(&net_dir, args.snapshot_interval, args.chunk_bytes, 0)?;
         eprintln!(
             "bench-network: {blocks} blocks: starting 3 validators in {}",
             net_dir.display()
@@ -144,23 +155,7 @@ pub fn bench_network(args: &BenchNetworkArgs) -> anyhow::Result<()> {
     // Restore throughput: a state large enough for many chunks, restored
     // from one peer (the others unknown to it) and from all three.
     let net_dir = dir.join("net-peers");
-    if net_dir.exists() {
-        std::fs::remove_dir_all(&net_dir)?;
-    }
-    let mut params = BTreeMap::new();
-    params.insert("chunk_bytes".to_string(), args.restore_chunk_bytes.to_string());
-    let opts = TestnetOptions {
-        validators: 3,
-        chain_id: "bench-network".into(),
-        base_port: free_base_port(8)?,
-        snapshot_interval: 10,
-        snapshot_keep_recent: 2,
-        snapshot_params: params,
-        block_time: Duration::from_millis(300),
-        genesis_keys: args.restore_keys,
-        statesnap_bin: std::env::current_exe()?,
-        ..TestnetOptions::default()
-    };
+    let opts = three_validators(&net_dir, 10, args.restore_chunk_bytes, args.restore_keys)?;
     eprintln!("bench-network: restores of a {}-key state", args.restore_keys);
     let mut net = Stopper(Testnet::init(&net_dir, &opts)?);
     net.0.start_all()?;
