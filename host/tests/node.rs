@@ -538,3 +538,39 @@ fn a_view_reads_its_height_after_later_blocks() {
         "the live state did move on"
     );
 }
+
+/// A clean stop saves the treap; the next start uses it (once) instead of
+/// reading the whole state, and runs the next block exactly as a node that
+/// rebuilt it from the state.
+#[test]
+fn a_clean_stop_saves_the_index_for_a_fast_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let genesis = genesis_home(tmp.path(), 1_000);
+    let home = tmp.path().join("node");
+    let (node, _) = started(&home, &genesis, 0);
+    let a = key(9);
+    for h in 1..=3u64 {
+        block(&node, h, &[patch(&a, h - 1, vec![set(&format!("con.s:{h}"), "1")])]);
+    }
+    let before = node.info();
+    node.shutdown().unwrap();
+    drop(node);
+    let index = home.join("state").join(statesnap::node::index_file::FILE);
+    assert!(index.exists());
+    // The same state without the saved index, for comparison.
+    let rebuilt_home = tmp.path().join("rebuilt");
+    common::copy_tree(&home, &rebuilt_home);
+    std::fs::remove_file(rebuilt_home.join("state").join(statesnap::node::index_file::FILE)).unwrap();
+
+    let node = open(&home, config(0));
+    assert_eq!(node.info(), before);
+    assert!(!index.exists(), "the index is used once");
+    let rebuilt = open(&rebuilt_home, config(0));
+    assert_eq!(rebuilt.info(), before);
+    let next = [patch(
+        &a,
+        3,
+        vec![set("con.s:4", "1"), Op::Delete { key: "con.s:1".into() }],
+    )];
+    assert_eq!(block(&node, 4, &next), block(&rebuilt, 4, &next));
+}

@@ -55,9 +55,10 @@ pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
         corrupt_chunks: args.test_corrupt_chunks,
         chunk_delay_ms: args.test_chunk_delay_ms,
     };
-    let node = Node::open(&args.home, config, plugins.registry()?, metrics, hooks)?;
+    let node = Arc::new(Node::open(&args.home, config, plugins.registry()?, metrics, hooks)?);
+    stop_cleanly_on_signals(node.clone())?;
     let server = tendermint_abci::ServerBuilder::default()
-        .bind(&abci_addr, AbciApp::new(Arc::new(node)))
+        .bind(&abci_addr, AbciApp::new(node))
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("listening for CometBFT on {abci_addr} (is the port in use? set abci_listen)"))?;
     tracing::info!(addr = %abci_addr, "node: waiting for CometBFT");
@@ -65,4 +66,33 @@ pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
     server
         .listen()
         .map_err(|e| anyhow::anyhow!("the ABCI server stopped: {e}"))
+}
+
+/// On SIGTERM or SIGINT: save the state and its index (a fast next start),
+/// then exit. A second signal while saving exits at once.
+fn stop_cleanly_on_signals(node: Arc<Node>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(signal, "node: stopping");
+                std::thread::spawn(move || {
+                    if signals.forever().next().is_some() {
+                        std::process::exit(130);
+                    }
+                });
+                let code = match node.shutdown() {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("statesnap: saving the state on the way out failed: {e:#}");
+                        1
+                    }
+                };
+                std::process::exit(code);
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
 }

@@ -21,6 +21,7 @@ use anyhow::{anyhow, bail, Context};
 use super::checkpoint::Checkpoint;
 use super::execute::{apply_tx, Writes};
 use super::genesis::{validator_key, AppState};
+use super::index_file;
 use super::view::{BeforeImages, SharedStore, StateView};
 use super::wal::{Wal, WalRecord};
 use crate::chain::tx::TxError;
@@ -99,6 +100,11 @@ impl Chain {
             Some(c) => (c.chain_id.clone(), c.height, Some(c.app_hash()?)),
             None => (String::new(), 0, None),
         };
+        // The treap saved at a clean shutdown, if it is this checkpoint's.
+        let mut saved = match (&checkpoint, app_hash) {
+            (Some(c), Some(hash)) => index_file::take(state_dir, c.height, hash)?,
+            _ => None,
+        };
         let (wal, records) = Wal::open(&state_dir.join(WAL_FILE))?;
         let mut replayed = 0;
         let durable = height;
@@ -111,6 +117,9 @@ impl Chain {
                 );
             }
             store.write_batch(&record.writes)?;
+            if let Some(treap) = &mut saved {
+                apply_to_treap(treap, record.writes.iter().map(|(k, v)| (k, v)))?;
+            }
             height = record.height;
             app_hash = Some(record.app_hash);
             replayed += 1;
@@ -122,7 +131,13 @@ impl Chain {
                 "replayed committed blocks from the write-ahead log"
             );
         }
-        let treap = build_treap(&store, state_dir)?;
+        let treap = match saved {
+            Some(treap) => {
+                tracing::info!(keys = treap.len(), "loaded the index saved at the last clean shutdown");
+                treap
+            }
+            None => build_treap(&store, state_dir)?,
+        };
         let app_hash = match app_hash {
             Some(expected) if expected != treap.root_hash() => bail!(
                 "the state in {} does not match its recorded app hash at height {height} (recorded {}, the state \
@@ -282,18 +297,7 @@ impl Chain {
             }
         }
         let mut treap = self.treap.clone();
-        for (key, value) in &overlay {
-            if !is_consensus_key(key) {
-                continue;
-            }
-            match value.as_deref().map(canonical_bytes).transpose() {
-                Ok(Some(Some(canonical))) => treap.set(key, &canonical),
-                Ok(_) => {
-                    treap.remove(key);
-                }
-                Err(e) => bail!("a validated value of {key:?} cannot be hashed: {e} (a bug)"),
-            }
-        }
+        apply_to_treap(&mut treap, &overlay)?;
         let app_hash = treap.root_hash();
         self.pending = Some(PendingBlock {
             height,
@@ -344,6 +348,15 @@ impl Chain {
         Ok(())
     }
 
+    /// A clean stop: makes the state durable and saves the treap, so the
+    /// next start need not rebuild it from the whole state. A block executed
+    /// but not committed is dropped (CometBFT replays it).
+    pub fn shutdown(&mut self) -> anyhow::Result<()> {
+        self.pending = None;
+        self.checkpoint()?;
+        index_file::save(&self.state_dir, &self.treap, self.height)
+    }
+
     /// A frozen view of the committed state, for a background snapshot.
     pub fn view(&mut self) -> StateView {
         let before = Arc::new(BeforeImages::new(self.height));
@@ -390,6 +403,26 @@ impl Chain {
     pub fn staging_dir(&self) -> PathBuf {
         staging_path(&self.state_dir)
     }
+}
+
+/// Applies writes (`None` deletes) to a treap: the consensus keys' leaves.
+fn apply_to_treap<'a>(
+    treap: &mut MerkleTreap,
+    writes: impl IntoIterator<Item = (&'a String, &'a Option<String>)>,
+) -> anyhow::Result<()> {
+    for (key, value) in writes {
+        if !is_consensus_key(key) {
+            continue;
+        }
+        match value.as_deref().map(canonical_bytes).transpose() {
+            Ok(Some(Some(canonical))) => treap.set(key, &canonical),
+            Ok(_) => {
+                treap.remove(key);
+            }
+            Err(e) => bail!("the value written to {key:?} cannot be hashed: {e}"),
+        }
+    }
+    Ok(())
 }
 
 /// Builds the treap of a store's consensus entries in one ordered pass.
