@@ -22,11 +22,11 @@ use super::checkpoint::Checkpoint;
 use super::execute::{apply_tx, Writes};
 use super::genesis::{validator_key, AppState};
 use super::index_file;
-use super::view::{BeforeImages, SharedStore, StateView};
+use super::view::{lock, BeforeImages, SharedStore, StateView};
 use super::wal::{Wal, WalRecord};
 use crate::chain::tx::TxError;
 use crate::snapshot::{recover_interrupted_swap, staging_path, swap_into_place};
-use crate::store::root::{empty_root, is_consensus_key, leaf_hash};
+use crate::store::root::{is_consensus_key, leaf_hash};
 use crate::store::treap::{MerkleTreap, TreapBuilder};
 use crate::store::value::canonical_bytes;
 use crate::store::{StateStore, XianHdf5Store};
@@ -449,13 +449,5 @@ fn build_treap(store: &XianHdf5Store, dir: &Path) -> anyhow::Result<MerkleTreap>
             }
         }
     }
-    let treap = builder.finish();
-    debug_assert!(n > 0 || treap.root_hash() == empty_root());
-    Ok(treap)
-}
-
-fn lock(store: &SharedStore) -> anyhow::Result<std::sync::MutexGuard<'_, XianHdf5Store>> {
-    store
-        .lock()
-        .map_err(|_| anyhow!("the state store lock is poisoned (an earlier panic)"))
+    Ok(builder.finish())
 }

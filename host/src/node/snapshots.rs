@@ -17,7 +17,7 @@ use indicatif::ProgressBar;
 use super::metrics::Metrics;
 use super::view::StateView;
 use crate::plugin::Plugin;
-use crate::snapshot::{self, list_snapshots, CreateOptions, PluginRef, SnapshotDir};
+use crate::snapshot::{self, list_snapshots, CreateOptions, Manifest, PluginRef, SnapshotDir};
 
 /// CometBFT lists at most this many snapshots from a peer.
 pub const MAX_ADVERTISED: usize = 10;
@@ -136,7 +136,7 @@ impl SnapshotService {
         let mut out = Vec::new();
         for snap in list_snapshots(&self.dir)?.into_iter().take(MAX_ADVERTISED) {
             let metadata = snap.manifest_bytes()?;
-            let manifest = snap.manifest()?;
+            let manifest = Manifest::decode(&metadata).with_context(|| format!("in {}", snap.path().display()))?;
             out.push(Advertised {
                 height: manifest.height,
                 format: manifest.format,

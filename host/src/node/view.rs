@@ -20,6 +20,13 @@ use crate::store::{Entry, StateStore, XianHdf5Store};
 /// The store shared by the chain (writes at Commit) and snapshot views (reads).
 pub type SharedStore = Arc<Mutex<XianHdf5Store>>;
 
+/// Locks the shared store.
+pub fn lock(store: &SharedStore) -> anyhow::Result<std::sync::MutexGuard<'_, XianHdf5Store>> {
+    store
+        .lock()
+        .map_err(|_| anyhow!("the state store lock is poisoned (an earlier panic)"))
+}
+
 /// Height-H values of keys changed after H (`None`: the key had no value).
 #[derive(Debug, Default)]
 pub struct BeforeImages {
@@ -91,10 +98,7 @@ impl StateView {
 
     /// The height-H values of `keys`, all of which the view holds.
     fn read_batch(&self, keys: Vec<String>) -> anyhow::Result<Vec<Entry>> {
-        let store = self
-            .store
-            .lock()
-            .map_err(|_| anyhow!("the state store lock is poisoned"))?;
+        let store = lock(&self.store)?;
         let before = self.before.values.lock().expect("before-images lock");
         keys.into_iter()
             .map(|key| {
