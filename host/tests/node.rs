@@ -506,6 +506,7 @@ fn a_view_reads_its_height_after_later_blocks() {
     let view = chain.view();
     assert_eq!(view.app_hash, hashes[0]);
     let a = key(8);
+    let conformance = statesnap::node::governance::Conformance::new().unwrap();
     for h in 1..=3u64 {
         let ops: Vec<Op> = expected
             .iter()
@@ -522,7 +523,7 @@ fn a_view_reads_its_height_after_later_blocks() {
             })
             .chain([set(&format!("con.new:{h}"), "1")])
             .collect();
-        let (outcomes, _) = chain.finalize_block(h, &[patch(&a, h - 1, ops)]).unwrap();
+        let (outcomes, _) = chain.finalize_block(h, &[patch(&a, h - 1, ops)], &conformance).unwrap();
         assert_eq!(outcomes[0].code, 0, "{}", outcomes[0].log);
         chain.commit().unwrap();
     }

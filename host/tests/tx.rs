@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use statesnap::chain::keys::{self, KeyFileError};
 use statesnap::chain::load::{run_load, CheckResult, Clock, LoadConfig, LoadStats, Submitter};
 use statesnap::chain::tx::{
-    code, decode_and_verify, Action, Op, SignedTx, Tx, TxBody, TxError, MAX_OPS, MAX_TX_BYTES, SIGN_DOMAIN,
+    code, decode_and_verify, Action, Op, Proposal, SignedTx, Tx, TxBody, TxError, MAX_GOV_TX_BYTES, MAX_OPS,
+    MAX_PLUGIN_BYTES, MAX_TX_BYTES, SIGN_DOMAIN,
 };
 
 const CHAIN: &str = "statesnap-test";
@@ -104,7 +105,13 @@ fn every_stateless_rule_is_refused_with_its_code() {
     let tx = signed(huge);
     assert!(tx.bytes().len() > MAX_TX_BYTES);
     assert_eq!(tx.validate(CHAIN).unwrap_err().code(), code::TOO_LARGE);
-    assert_eq!(decode_and_verify(tx.bytes()).unwrap_err().code(), code::TOO_LARGE);
+    // Decoding allows governance-sized transactions; validation limits patches.
+    let decoded = decode_and_verify(tx.bytes()).unwrap();
+    assert_eq!(decoded.validate(CHAIN).unwrap_err().code(), code::TOO_LARGE);
+    assert_eq!(
+        decode_and_verify(&vec![0u8; MAX_GOV_TX_BYTES + 1]).unwrap_err().code(),
+        code::TOO_LARGE
+    );
 
     // keys
     assert_eq!(
@@ -989,4 +996,39 @@ fn throughput() {
             );
         }
     }
+}
+
+#[test]
+fn governance_transactions_round_trip_and_follow_their_stateless_rules() {
+    let sign = |action: Action| {
+        let mut b = body(vec![]);
+        b.action = action;
+        Tx::sign(b, &key()).unwrap()
+    };
+    let proposal = |plugin: Vec<u8>, activation_delay: u64, expires_after: u64| {
+        Action::Propose(Proposal {
+            format: 3,
+            plugin,
+            activation_delay,
+            expires_after,
+        })
+    };
+    let ok = sign(proposal(vec![7; 300_000], 10, 100));
+    assert!(ok.bytes().len() > MAX_TX_BYTES, "a plugin is larger than any patch");
+    let back = decode_and_verify(ok.bytes()).unwrap();
+    assert_eq!(back.body(), ok.body());
+    back.validate(CHAIN).unwrap();
+    let vote = sign(Action::Vote(4));
+    assert_eq!(decode_and_verify(vote.bytes()).unwrap().action(), &Action::Vote(4));
+    vote.validate(CHAIN).unwrap();
+
+    let code_of = |a: Action| sign(a).validate(CHAIN).unwrap_err().code();
+    assert_eq!(code_of(proposal(vec![], 10, 100)), code::PLUGIN_REFUSED);
+    assert_eq!(
+        code_of(proposal(vec![1; MAX_PLUGIN_BYTES + 1], 10, 100)),
+        code::TOO_LARGE
+    );
+    assert_eq!(code_of(proposal(vec![1; 10], 0, 100)), code::GOVERNANCE);
+    assert_eq!(code_of(proposal(vec![1; 10], 10, 0)), code::GOVERNANCE);
+    assert_eq!(code_of(proposal(vec![1; 10], 10, u64::MAX)), code::GOVERNANCE);
 }

@@ -4,4 +4,5 @@
 
 pub mod keys;
 pub mod load;
+pub mod registry;
 pub mod tx;

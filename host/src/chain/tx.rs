@@ -7,7 +7,10 @@
 //! ```text
 //! wire bytes = postcard(SignedTx { body: Vec<u8>, signature: [u8; 64] })
 //! body       = postcard(TxBody { chain_id: String, account: [u8; 32], nonce: u64, action: Action })
-//! Action     = Patch(Vec<Op>)                                  (variant 0; governance comes next)
+//! Action     = Patch(Vec<Op>)                                  (variant 0)
+//!            | Propose(Proposal)                               (variant 1, governance)
+//!            | Vote(u64)                                       (variant 2, governance: a proposal id)
+//! Proposal   = { format: u32, plugin: Vec<u8>, activation_delay: u64, expires_after: u64 }
 //! Op         = Set { key: String, stored: String }            (variant 0)
 //!            | Delete { key: String }                          (variant 1)
 //! signature  = ed25519(account's key, b"statesnap-tx-v1:" ‖ body), verified strictly
@@ -25,7 +28,10 @@
 //!
 //! # Stateless rules ([`Tx::validate`])
 //!
-//! The chain id matches; a patch has 1 to [`MAX_OPS`] ops; the wire bytes are at
+//! The chain id matches. A governance transaction (see `node::governance`
+//! for what it does) is at most [`MAX_GOV_TX_BYTES`], carries a plugin of 1 to
+//! [`MAX_PLUGIN_BYTES`] and an activation delay and expiry of 1 to
+//! [`MAX_GOV_BLOCKS`] blocks. A patch has 1 to [`MAX_OPS`] ops; the wire bytes are at
 //! most [`MAX_TX_BYTES`]; no key appears twice; a key is at most
 //! [`MAX_KEY_BYTES`], does not start with `__` (the run-state namespace, whose
 //! nonces the node manages), does not belong to the reserved `statesnap`
@@ -44,8 +50,15 @@ use crate::store::{keys::key_path, value::canonical_bytes};
 pub const SIGN_DOMAIN: &[u8] = b"statesnap-tx-v1:";
 /// Most ops one patch may carry.
 pub const MAX_OPS: usize = 256;
-/// Largest transaction, in wire bytes.
+/// Largest state-patch transaction, in wire bytes.
 pub const MAX_TX_BYTES: usize = 64 * 1024;
+/// Largest governance transaction, in wire bytes: CometBFT's default
+/// `mempool.max_tx_bytes` (1 MiB), so a proposal passes every node's mempool.
+pub const MAX_GOV_TX_BYTES: usize = 1024 * 1024;
+/// Largest plugin a proposal may carry, leaving room for the rest of the transaction.
+pub const MAX_PLUGIN_BYTES: usize = MAX_GOV_TX_BYTES - 4096;
+/// Longest activation delay or voting period, in blocks.
+pub const MAX_GOV_BLOCKS: u64 = 10_000_000;
 /// Longest key, in UTF-8 bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 /// Longest stored value, in UTF-8 bytes.
@@ -65,6 +78,9 @@ pub mod code {
     pub const INVALID_VALUE: u32 = 7;
     pub const TOO_LARGE: u32 = 8;
     pub const EMPTY: u32 = 9;
+    pub const NOT_VALIDATOR: u32 = 10;
+    pub const GOVERNANCE: u32 = 11;
+    pub const PLUGIN_REFUSED: u32 = 12;
 }
 
 /// What the signature covers.
@@ -82,6 +98,34 @@ pub struct TxBody {
 pub enum Action {
     /// Set and delete state keys, applied in order.
     Patch(Vec<Op>),
+    /// Propose approving a snapshot format plugin (signed by a validator).
+    Propose(Proposal),
+    /// Vote for the proposal with this id (signed by a validator).
+    Vote(u64),
+}
+
+/// A governance proposal: make `plugin` the snapshot format `format`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The format number; it must be the one the plugin describes.
+    pub format: u32,
+    /// The plugin's wasm component.
+    pub plugin: Vec<u8>,
+    /// Blocks between the proposal passing and the format activating.
+    pub activation_delay: u64,
+    /// Blocks after the proposal's own during which votes count.
+    pub expires_after: u64,
+}
+
+impl std::fmt::Debug for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proposal")
+            .field("format", &self.format)
+            .field("plugin_bytes", &self.plugin.len())
+            .field("activation_delay", &self.activation_delay)
+            .field("expires_after", &self.expires_after)
+            .finish()
+    }
 }
 
 /// One state change. Variant order is part of the wire format.
@@ -138,6 +182,12 @@ pub enum TxError {
     TooLarge { what: String, size: usize, max: usize },
     #[error("the patch has no operations: add at least one set or delete")]
     Empty,
+    #[error("account {0} is not a validator: governance transactions are signed with a validator's consensus key (its priv_validator_key.json)")]
+    NotValidator(String),
+    #[error("{0}")]
+    Governance(String),
+    #[error("the plugin is refused: {0}")]
+    PluginRefused(String),
 }
 
 impl TxError {
@@ -153,6 +203,9 @@ impl TxError {
             TxError::InvalidValue { .. } => code::INVALID_VALUE,
             TxError::TooLarge { .. } => code::TOO_LARGE,
             TxError::Empty => code::EMPTY,
+            TxError::NotValidator(_) => code::NOT_VALIDATOR,
+            TxError::Governance(_) => code::GOVERNANCE,
+            TxError::PluginRefused(_) => code::PLUGIN_REFUSED,
         }
     }
 }
@@ -192,9 +245,9 @@ impl Tx {
     }
 
     /// Decodes wire bytes canonically and verifies the signature (strict
-    /// ed25519). Bytes over [`MAX_TX_BYTES`] are refused before decoding.
+    /// ed25519). Bytes over [`MAX_GOV_TX_BYTES`] are refused before decoding.
     pub fn decode_and_verify(bytes: &[u8]) -> Result<Tx, TxError> {
-        check_tx_size(bytes.len())?;
+        check_tx_size(bytes.len(), MAX_GOV_TX_BYTES)?;
         let signed: SignedTx = decode_canonical(bytes, "transaction")?;
         let body: TxBody = decode_canonical(&signed.body, "transaction body")?;
         let key = VerifyingKey::from_bytes(&body.account)
@@ -215,9 +268,16 @@ impl Tx {
                 got: self.body.chain_id.clone(),
             });
         }
-        check_tx_size(self.wire.len())?;
         match &self.body.action {
-            Action::Patch(ops) => check_patch(ops),
+            Action::Patch(ops) => {
+                check_tx_size(self.wire.len(), MAX_TX_BYTES)?;
+                check_patch(ops)
+            }
+            Action::Propose(p) => {
+                check_tx_size(self.wire.len(), MAX_GOV_TX_BYTES)?;
+                check_proposal(p)
+            }
+            Action::Vote(_) => check_tx_size(self.wire.len(), MAX_TX_BYTES),
         }
     }
 
@@ -303,13 +363,36 @@ fn signed_message(body: &[u8]) -> Vec<u8> {
     msg
 }
 
-fn check_tx_size(len: usize) -> Result<(), TxError> {
-    if len > MAX_TX_BYTES {
+fn check_tx_size(len: usize, max: usize) -> Result<(), TxError> {
+    if len > max {
         return Err(TxError::TooLarge {
             what: "the transaction (bytes)".into(),
             size: len,
-            max: MAX_TX_BYTES,
+            max,
         });
+    }
+    Ok(())
+}
+
+/// The rules on a proposal alone (sizes and ranges); the node adds the
+/// stateful ones and the plugin's conformance check.
+pub fn check_proposal(p: &Proposal) -> Result<(), TxError> {
+    if p.plugin.is_empty() {
+        return Err(TxError::PluginRefused("the proposal carries no plugin bytes".into()));
+    }
+    if p.plugin.len() > MAX_PLUGIN_BYTES {
+        return Err(TxError::TooLarge {
+            what: "the proposed plugin (bytes; build it with `strip = true` and opt-level \"s\" to shrink it)".into(),
+            size: p.plugin.len(),
+            max: MAX_PLUGIN_BYTES,
+        });
+    }
+    for (what, n) in [("activation delay", p.activation_delay), ("expiry", p.expires_after)] {
+        if n == 0 || n > MAX_GOV_BLOCKS {
+            return Err(TxError::Governance(format!(
+                "the {what} is {n} blocks; it must be 1 to {MAX_GOV_BLOCKS}"
+            )));
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use statesnap::plugin::{Limits, PluginEngine, PluginRegistry};
 
+mod gov;
 mod key;
 mod node;
 mod plugin;
@@ -82,6 +83,9 @@ pub enum Command {
     /// List, inspect and check format plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Governance of snapshot formats: propose a plugin, vote, show status.
+    #[command(subcommand)]
+    Gov(gov::GovCommand),
     /// Measure create and restore with each built-in plugin against native and bare-store baselines.
     Bench(statesnap::bench::BenchArgs),
     /// Generate a state, snapshot it with each built-in plugin, restore and verify it (offline).
@@ -131,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchNode(a) => statesnap::bench_node::bench_node(&a, || cli.plugins.registry()),
         Command::BenchNetwork(a) => statesnap::bench_network::bench_network(&a),
         Command::Tx(c) => tx::run(c),
+        Command::Gov(c) => gov::run(c),
         Command::Key(c) => key::run(c),
         Command::Testnet(c) => testnet::run(c),
     }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -16,6 +16,14 @@ pub enum PluginCommand {
     List,
     /// Print a plugin's name, version, format, SHA-256 and contract version.
     Inspect { file: PathBuf },
+    /// Write a known plugin's wasm (e.g. a built-in, to propose it with `gov propose`).
+    Export {
+        /// A built-in name, or the name a --plugin-dir plugin describes.
+        name: String,
+        /// Where to write the .wasm file.
+        #[arg(long, value_name = "FILE.wasm")]
+        out: PathBuf,
+    },
     /// Conformance check for plugin authors: round trip, determinism, limits.
     Check {
         file: PathBuf,
@@ -56,6 +64,23 @@ pub fn run(cmd: PluginCommand, args: &PluginArgs) -> anyhow::Result<()> {
                     "contract": format!("statesnap:plugin@{}", CONTRACT_VERSION.split('.').next().unwrap_or("1")),
                     "bytes": p.size(),
                 }))?
+            );
+        }
+        PluginCommand::Export { name, out } => {
+            let p = registry.resolve(&name)?;
+            let bytes = registry
+                .wasm(&p.sha256())
+                .ok_or_else(|| anyhow::anyhow!("the bytes of plugin {name} are not available"))?;
+            std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))?;
+            let d = p.description();
+            println!(
+                "wrote {} ({} {}, format {}, {} bytes, sha256 {})",
+                out.display(),
+                d.name,
+                d.version,
+                d.format,
+                bytes.len(),
+                hex::encode(p.sha256())
             );
         }
         PluginCommand::Check { file, keys } => {

@@ -158,7 +158,7 @@ fn patch(a: PatchArgs) -> anyhow::Result<()> {
 }
 
 /// Polls `/tx` until the transaction is in a block: (height, exec code, exec log).
-fn wait_for(rpc: &RpcClient, hash: &[u8; 32], timeout: Duration) -> anyhow::Result<(u64, u64, String)> {
+pub(super) fn wait_for(rpc: &RpcClient, hash: &[u8; 32], timeout: Duration) -> anyhow::Result<(u64, u64, String)> {
     let start = Instant::now();
     // JSON-RPC (POST) takes byte parameters as base64; only the GET form takes 0x-hex.
     let params = json!({"hash": base64::engine::general_purpose::STANDARD.encode(hash), "prove": false});
@@ -234,7 +234,7 @@ fn progress_line(s: &LoadStats) -> String {
     line
 }
 
-fn or_no_log(log: &str) -> &str {
+pub(super) fn or_no_log(log: &str) -> &str {
     if log.is_empty() {
         "(the node gave no log)"
     } else {

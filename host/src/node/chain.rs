@@ -21,6 +21,7 @@ use anyhow::{anyhow, bail, Context};
 use super::checkpoint::Checkpoint;
 use super::execute::{apply_tx, Writes};
 use super::genesis::{validator_key, AppState};
+use super::governance::{Conformance, GovContext, ValidatorSet};
 use super::index_file;
 use super::view::{lock, BeforeImages, SharedStore, StateView};
 use super::wal::{Wal, WalRecord};
@@ -195,6 +196,17 @@ impl Chain {
         self.height == 0 && self.chain_id.is_empty()
     }
 
+    /// The validator set in the committed state.
+    pub fn validator_set(&self) -> anyhow::Result<ValidatorSet> {
+        let store = lock(&self.store)?;
+        ValidatorSet::read(&self.treap, |k| store.get(k))
+    }
+
+    /// The committed state's Merkle treap (its keys and leaf hashes).
+    pub fn treap(&self) -> &MerkleTreap {
+        &self.treap
+    }
+
     /// A committed key's stored value.
     pub fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
         lock(&self.store)?.get(key)
@@ -273,6 +285,7 @@ impl Chain {
         &mut self,
         height: u64,
         txs: &[T],
+        conformance: &Conformance,
     ) -> anyhow::Result<(Vec<TxOutcome>, [u8; 32])> {
         if height != self.height + 1 {
             bail!(
@@ -285,8 +298,15 @@ impl Chain {
         let mut outcomes = Vec::with_capacity(txs.len());
         {
             let store = lock(&self.store)?;
+            // Transactions cannot change the validator set, so one read serves the block.
+            let validators = ValidatorSet::read(&self.treap, |k| store.get(k))?;
+            let gov = GovContext {
+                height,
+                validators: &validators,
+                conformance,
+            };
             for tx in txs {
-                let result = apply_tx(tx.as_ref(), &self.chain_id, |key| match overlay.get(key) {
+                let result = apply_tx(tx.as_ref(), &self.chain_id, &gov, |key| match overlay.get(key) {
                     Some(v) => Ok(v.clone()),
                     None => store.get(key),
                 })?;

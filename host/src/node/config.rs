@@ -27,7 +27,8 @@ pub struct NodeConfig {
     pub snapshot_interval: u64,
     /// How many of the most recent snapshots to keep.
     pub snapshot_keep_recent: u32,
-    /// The snapshot format plugin: a built-in name (`zstd`, `gzip`) or a `.wasm` file.
+    /// The snapshot format plugin until governance approves one: a built-in
+    /// name (`zstd`, `gzip`, …) or a `.wasm` file. Empty: only approved formats.
     pub snapshot_plugin: String,
     /// Plugin parameters, e.g. `chunk_bytes = "10000000"`.
     pub snapshot_params: std::collections::BTreeMap<String, String>,
@@ -36,6 +37,10 @@ pub struct NodeConfig {
     /// Make the on-disk state durable (fsync) every this many blocks; the
     /// write-ahead log covers the blocks in between.
     pub checkpoint_interval: u64,
+    /// After a new format activates, keep making the previous one for this
+    /// many more snapshot intervals, so nodes that lack the new plugin can
+    /// still sync.
+    pub format_overlap: u64,
 }
 
 impl Default for NodeConfig {
@@ -50,6 +55,7 @@ impl Default for NodeConfig {
             snapshot_params: Default::default(),
             plugin_dir: String::new(),
             checkpoint_interval: 100,
+            format_overlap: 2,
         }
     }
 }
@@ -62,9 +68,11 @@ const HEADER: &str = "\
 # metrics_listen       Prometheus metrics address (GET /metrics); \"\" turns them off
 # snapshot_interval    take a snapshot every this many blocks (0: never)
 # snapshot_keep_recent keep this many most recent snapshots
-# snapshot_plugin      snapshot format: a built-in name (zstd, gzip) or a .wasm file
+# snapshot_plugin      snapshot format until governance approves one: a built-in name
+#                      (zstd, gzip, ...) or a .wasm file; \"\": only governance-approved formats
 # plugin_dir           extra *.wasm plugins, for restoring formats that are not built in
 # checkpoint_interval  fsync the state every this many blocks (a write-ahead log covers the rest)
+# format_overlap       after a new format activates, keep making the previous one this many intervals
 # [snapshot_params]    plugin parameters, e.g. chunk_bytes = \"10000000\"
 
 ";

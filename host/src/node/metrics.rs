@@ -17,6 +17,10 @@
 //! | `statesnap_restored_snapshot_height` | height this node state-synced to (0: never) |
 //! | `statesnap_rejected_chunks_total`, `statesnap_rejected_senders_total`, `statesnap_rejected_snapshots_total` | what state sync refused |
 //! | `statesnap_plugin_fuel_used_total` | wasm fuel spent by format plugins |
+//! | `statesnap_snapshot_last_format` | format of the newest snapshot made (the active format) |
+//! | `statesnap_approved_formats` | formats approved by governance in the state |
+//! | `statesnap_shipped_plugins_loaded_total` | approved plugins loaded from chunk 0 of a snapshot |
+//! | `statesnap_refused_plugins_total` | shipped plugins refused before running (approval not proven) |
 
 use std::sync::Arc;
 
@@ -50,6 +54,10 @@ pub struct Metrics {
     pub rejected_senders: Counter,
     pub rejected_snapshots: Counter,
     pub plugin_fuel_used: Counter,
+    pub snapshot_last_format: Gauge,
+    pub approved_formats: Gauge,
+    pub shipped_plugins_loaded: Counter,
+    pub refused_plugins: Counter,
 }
 
 impl Default for Metrics {
@@ -82,6 +90,10 @@ impl Metrics {
             rejected_senders: Counter::default(),
             rejected_snapshots: Counter::default(),
             plugin_fuel_used: Counter::default(),
+            snapshot_last_format: Gauge::default(),
+            approved_formats: Gauge::default(),
+            shipped_plugins_loaded: Counter::default(),
+            refused_plugins: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -160,6 +172,26 @@ impl Metrics {
             "plugin_fuel_used",
             "Wasm fuel spent by format plugins",
             m.plugin_fuel_used.clone(),
+        );
+        r.register(
+            "snapshot_last_format",
+            "Format of the newest snapshot made",
+            m.snapshot_last_format.clone(),
+        );
+        r.register(
+            "approved_formats",
+            "Snapshot formats approved by governance in the state",
+            m.approved_formats.clone(),
+        );
+        r.register(
+            "shipped_plugins_loaded",
+            "Approved plugins loaded from chunk 0 of a snapshot",
+            m.shipped_plugins_loaded.clone(),
+        );
+        r.register(
+            "refused_plugins",
+            "Shipped plugins refused before running: their approval was not proven",
+            m.refused_plugins.clone(),
         );
         Metrics { registry, ..m }
     }

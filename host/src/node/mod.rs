@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod execute;
 pub mod genesis;
+pub mod governance;
 pub mod index_file;
 pub mod metrics;
 pub mod snapshots;
@@ -39,6 +40,7 @@ pub use statesync::{ChunkAnswer, Offer, OfferAnswer};
 use crate::chain::tx;
 use crate::plugin::PluginRegistry;
 use genesis::AppState;
+use governance::{Conformance, GovContext};
 use snapshots::SnapshotService;
 use statesync::StateSync;
 
@@ -82,6 +84,8 @@ pub struct Node {
     /// mempool since the last commit.
     mempool_nonces: Mutex<HashMap<String, u64>>,
     registry: Arc<PluginRegistry>,
+    /// Governance's plugin conformance check (and its cached verdicts).
+    conformance: Conformance,
     metrics: Arc<Metrics>,
     block_started: Mutex<Option<Instant>>,
     hooks: TestHooks,
@@ -100,9 +104,13 @@ impl Node {
         if !config.plugin_dir.is_empty() {
             registry.add_dir(Path::new(&config.plugin_dir))?;
         }
-        let plugin = registry
-            .resolve(&config.snapshot_plugin)
-            .context("snapshot_plugin in config.toml")?;
+        let plugin = if config.snapshot_plugin.is_empty() {
+            None
+        } else {
+            Some(registry.resolve(&config.snapshot_plugin).context(
+                "snapshot_plugin in config.toml (set it to \"\" to make only formats approved by governance)",
+            )?)
+        };
         let chain = Chain::open(&state_dir(home), config.checkpoint_interval)?;
         if !config.chain_id.is_empty() && !chain.chain_id().is_empty() && chain.chain_id() != config.chain_id {
             bail!(
@@ -123,6 +131,8 @@ impl Node {
             config.snapshot_keep_recent,
             plugin,
             &params,
+            registry.engine().clone(),
+            config.format_overlap,
             metrics.clone(),
         )?;
         if hooks.corrupt_chunks {
@@ -145,6 +155,7 @@ impl Node {
             statesync: Mutex::new(StateSync::new(registry.clone(), metrics.clone())),
             mempool_nonces: Mutex::default(),
             registry,
+            conformance: Conformance::new()?,
             metrics,
             block_started: Mutex::default(),
             hooks,
@@ -195,9 +206,16 @@ impl Node {
     pub fn check_tx(&self, bytes: &[u8]) -> TxOutcome {
         let chain = self.chain();
         let mut nonces = self.mempool_nonces.lock().expect("mempool lock");
-        let result = execute::apply_tx(bytes, chain.chain_id(), |key| match nonces.get(key) {
-            Some(n) => Ok(Some(n.to_string())),
-            None => chain.get(key),
+        let result = chain.validator_set().and_then(|validators| {
+            let gov = GovContext {
+                height: chain.height() + 1,
+                validators: &validators,
+                conformance: &self.conformance,
+            };
+            execute::apply_tx(bytes, chain.chain_id(), &gov, |key| match nonces.get(key) {
+                Some(n) => Ok(Some(n.to_string())),
+                None => chain.get(key),
+            })
         });
         match result {
             Ok(Ok(writes)) => {
@@ -256,7 +274,7 @@ impl Node {
     /// and the new app hash.
     pub fn finalize_block<T: AsRef<[u8]>>(&self, height: u64, txs: &[T]) -> anyhow::Result<(Vec<TxOutcome>, [u8; 32])> {
         *self.block_started.lock().expect("timer lock") = Some(Instant::now());
-        let outcome = self.chain().finalize_block(height, txs)?;
+        let outcome = self.chain().finalize_block(height, txs, &self.conformance)?;
         let applied = outcome.0.iter().filter(|o| o.code == 0).count() as u64;
         self.metrics.txs_applied.inc_by(applied);
         self.metrics.txs_refused.inc_by(outcome.0.len() as u64 - applied);
@@ -290,8 +308,9 @@ impl Node {
         self.snapshots.start(view, chain.chain_id().to_string());
     }
 
-    /// Query: `/key` (data: the key) → its stored value; `/status`,
-    /// `/snapshots`, `/plugins` → JSON.
+    /// Query: `/key` (data: the key) → its stored value; `/status`, `/gov`
+    /// (governance: validators, proposals, approved formats), `/snapshots`,
+    /// `/plugins` → JSON.
     pub fn query(&self, path: &str, data: &[u8]) -> QueryAnswer {
         let height = self.chain().height();
         let answer = |code: u32, log: String, value: Vec<u8>| QueryAnswer {
@@ -318,6 +337,16 @@ impl Node {
                 });
                 Ok(answer(0, String::new(), status.to_string().into_bytes()))
             }
+            "/gov" => {
+                let chain = self.chain();
+                let store = view::lock(chain.store())?;
+                let status = governance::status_json(
+                    chain.treap(),
+                    |k| crate::store::StateStore::get(&*store, k),
+                    chain.height(),
+                )?;
+                Ok(answer(0, String::new(), serde_json::to_vec(&status)?))
+            }
             "/snapshots" => {
                 let list: Vec<_> = self
                     .snapshots
@@ -340,7 +369,9 @@ impl Node {
             }
             other => Ok(answer(
                 2,
-                format!("unknown query path {other:?}: use /key (data: the key), /status, /snapshots or /plugins"),
+                format!(
+                    "unknown query path {other:?}: use /key (data: the key), /status, /gov, /snapshots or /plugins"
+                ),
                 Vec::new(),
             )),
         })();

@@ -6,12 +6,17 @@
 //! each chunk's SHA-256 is checked against the manifest before the plugin
 //! sees it (a bad one is refetched and its sender rejected); the restored
 //! state's root must equal the trusted app hash, or nothing is kept.
+//!
+//! A snapshot whose plugin this node lacks is accepted only if it is
+//! self-describing (`snapshot::approval`): its proof that the trusted state
+//! approves the plugin is checked at the offer, and the plugin, shipped as
+//! chunk 0, must hash to the approved SHA-256 before it is compiled.
 
 use std::sync::Arc;
 
 use super::metrics::Metrics;
 use crate::plugin::PluginRegistry;
-use crate::snapshot::{Manifest, RestoreError, RestoreSummary, Restorer};
+use crate::snapshot::{approval, load_shipped_plugin, Manifest, RestoreError, RestoreSummary, Restorer};
 use crate::store::root::StateRoot;
 use crate::store::treap::MerkleTreap;
 
@@ -78,6 +83,17 @@ impl std::fmt::Debug for Restored {
     }
 }
 
+/// Where a restore stands.
+enum Stage {
+    /// Self-describing snapshot, plugin not local: chunk 0 brings it.
+    AwaitingPlugin {
+        manifest: Box<Manifest>,
+        trusted: StateRoot,
+        staging: std::path::PathBuf,
+    },
+    Restoring(Box<Restorer>),
+}
+
 /// The restore in flight, if any.
 pub struct StateSync {
     registry: Arc<PluginRegistry>,
@@ -86,7 +102,7 @@ pub struct StateSync {
 }
 
 struct Session {
-    restorer: Restorer,
+    stage: Stage,
     height: u64,
     chunks: u32,
     started: std::time::Instant,
@@ -192,12 +208,43 @@ impl StateSync {
                 offer.height
             ));
         }
+        // A shipped plugin's approval is checked first, whether or not the
+        // plugin is local: a snapshot with a forged proof is bad either way.
+        if let Some(approval) = &manifest.approval {
+            if let Err(e) = approval::verify(&manifest, approval, &trusted) {
+                self.metrics.refused_plugins.inc();
+                return OfferAnswer::Reject(format!("its plugin is refused before it runs: {e}"));
+            }
+        }
         let plugin = match self.registry.by_sha256(&manifest.plugin.sha256) {
             Ok(Some(p)) => p,
+            Ok(None) if manifest.approval.is_some() => {
+                tracing::info!(
+                    height = manifest.height,
+                    format = manifest.format,
+                    plugin = %manifest.plugin.name,
+                    sha256 = %hex::encode(manifest.plugin.sha256),
+                    "state sync: the snapshot's plugin is not local, but the trusted state approves it; it arrives in chunk 0"
+                );
+                let (height, chunks) = (manifest.height, offer.chunks);
+                self.start_metrics(chunks);
+                self.session = Some(Session {
+                    stage: Stage::AwaitingPlugin {
+                        manifest: Box::new(manifest),
+                        trusted,
+                        staging: staging.to_path_buf(),
+                    },
+                    height,
+                    chunks,
+                    started: std::time::Instant::now(),
+                    fuel_reported: 0,
+                });
+                return OfferAnswer::Accept;
+            }
             Ok(None) => {
                 return OfferAnswer::RejectFormat(format!(
                     "it was made by plugin {} {} (SHA-256 {}) for format {}, which this node does not have \
-                     (put the plugin's .wasm in plugin_dir to restore it)",
+                     and the snapshot does not ship with an approval (put the plugin's .wasm in plugin_dir to restore it)",
                     manifest.plugin.name,
                     manifest.plugin.version,
                     hex::encode(manifest.plugin.sha256),
@@ -221,12 +268,9 @@ impl StateSync {
         let (height, chunks) = (manifest.height, offer.chunks);
         match Restorer::begin(manifest, trusted, decoder, staging) {
             Ok(restorer) => {
-                self.metrics.restore_chunks_total.set(chunks as i64);
-                self.metrics.restore_chunks_applied.set(0);
-                self.metrics.restore_entries.set(0);
-                self.metrics.restore_bytes.set(0);
+                self.start_metrics(chunks);
                 self.session = Some(Session {
-                    restorer: restorer.with_index(),
+                    stage: Stage::Restoring(Box::new(restorer.with_index())),
                     height,
                     chunks,
                     started: std::time::Instant::now(),
@@ -235,6 +279,69 @@ impl StateSync {
                 OfferAnswer::Accept
             }
             Err(e) => OfferAnswer::Abort(format!("cannot start the restore: {e}")),
+        }
+    }
+
+    fn start_metrics(&self, chunks: u32) {
+        self.metrics.restore_chunks_total.set(chunks as i64);
+        self.metrics.restore_chunks_applied.set(0);
+        self.metrics.restore_entries.set(0);
+        self.metrics.restore_bytes.set(0);
+    }
+
+    /// Chunk 0 of a self-describing snapshot whose plugin is not local: the
+    /// plugin. Its bytes must hash to what the manifest lists (else another
+    /// peer is asked) and to the approved SHA-256; only then is it compiled.
+    fn load_plugin(&mut self, chunk: &[u8], sender: &str) -> Result<(), ChunkAnswer> {
+        let session = self.session.as_mut().expect("checked by the caller");
+        let Stage::AwaitingPlugin {
+            manifest,
+            trusted,
+            staging,
+        } = &session.stage
+        else {
+            return Ok(());
+        };
+        let got = crate::plugin::sha256(chunk);
+        if Some(&got) != manifest.chunks.first() {
+            let reject_senders = bad_chunk_from(&self.metrics, sender);
+            return Err(ChunkAnswer::Retry {
+                refetch: vec![0],
+                reject_senders,
+                reason: format!(
+                    "chunk 0 (the shipped plugin) from peer {sender:?} hashes to {}, not the approved {}",
+                    hex::encode(got),
+                    hex::encode(manifest.plugin.sha256)
+                ),
+            });
+        }
+        let begin = || -> Result<Restorer, RestoreError> {
+            let plugin = load_shipped_plugin(&self.registry, manifest, chunk)?;
+            if plugin.description().format != manifest.format {
+                return Err(RestoreError::Manifest(format!(
+                    "the shipped plugin {} makes format {}, not the manifest's {}",
+                    plugin.label(),
+                    plugin.description().format,
+                    manifest.format
+                )));
+            }
+            let decoder = Box::new(plugin.reader(&manifest.params)?);
+            self.metrics.shipped_plugins_loaded.inc();
+            tracing::info!(
+                plugin = plugin.label(),
+                "state sync: loaded the approved plugin shipped in chunk 0"
+            );
+            Ok(Restorer::begin((**manifest).clone(), *trusted, decoder, staging)?.with_index())
+        };
+        match begin() {
+            Ok(restorer) => {
+                session.stage = Stage::Restoring(Box::new(restorer));
+                Ok(())
+            }
+            Err(e) => {
+                self.session = None;
+                Err(self.failed(e))
+            }
         }
     }
 
@@ -265,27 +372,46 @@ impl StateSync {
         let Some(session) = self.session.as_mut() else {
             return ChunkAnswer::Abort("a chunk arrived, but no snapshot was accepted".into());
         };
-        let next = session.restorer.next_chunk();
+        if let Stage::AwaitingPlugin { .. } = session.stage {
+            if index != 0 {
+                return ChunkAnswer::Retry {
+                    refetch: vec![0],
+                    reject_senders: Vec::new(),
+                    reason: format!("chunk {index} arrived before chunk 0 (the plugin)"),
+                };
+            }
+            if let Err(answer) = self.load_plugin(chunk, sender) {
+                return answer;
+            }
+        }
+        let session = self.session.as_mut().expect("still in flight");
+        let Stage::Restoring(restorer) = &mut session.stage else {
+            unreachable!("the plugin was loaded above")
+        };
+        let next = restorer.next_chunk();
         if index < next {
             return ChunkAnswer::Accept; // already applied
         }
-        let result = session.restorer.apply_chunk(index, chunk);
-        let fuel = session.restorer.fuel_used();
+        let result = restorer.apply_chunk(index, chunk);
+        let fuel = restorer.fuel_used();
         self.metrics.plugin_fuel_used.inc_by(fuel - session.fuel_reported);
         session.fuel_reported = fuel;
         match result {
             Ok(()) => {
                 self.metrics.restore_chunks_applied.set(i64::from(index) + 1);
                 self.metrics.restore_bytes.inc_by(chunk.len() as i64);
-                self.metrics.restore_entries.set(session.restorer.entries() as i64);
+                self.metrics.restore_entries.set(restorer.entries() as i64);
                 tracing::debug!(index, chunks = session.chunks, sender, "state sync: applied a chunk");
                 if index + 1 < session.chunks {
                     return ChunkAnswer::Accept;
                 }
                 let session = self.session.take().expect("checked above");
                 let (height, started) = (session.height, session.started);
-                let manifest = session.restorer.manifest().clone();
-                match session.restorer.finish() {
+                let Stage::Restoring(restorer) = session.stage else {
+                    unreachable!("restoring")
+                };
+                let manifest = restorer.manifest().clone();
+                match restorer.finish() {
                     Ok(summary) => {
                         let seconds = started.elapsed().as_secs_f64();
                         self.metrics.restore_seconds.set(seconds);
@@ -300,13 +426,7 @@ impl StateSync {
                 }
             }
             Err(RestoreError::ChunkHash { .. }) => {
-                self.metrics.rejected_chunks.inc();
-                let reject_senders = if sender.is_empty() {
-                    Vec::new()
-                } else {
-                    self.metrics.rejected_senders.inc();
-                    vec![sender.to_string()]
-                };
+                let reject_senders = bad_chunk_from(&self.metrics, sender);
                 ChunkAnswer::Retry {
                     refetch: vec![index],
                     reject_senders,
@@ -350,4 +470,14 @@ fn restored(manifest: &Manifest, summary: RestoreSummary) -> Restored {
         staging: summary.staging,
         index: summary.index.expect("the restore was begun with an index"),
     }
+}
+
+/// Counts a chunk that did not match its hash; the peers to reject.
+fn bad_chunk_from(metrics: &Metrics, sender: &str) -> Vec<String> {
+    metrics.rejected_chunks.inc();
+    if sender.is_empty() {
+        return Vec::new();
+    }
+    metrics.rejected_senders.inc();
+    vec![sender.to_string()]
 }

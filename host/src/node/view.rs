@@ -87,6 +87,11 @@ impl StateView {
         }
     }
 
+    /// The view's Merkle treap: its keys, and proofs against its app hash.
+    pub fn treap(&self) -> &MerkleTreap {
+        &self.treap
+    }
+
     /// Number of consensus keys in the view.
     pub fn len(&self) -> u64 {
         self.treap.len()

@@ -113,6 +113,14 @@ impl PluginRegistry {
         }
     }
 
+    /// The wasm bytes of the known plugin whose SHA-256 is `sha256`.
+    pub fn wasm(&self, sha256: &[u8; 32]) -> Option<&[u8]> {
+        self.sources
+            .iter()
+            .find(|s| &s.sha256 == sha256)
+            .map(|s| s.bytes.as_ref())
+    }
+
     /// Every known plugin, compiled, with its origin.
     pub fn list(&self) -> anyhow::Result<Vec<Arc<Plugin>>> {
         (0..self.sources.len()).map(|i| self.compile(i)).collect()

@@ -14,6 +14,7 @@ use crossbeam_channel::bounded;
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
+use super::approval::Approval;
 use super::codec::ChunkEncoder;
 use super::layout::{chunk_path, dir_name, manifest_path, TMP_PREFIX};
 use super::manifest::{Manifest, PluginRef, MANIFEST_VERSION};
@@ -29,6 +30,9 @@ pub struct CreateOptions {
     pub params: Vec<(String, String)>,
     /// Size of the entry batches handed to the encoder.
     pub batch_bytes: usize,
+    /// Make the snapshot self-describing: chunk 0 is this plugin wasm (the
+    /// encoder's plugin) and the manifest carries this approval.
+    pub ship: Option<(std::sync::Arc<Vec<u8>>, Approval)>,
 }
 
 impl CreateOptions {
@@ -38,6 +42,7 @@ impl CreateOptions {
             height,
             params,
             batch_bytes: 1 << 20,
+            ship: None,
         }
     }
 }
@@ -81,6 +86,11 @@ pub fn create(
         std::fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
     }
     std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    if let Some((wasm, _)) = &opts.ship {
+        if crate::plugin::sha256(wasm) != plugin.sha256 {
+            bail!("the plugin to ship is not the plugin that encodes the snapshot (a bug)");
+        }
+    }
 
     let result = build(store, encoder, opts, &tmp, progress);
     let (root, entries, state_bytes, chunks, snapshot_bytes, fuel_used) = match result {
@@ -102,6 +112,7 @@ pub fn create(
         entries,
         state_bytes,
         snapshot_bytes,
+        approval: opts.ship.as_ref().map(|(_, a)| a.clone()),
     };
     let finish = || -> anyhow::Result<()> {
         write_synced(&manifest_path(&tmp), &manifest.encode())?;
@@ -150,10 +161,13 @@ fn build(
             }
             Ok(encoder.fuel_used())
         });
+        let shipped = opts.ship.as_ref().map(|(wasm, _)| wasm.clone());
         let write = s.spawn(move || -> anyhow::Result<(Vec<[u8; 32]>, u64)> {
             let mut hashes = Vec::new();
             let mut bytes = 0u64;
-            for chunk in chunk_rx {
+            // A self-describing snapshot's chunk 0 is its plugin.
+            let shipped = shipped.map(|w| w.as_ref().clone());
+            for chunk in shipped.into_iter().chain(chunk_rx) {
                 let index = u32::try_from(hashes.len()).context("too many chunks")?;
                 hashes.push(Sha256::digest(&chunk).into());
                 bytes += chunk.len() as u64;
@@ -191,7 +205,7 @@ fn build(
         let (root, entries, state_bytes) = read?;
         let fuel_used = encoded?;
         let (chunks, snapshot_bytes) = written?;
-        if chunks.is_empty() {
+        if chunks.len() <= usize::from(opts.ship.is_some()) {
             bail!("the plugin produced no chunks; a format must produce at least one chunk, even for an empty state");
         }
         Ok((root, entries, state_bytes, chunks, snapshot_bytes, fuel_used))

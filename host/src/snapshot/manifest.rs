@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::approval::Approval;
 use crate::plugin::sha256;
 
-/// The manifest layout version this host writes and reads.
-pub const MANIFEST_VERSION: u32 = 1;
+/// The manifest layout version this host writes and reads (2 added `approval`).
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// CometBFT refuses snapshot advertisements over 4,000,000 bytes; the manifest
 /// must leave room for the rest of the message.
@@ -42,6 +43,10 @@ pub struct Manifest {
     pub state_bytes: u64,
     /// Bytes of all chunks together.
     pub snapshot_bytes: u64,
+    /// Present when the plugin is approved by governance in the snapshot's
+    /// state: the proof of that approval, and chunk 0 is the plugin's wasm
+    /// (a self-describing snapshot, see `approval`).
+    pub approval: Option<Approval>,
 }
 
 impl Manifest {
@@ -79,6 +84,9 @@ impl Manifest {
         if m.chunks.is_empty() {
             anyhow::bail!("manifest lists no chunks");
         }
+        if m.approval.is_some() && m.chunks.len() < 2 {
+            anyhow::bail!("manifest ships a plugin (chunk 0) but lists no state chunks after it");
+        }
         Ok(m)
     }
 }
@@ -104,6 +112,7 @@ mod tests {
             entries: 10,
             state_bytes: 1000,
             snapshot_bytes: 300,
+            approval: None,
         }
     }
 
@@ -119,12 +128,12 @@ mod tests {
             .to_string()
             .contains("canonical"));
         assert!(Manifest::decode(&bytes[..bytes.len() - 3]).is_err());
-        let mut v2 = m.clone();
-        v2.version = 2;
-        assert!(Manifest::decode(&v2.encode())
+        let mut v1 = m.clone();
+        v1.version = 1;
+        assert!(Manifest::decode(&v1.encode())
             .unwrap_err()
             .to_string()
-            .contains("version 2"));
-        assert_ne!(m.hash(), v2.hash());
+            .contains("version 1"));
+        assert_ne!(m.hash(), v1.hash());
     }
 }

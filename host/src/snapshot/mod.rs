@@ -7,6 +7,7 @@
 //! while writing into a staging home, and swaps that home in only when the root
 //! equals the trusted app hash.
 
+pub mod approval;
 mod codec;
 mod create;
 mod layout;
@@ -14,13 +15,14 @@ mod manifest;
 mod restore;
 mod verify;
 
+pub use approval::{Approval, ApprovalError};
 pub use codec::{ChunkDecoder, ChunkEncoder};
 pub use create::{create, CreateOptions, CreateReport};
 pub(crate) use create::{sync_dir, write_synced};
 pub use layout::{list_snapshots, SnapshotDir};
 pub use manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_METADATA_BYTES};
 pub use restore::{
-    plugin_decoder, recover_interrupted_swap, restore_dir, restore_dir_with, staging_path, swap_into_place,
-    DecoderChoice, RestoreError, RestoreSummary, Restorer,
+    load_shipped_plugin, plugin_decoder, recover_interrupted_swap, restore_dir, restore_dir_with, staging_path,
+    swap_into_place, DecoderChoice, RestoreError, RestoreSummary, Restorer,
 };
 pub use verify::{verify, VerifyReport};

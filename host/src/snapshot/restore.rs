@@ -49,6 +49,8 @@ pub enum RestoreError {
     Store(anyhow::Error),
     #[error("cannot restore here: {0}")]
     Target(String),
+    #[error("the snapshot's plugin is refused before it runs: {0}")]
+    Approval(#[from] super::approval::ApprovalError),
 }
 
 /// What a finished restore produced.
@@ -112,6 +114,9 @@ impl Restorer {
                 claimed: hex::encode(manifest.app_hash),
                 trusted: hex::encode(trusted),
             });
+        }
+        if let Some(approval) = &manifest.approval {
+            super::approval::verify(&manifest, approval, &trusted)?;
         }
         if staging.exists() {
             std::fs::remove_dir_all(staging)
@@ -196,6 +201,12 @@ impl Restorer {
                 expected: hex::encode(expected),
                 got: hex::encode(got),
             });
+        }
+        if index == 0 && self.manifest.approval.is_some() {
+            // The shipped plugin (its hash is the approved one, checked in
+            // `begin`): the caller loaded it to make the decoder.
+            self.next = 1;
+            return Ok(());
         }
         self.decoder.feed(chunk)?;
         while let Some(batch) = self.decoder.next_batch(DECODE_BATCH_BYTES)? {
@@ -365,6 +376,25 @@ pub fn swap_into_place(staging: &Path, home: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Compiles the plugin a self-describing snapshot ships as chunk 0, once its
+/// approval is verified: the bytes must hash to the approved SHA-256.
+pub fn load_shipped_plugin(
+    registry: &PluginRegistry,
+    manifest: &Manifest,
+    wasm: &[u8],
+) -> Result<std::sync::Arc<Plugin>, RestoreError> {
+    let got = crate::plugin::sha256(wasm);
+    if got != manifest.plugin.sha256 {
+        return Err(RestoreError::ChunkHash {
+            index: 0,
+            expected: hex::encode(manifest.plugin.sha256),
+            got: hex::encode(got),
+        });
+    }
+    let label = format!("shipped:{}", manifest.plugin.name);
+    Ok(registry.engine().load(wasm, &label)?)
+}
+
 /// Makes the decoder for a snapshot's plugin: normally the plugin itself.
 pub type DecoderChoice = fn(&Plugin, &[(String, String)]) -> Result<Box<dyn ChunkDecoder>, PluginError>;
 
@@ -426,17 +456,26 @@ pub fn restore_dir_with(
     check_replaceable(home)?;
     let snap = SnapshotDir::open(dir).map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
     let manifest = snap.manifest().map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
-    let plugin = registry
+    let local = registry
         .by_sha256(&manifest.plugin.sha256)
-        .map_err(|e| RestoreError::Manifest(format!("{e:#}")))?
-        .ok_or_else(|| {
-            RestoreError::Manifest(format!(
+        .map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
+    let plugin = match (local, &manifest.approval) {
+        (Some(p), _) => p,
+        (None, Some(approval)) => {
+            // Nothing runs before the approval is proven against `trusted`.
+            super::approval::verify(&manifest, approval, &trusted)?;
+            let wasm = snap.read_chunk(0).map_err(RestoreError::Store)?;
+            load_shipped_plugin(registry, &manifest, &wasm)?
+        }
+        (None, None) => {
+            return Err(RestoreError::Manifest(format!(
                 "the snapshot was made with plugin {} {} (SHA-256 {}), which this host does not have; pass it with --plugin FILE.wasm",
                 manifest.plugin.name,
                 manifest.plugin.version,
                 hex::encode(manifest.plugin.sha256)
-            ))
-        })?;
+            )))
+        }
+    };
     if plugin.description().format != manifest.format {
         return Err(RestoreError::Manifest(format!(
             "the manifest says format {}, but its plugin {} makes format {}",

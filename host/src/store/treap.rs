@@ -373,6 +373,13 @@ impl MerkleTreap {
         Iter { stack }
     }
 
+    /// The keys starting with `prefix`, ascending.
+    pub fn keys_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.range_from(prefix)
+            .map(|(k, _)| k)
+            .take_while(move |k| k.starts_with(prefix))
+    }
+
     /// A proof that `key` is in the tree with its current leaf, checkable
     /// against `root_hash()` alone; `None` if the key is absent.
     pub fn prove(&self, key: &str) -> Option<MembershipProof> {

@@ -1,0 +1,277 @@
+//! The snapshot-format registry in chain state: where governance keeps
+//! proposals, votes, approved formats and plugin code, under the reserved
+//! `statesnap` contract. Being state, all of it is covered by the app hash
+//! and travels inside every snapshot.
+//!
+//! ```text
+//! statesnap.proposal_count             the last proposal id (JSON integer)
+//! statesnap.proposals:<id>             ProposalRecord (JSON object)
+//! statesnap.votes:<id>:<validator hex> the voting power the vote counted (JSON integer)
+//! statesnap.formats:<format>           FormatApproval (JSON object): the approved plugin
+//! statesnap.plugins:<sha256 hex>       PluginMeta (JSON object)
+//! statesnap.plugins:<sha256 hex>:<i>   piece i of the plugin's wasm, as a JSON hex string
+//! ```
+//!
+//! Records are plain JSON objects with their fields in sorted order (their
+//! stored text is already Xian's canonical form). Plugin code is cut into
+//! [`PIECE_BYTES`] pieces so no single value is large.
+
+use serde::{Deserialize, Serialize};
+
+use super::tx::RESERVED_CONTRACT;
+
+/// Bytes of plugin wasm per stored piece (its hex text is twice as long).
+pub const PIECE_BYTES: usize = 16 * 1024;
+
+pub fn proposal_count_key() -> String {
+    format!("{RESERVED_CONTRACT}.proposal_count")
+}
+
+pub fn proposal_key(id: u64) -> String {
+    format!("{RESERVED_CONTRACT}.proposals:{id}")
+}
+
+pub fn vote_key(id: u64, validator: &[u8; 32]) -> String {
+    format!("{RESERVED_CONTRACT}.votes:{id}:{}", hex::encode(validator))
+}
+
+/// Prefix of every approved format's key.
+pub fn formats_prefix() -> String {
+    format!("{RESERVED_CONTRACT}.formats:")
+}
+
+pub fn format_key(format: u32) -> String {
+    format!("{}{format}", formats_prefix())
+}
+
+pub fn plugin_key(sha256: &[u8; 32]) -> String {
+    format!("{RESERVED_CONTRACT}.plugins:{}", hex::encode(sha256))
+}
+
+pub fn plugin_piece_key(sha256: &[u8; 32], piece: u64) -> String {
+    format!("{}:{piece}", plugin_key(sha256))
+}
+
+/// Prefix of every validator's key (its value: the voting power).
+pub fn validators_prefix() -> String {
+    format!("{RESERVED_CONTRACT}.validators:")
+}
+
+/// Why a registry value could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("registry value under {key:?} is malformed: {reason}")]
+pub struct RecordError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(key: &str, stored: &str) -> Result<T, RecordError> {
+    serde_json::from_str(stored).map_err(|e| RecordError {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn to_stored<T: Serialize>(record: &T) -> String {
+    serde_json::to_string(record).expect("registry records serialize")
+}
+
+/// An approved snapshot format: what `statesnap.formats:<format>` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatApproval {
+    /// The first height whose snapshots are made in this format.
+    pub activation_height: u64,
+    pub name: String,
+    /// The proposal that approved it.
+    pub proposal: u64,
+    /// SHA-256 of the plugin's wasm, lowercase hex.
+    pub sha256: String,
+    pub version: String,
+}
+
+impl FormatApproval {
+    pub fn parse(key: &str, stored: &str) -> Result<Self, RecordError> {
+        parse(key, stored)
+    }
+
+    pub fn stored(&self) -> String {
+        to_stored(self)
+    }
+
+    /// The plugin's SHA-256 as bytes (`None` if the hex is malformed).
+    pub fn sha256_bytes(&self) -> Option<[u8; 32]> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&self.sha256, &mut out).ok()?;
+        Some(out)
+    }
+}
+
+/// A proposal's state: what `statesnap.proposals:<id>` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalRecord {
+    /// Blocks between passing and activation.
+    pub activation_delay: u64,
+    /// Height the format activates at (0 until the proposal passes).
+    pub activation_height: u64,
+    /// Last height at which a vote counts.
+    pub expires_height: u64,
+    pub format: u32,
+    pub id: u64,
+    pub name: String,
+    /// Height the proposal passed at (0 until it does).
+    pub passed_height: u64,
+    /// The proposing validator's public key, hex.
+    pub proposer: String,
+    pub sha256: String,
+    /// `voting` or `passed`; a `voting` proposal past `expires_height` has expired.
+    pub status: String,
+    pub submitted_height: u64,
+    /// The validator set's total power at the last vote (or the proposal).
+    pub total_power: u64,
+    pub version: String,
+    pub votes: u64,
+    pub yes_power: u64,
+}
+
+pub const STATUS_VOTING: &str = "voting";
+pub const STATUS_PASSED: &str = "passed";
+
+impl ProposalRecord {
+    pub fn parse(key: &str, stored: &str) -> Result<Self, RecordError> {
+        parse(key, stored)
+    }
+
+    pub fn stored(&self) -> String {
+        to_stored(self)
+    }
+
+    /// `voting`, `passed` or `expired`, as of `height`.
+    pub fn status_at(&self, height: u64) -> &'static str {
+        if self.status == STATUS_PASSED {
+            STATUS_PASSED
+        } else if height > self.expires_height {
+            "expired"
+        } else {
+            STATUS_VOTING
+        }
+    }
+}
+
+/// Whether `yes` is more than 2/3 of `total`.
+pub fn passes(yes: u64, total: u64) -> bool {
+    total > 0 && u128::from(yes) * 3 > u128::from(total) * 2
+}
+
+/// What `statesnap.plugins:<sha256>` holds: enough to reassemble the code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginMeta {
+    pub bytes: u64,
+    pub format: u32,
+    pub name: String,
+    pub pieces: u64,
+    pub version: String,
+}
+
+impl PluginMeta {
+    pub fn parse(key: &str, stored: &str) -> Result<Self, RecordError> {
+        parse(key, stored)
+    }
+
+    pub fn stored(&self) -> String {
+        to_stored(self)
+    }
+}
+
+/// The writes that store `wasm` under its SHA-256: its meta and its pieces.
+pub fn plugin_writes(sha256: &[u8; 32], wasm: &[u8], meta: &PluginMeta) -> Vec<(String, String)> {
+    let mut out = vec![(plugin_key(sha256), meta.stored())];
+    for (i, piece) in wasm.chunks(PIECE_BYTES).enumerate() {
+        out.push((plugin_piece_key(sha256, i as u64), to_stored(&hex::encode(piece))));
+    }
+    out
+}
+
+/// Reassembles a plugin stored by [`plugin_writes`], reading keys with `get`,
+/// and checks its SHA-256.
+pub fn read_plugin(
+    sha256: &[u8; 32],
+    mut get: impl FnMut(&str) -> anyhow::Result<Option<String>>,
+) -> anyhow::Result<Vec<u8>> {
+    let key = plugin_key(sha256);
+    let Some(stored) = get(&key)? else {
+        anyhow::bail!(
+            "the state has no plugin with SHA-256 {} (no {key})",
+            hex::encode(sha256)
+        );
+    };
+    let meta = PluginMeta::parse(&key, &stored)?;
+    let mut wasm = Vec::with_capacity(meta.bytes as usize);
+    for i in 0..meta.pieces {
+        let key = plugin_piece_key(sha256, i);
+        let stored = get(&key)?.ok_or_else(|| anyhow::anyhow!("the state lacks piece {key} of a plugin"))?;
+        let text: String = parse(&key, &stored)?;
+        wasm.extend(hex::decode(text).map_err(|e| RecordError {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?);
+    }
+    if crate::plugin::sha256(&wasm) != *sha256 {
+        anyhow::bail!(
+            "the plugin stored under {} does not hash to its SHA-256: the state is corrupt",
+            hex::encode(sha256)
+        );
+    }
+    Ok(wasm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::value::canonical_bytes;
+    use std::collections::HashMap;
+
+    #[test]
+    fn records_are_canonical_json_and_round_trip() {
+        let a = FormatApproval {
+            activation_height: 40,
+            name: "brotli".into(),
+            proposal: 1,
+            sha256: "ab".repeat(32),
+            version: "1.0.0".into(),
+        };
+        let stored = a.stored();
+        // Fields are declared in sorted order, so the stored text is canonical.
+        assert_eq!(&canonical_bytes(&stored).unwrap().unwrap()[..], stored.as_bytes());
+        assert_eq!(FormatApproval::parse("k", &stored).unwrap(), a);
+        assert_eq!(a.sha256_bytes(), Some([0xab; 32]));
+        assert!(FormatApproval::parse("k", r#"{"x":1}"#).is_err());
+        assert!(passes(3, 4) && !passes(2, 3) && passes(7, 10) && !passes(0, 0) && !passes(2, 4));
+    }
+
+    #[test]
+    fn plugin_code_round_trips_through_pieces() {
+        let wasm: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let sha = crate::plugin::sha256(&wasm);
+        let meta = PluginMeta {
+            bytes: wasm.len() as u64,
+            format: 3,
+            name: "x".into(),
+            pieces: wasm.len().div_ceil(PIECE_BYTES) as u64,
+            version: "1".into(),
+        };
+        let writes: HashMap<String, String> = plugin_writes(&sha, &wasm, &meta).into_iter().collect();
+        assert_eq!(writes.len(), 1 + 3);
+        for v in writes.values() {
+            assert!(canonical_bytes(v).unwrap().is_some());
+        }
+        let got = read_plugin(&sha, |k| Ok(writes.get(k).cloned())).unwrap();
+        assert_eq!(got, wasm);
+        let mut broken = writes.clone();
+        broken.insert(plugin_piece_key(&sha, 1), "\"00\"".into());
+        let err = read_plugin(&sha, |k| Ok(broken.get(k).cloned())).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+}

@@ -1,0 +1,267 @@
+//! `statesnap gov …`: propose a snapshot format plugin, vote for a proposal,
+//! and show governance's state, all through a node's CometBFT RPC.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use ed25519_dalek::SigningKey;
+use serde_json::{json, Value};
+
+use statesnap::chain::keys;
+use statesnap::chain::load::fetch_nonce;
+use statesnap::chain::tx::{check_proposal, Action, Proposal, Tx, TxBody};
+use statesnap::node::governance::Conformance;
+use statesnap::rpc::RpcClient;
+
+use super::tx::{or_no_log, wait_for};
+
+#[derive(Subcommand, Debug)]
+pub enum GovCommand {
+    /// Propose approving a plugin as snapshot format N (signed with a validator's consensus key).
+    Propose(ProposeArgs),
+    /// Vote for a proposal (signed with a validator's consensus key).
+    Vote(VoteArgs),
+    /// Show validators, proposals and approved formats.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct Common {
+    /// The node's RPC address, e.g. http://127.0.0.1:26657.
+    #[arg(long)]
+    rpc: String,
+    /// The validator's key file: its CometBFT priv_validator_key.json.
+    #[arg(long)]
+    key: PathBuf,
+    /// Give up waiting for the transaction's block after this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    wait_timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct ProposeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The plugin's wasm component (`statesnap plugin export NAME` writes a built-in's).
+    #[arg(long, value_name = "FILE.wasm")]
+    plugin: PathBuf,
+    /// The format number to approve it as; it must be the one the plugin describes.
+    #[arg(long, value_name = "N")]
+    format: u32,
+    /// Blocks between the proposal passing and the format activating.
+    #[arg(long, value_name = "BLOCKS", default_value_t = 20)]
+    activation_delay: u64,
+    /// Votes count for this many blocks after the proposal's block; then it expires.
+    #[arg(long, value_name = "BLOCKS", default_value_t = 600)]
+    expires_after: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct VoteArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The proposal's id (`statesnap gov status` lists them).
+    #[arg(long, value_name = "ID")]
+    proposal: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The node's RPC address, e.g. http://127.0.0.1:26657.
+    #[arg(long)]
+    rpc: String,
+    /// Print the node's JSON answer as is.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: GovCommand) -> anyhow::Result<()> {
+    match cmd {
+        GovCommand::Propose(a) => propose(a),
+        GovCommand::Vote(a) => vote(a),
+        GovCommand::Status(a) => status(a),
+    }
+}
+
+fn propose(a: ProposeArgs) -> anyhow::Result<()> {
+    let wasm = std::fs::read(&a.plugin).with_context(|| format!("reading plugin file {}", a.plugin.display()))?;
+    let proposal = Proposal {
+        format: a.format,
+        plugin: wasm,
+        activation_delay: a.activation_delay,
+        expires_after: a.expires_after,
+    };
+    check_proposal(&proposal)?;
+    // The same check every node runs on the proposal: fail here, not on chain.
+    eprintln!("gov: running the conformance check every node will run on this plugin…");
+    let description = Conformance::new()?
+        .verdict(&proposal.plugin)
+        .map_err(|why| anyhow::anyhow!("the plugin would be refused: {why}"))?;
+    if description.format != a.format {
+        bail!(
+            "the plugin {} {} makes format {}, not {}: pass --format {}",
+            description.name,
+            description.version,
+            description.format,
+            a.format,
+            description.format
+        );
+    }
+    let sha = statesnap::plugin::sha256_hex(&proposal.plugin);
+    let bytes = proposal.plugin.len();
+    let (rpc, height) = send(&a.common, Action::Propose(proposal))?;
+    let gov = query_gov(&rpc)?;
+    let record = gov["proposals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+        .find(|p| p["sha256"] == json!(sha) && p["submitted_height"] == json!(height))
+        .cloned()
+        .unwrap_or(Value::Null);
+    println!("{}", json!({"height": height, "proposal": record}));
+    eprintln!(
+        "gov: proposal {} submitted at height {height}: format {} = {} {} ({bytes} bytes, sha256 {sha}); \
+         validators vote with `statesnap gov vote --proposal {} …` until height {}",
+        record["id"], a.format, description.name, description.version, record["id"], record["expires_height"]
+    );
+    Ok(())
+}
+
+fn vote(a: VoteArgs) -> anyhow::Result<()> {
+    let (rpc, height) = send(&a.common, Action::Vote(a.proposal))?;
+    let gov = query_gov(&rpc)?;
+    let record = gov["proposals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["id"] == json!(a.proposal))
+        .cloned()
+        .unwrap_or(Value::Null);
+    println!("{}", json!({"height": height, "proposal": record}));
+    eprintln!(
+        "gov: vote counted at height {height}: proposal {} has {} of {} voting power ({}){}",
+        a.proposal,
+        record["yes_power"],
+        record["total_power"],
+        record["status"].as_str().unwrap_or("?"),
+        if record["status"] == "passed" {
+            format!(
+                "; format {} activates at height {}",
+                record["format"], record["activation_height"]
+            )
+        } else {
+            "; it passes above 2/3".into()
+        }
+    );
+    Ok(())
+}
+
+/// Signs `action` with the key file, broadcasts it and waits for its block:
+/// (the client, the block height).
+fn send(c: &Common, action: Action) -> anyhow::Result<(RpcClient, u64)> {
+    let key: SigningKey = keys::read(&c.key)?;
+    let rpc = RpcClient::new(&c.rpc);
+    let chain_id = rpc.status().context("asking the node for its chain id")?.chain_id;
+    let account = key.verifying_key().to_bytes();
+    let nonce = fetch_nonce(&rpc, &account).context("finding the validator's nonce")?;
+    let tx = Tx::sign(
+        TxBody {
+            chain_id: chain_id.clone(),
+            account,
+            nonce,
+            action,
+        },
+        &key,
+    )?;
+    tx.validate(&chain_id)?;
+    let r = rpc.broadcast_tx_sync(tx.bytes())?;
+    if r.code != 0 {
+        bail!(
+            "the node refused the transaction in CheckTx (code {}): {}",
+            r.code,
+            or_no_log(&r.log)
+        );
+    }
+    let (height, code, log) = wait_for(&rpc, &tx.hash(), c.wait_timeout)?;
+    if code != 0 {
+        bail!(
+            "the transaction is in block {height} but was refused (code {code}): {}",
+            or_no_log(&log)
+        );
+    }
+    Ok((rpc, height))
+}
+
+fn query_gov(rpc: &RpcClient) -> anyhow::Result<Value> {
+    let r = rpc.abci_query("/gov", &[])?;
+    if r.code != 0 {
+        bail!("query /gov on {} failed (code {}): {}", rpc.url(), r.code, r.log);
+    }
+    serde_json::from_slice(&r.value).with_context(|| format!("query /gov on {}: not JSON", rpc.url()))
+}
+
+fn status(a: StatusArgs) -> anyhow::Result<()> {
+    let rpc = RpcClient::new(&a.rpc);
+    let gov = query_gov(&rpc)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&gov)?);
+        return Ok(());
+    }
+    let validators = gov["validators"].as_object().cloned().unwrap_or_default();
+    println!(
+        "height {}: {} validators, total voting power {}",
+        gov["height"],
+        validators.len(),
+        gov["total_power"]
+    );
+    println!("approved formats:");
+    let formats = gov["formats"].as_array().cloned().unwrap_or_default();
+    if formats.is_empty() {
+        println!("  none (nodes make their configured snapshot_plugin's format)");
+    }
+    for f in formats {
+        println!(
+            "  format {:<3} {} {}  sha256 {}  proposal {}  activation height {}{}",
+            f["format"],
+            f["name"].as_str().unwrap_or("?"),
+            f["version"].as_str().unwrap_or("?"),
+            f["sha256"].as_str().unwrap_or("?"),
+            f["proposal"],
+            f["activation_height"],
+            if f["active"] == json!(true) {
+                " (active)"
+            } else {
+                " (pending)"
+            }
+        );
+    }
+    println!("proposals:");
+    let proposals = gov["proposals"].as_array().cloned().unwrap_or_default();
+    if proposals.is_empty() {
+        println!("  none");
+    }
+    for p in proposals {
+        println!(
+            "  #{:<3} {:<8} format {:<3} {} {}  yes {}/{} power, {} votes  submitted {}  expires {}{}",
+            p["id"],
+            p["status"].as_str().unwrap_or("?"),
+            p["format"],
+            p["name"].as_str().unwrap_or("?"),
+            p["version"].as_str().unwrap_or("?"),
+            p["yes_power"],
+            p["total_power"],
+            p["votes"],
+            p["submitted_height"],
+            p["expires_height"],
+            if p["status"] == "passed" {
+                format!("  activates {}", p["activation_height"])
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Self-describing snapshots: a snapshot made with a governance-approved
+//! plugin ships that plugin's wasm as chunk 0, and its manifest carries a
+//! Merkle membership proof that the state at the snapshot's height approves
+//! the plugin's SHA-256 for the snapshot's format (`statesnap.formats:<format>`
+//! in the registry, `chain::registry`).
+//!
+//! A restoring node that lacks the plugin checks the proof against the app
+//! hash its light client trusts before it runs anything: only a plugin the
+//! chain itself approved can ever run, wherever the snapshot came from.
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::Manifest;
+use crate::chain::registry::{format_key, FormatApproval};
+use crate::store::treap::MembershipProof;
+use crate::store::value::canonical_bytes;
+
+/// The proof a self-describing manifest carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The registry key: `statesnap.formats:<format>`.
+    pub key: String,
+    /// Its stored value at the snapshot's height (a [`FormatApproval`]).
+    pub stored: String,
+    /// Membership of (key, value) in the state whose root is the app hash.
+    pub proof: MembershipProof,
+}
+
+/// Why a shipped plugin is refused. Each is decided before the plugin runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("the approval proof is for {got:?}, not {expected:?}: it does not approve this snapshot's format")]
+    OtherFormat { expected: String, got: String },
+    #[error(
+        "the approval proof does not verify against the trusted app hash {trusted}: it is forged or from another state"
+    )]
+    Forged { trusted: String },
+    #[error("the proven approval record is malformed: {0}")]
+    Record(String),
+    #[error("the state approves plugin {approved} for format {format}, but the snapshot names plugin {named}")]
+    OtherPlugin {
+        format: u32,
+        approved: String,
+        named: String,
+    },
+    #[error("format {format} activates at height {activation}, after the snapshot's height {height}")]
+    NotYetActive { format: u32, activation: u64, height: u64 },
+    #[error("chunk 0 must be the shipped plugin (SHA-256 {plugin}), but the manifest lists {listed} for it")]
+    PluginChunk { plugin: String, listed: String },
+}
+
+/// Checks a self-describing manifest's approval against `trusted`, the app
+/// hash of the snapshot's height. On success the plugin the manifest names
+/// (and that chunk 0 must hash to) is approved by the chain for this format.
+pub fn verify(manifest: &Manifest, approval: &Approval, trusted: &[u8; 32]) -> Result<FormatApproval, ApprovalError> {
+    let expected = format_key(manifest.format);
+    if approval.key != expected {
+        return Err(ApprovalError::OtherFormat {
+            expected,
+            got: approval.key.clone(),
+        });
+    }
+    let canonical = match canonical_bytes(&approval.stored) {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(ApprovalError::Record("it is null".into())),
+        Err(e) => return Err(ApprovalError::Record(e.to_string())),
+    };
+    if !approval.proof.verify(&approval.key, &canonical, trusted) {
+        return Err(ApprovalError::Forged {
+            trusted: hex::encode(trusted),
+        });
+    }
+    let record =
+        FormatApproval::parse(&approval.key, &approval.stored).map_err(|e| ApprovalError::Record(e.to_string()))?;
+    let named = hex::encode(manifest.plugin.sha256);
+    if record.sha256 != named {
+        return Err(ApprovalError::OtherPlugin {
+            format: manifest.format,
+            approved: record.sha256,
+            named,
+        });
+    }
+    if record.activation_height > manifest.height {
+        return Err(ApprovalError::NotYetActive {
+            format: manifest.format,
+            activation: record.activation_height,
+            height: manifest.height,
+        });
+    }
+    if manifest.chunks.first() != Some(&manifest.plugin.sha256) {
+        return Err(ApprovalError::PluginChunk {
+            plugin: named,
+            listed: manifest.chunks.first().map(hex::encode).unwrap_or_default(),
+        });
+    }
+    Ok(record)
+}
