@@ -52,11 +52,12 @@ pub const SIGN_DOMAIN: &[u8] = b"statesnap-tx-v1:";
 pub const MAX_OPS: usize = 256;
 /// Largest state-patch transaction, in wire bytes.
 pub const MAX_TX_BYTES: usize = 64 * 1024;
-/// Largest governance transaction, in wire bytes: CometBFT's default
-/// `mempool.max_tx_bytes` (1 MiB), so a proposal passes every node's mempool.
-pub const MAX_GOV_TX_BYTES: usize = 1024 * 1024;
-/// Largest plugin a proposal may carry, leaving room for the rest of the transaction.
-pub const MAX_PLUGIN_BYTES: usize = MAX_GOV_TX_BYTES - 4096;
+/// Largest plugin a proposal may carry. With CometBFT's defaults a proposal
+/// must fit `rpc.max_body_bytes` (1,000,000 bytes of JSON, where the
+/// transaction travels as base64) and `mempool.max_tx_bytes` (1 MiB).
+pub const MAX_PLUGIN_BYTES: usize = 700 * 1024;
+/// Largest governance transaction, in wire bytes: the plugin and room for the rest.
+pub const MAX_GOV_TX_BYTES: usize = MAX_PLUGIN_BYTES + 4096;
 /// Longest activation delay or voting period, in blocks.
 pub const MAX_GOV_BLOCKS: u64 = 10_000_000;
 /// Longest key, in UTF-8 bytes.

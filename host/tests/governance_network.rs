@@ -1,0 +1,288 @@
+//! A live format upgrade on a real CometBFT 0.38 network of four validators:
+//! proposals and votes through the `statesnap gov` CLI, activation without a
+//! restart, and a node whose binary has no built-in plugins joining by state
+//! sync from a self-describing snapshot. Needs cometbft (scripts/setup.sh).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use statesnap::chain::keys;
+use statesnap::chain::load::fetch_nonce;
+use statesnap::chain::tx::{code, Action, Proposal, Tx, TxBody};
+use statesnap::node::metrics::read_metric;
+use statesnap::node::NodeConfig;
+use statesnap::testnet::{free_base_port, CometBft, JoinOptions, Testnet, TestnetOptions};
+
+const CHAIN: &str = "gov-e2e";
+const TIMEOUT: Duration = Duration::from_secs(240);
+/// The format the validators start with (configured) and the one they vote in.
+const FORMAT_A: u32 = 1;
+const PLUGIN_B: &str = "gzip";
+const FORMAT_B: u32 = 2;
+const INTERVAL: u64 = 5;
+const ACTIVATION_DELAY: u64 = 8;
+
+/// Stops the network when the test ends, passing or not.
+struct Running(Testnet);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.stop_all();
+    }
+}
+
+fn statesnap(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_statesnap"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn key_file(net: &Testnet, node: &str) -> PathBuf {
+    net.node(node)
+        .unwrap()
+        .cometbft_home
+        .join("config/priv_validator_key.json")
+}
+
+fn gov_status(net: &Testnet, node: &str) -> Value {
+    let url = net.node(node).unwrap().rpc_url();
+    let (ok, out, err) = statesnap(&["gov", "status", "--rpc", &url, "--json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn vote(net: &Testnet, node: &str, key: &Path, proposal: u64) -> (bool, String) {
+    let url = net.node(node).unwrap().rpc_url();
+    let id = proposal.to_string();
+    let (ok, out, err) = statesnap(&[
+        "gov",
+        "vote",
+        "--proposal",
+        &id,
+        "--rpc",
+        &url,
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    (ok, format!("{out}{err}"))
+}
+
+fn propose(net: &Testnet, node: &str, wasm: &Path, format: u32, expires_after: u64) -> (bool, String) {
+    let url = net.node(node).unwrap().rpc_url();
+    let key = key_file(net, node);
+    let (format, delay, expires) = (
+        format.to_string(),
+        ACTIVATION_DELAY.to_string(),
+        expires_after.to_string(),
+    );
+    let (ok, out, err) = statesnap(&[
+        "gov",
+        "propose",
+        "--plugin",
+        wasm.to_str().unwrap(),
+        "--format",
+        &format,
+        "--activation-delay",
+        &delay,
+        "--expires-after",
+        &expires,
+        "--rpc",
+        &url,
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    (ok, format!("{out}{err}"))
+}
+
+/// (height, format) of every snapshot a node advertises.
+fn advertised(net: &Testnet, node: &str) -> BTreeSet<(u64, u32)> {
+    let q = net.rpc(node).unwrap().abci_query("/snapshots", b"").unwrap();
+    let list: Vec<Value> = serde_json::from_slice(&q.value).unwrap();
+    list.iter()
+        .map(|s| (s["height"].as_u64().unwrap(), s["format"].as_u64().unwrap() as u32))
+        .collect()
+}
+
+fn metric(net: &Testnet, node: &str, name: &str) -> f64 {
+    read_metric(&net.metrics(node).unwrap_or_default(), name).unwrap_or(f64::NAN)
+}
+
+fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn validators_vote_in_a_new_format_and_a_node_without_it_syncs_from_it() {
+    if let Err(e) = CometBft::discover() {
+        panic!("this test runs real CometBFT: install it with scripts/install-cometbft.sh (scripts/setup.sh runs it). {e:#}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let opts = TestnetOptions {
+        validators: 4,
+        chain_id: CHAIN.into(),
+        base_port: free_base_port(6).unwrap(),
+        snapshot_interval: INTERVAL,
+        snapshot_keep_recent: 4,
+        snapshot_plugin: "zstd".into(),
+        block_time: Duration::from_millis(300),
+        genesis_keys: 5_000,
+        statesnap_bin: PathBuf::from(env!("CARGO_BIN_EXE_statesnap")),
+        ..TestnetOptions::default()
+    };
+    let mut net = Running(Testnet::init(&dir.path().join("net"), &opts).unwrap());
+    net.0.start_all().unwrap();
+    net.0.wait_for_height("node0", 2, TIMEOUT).unwrap();
+    let validators = ["node0", "node1", "node2", "node3"];
+    let pids: Vec<_> = validators.iter().map(|n| net.0.pids(n).unwrap()).collect();
+    assert!(pids.iter().all(|(c, s)| c.is_some() && s.is_some()), "{pids:?}");
+
+    // Plugin B's wasm, as an operator gets it.
+    let wasm = dir.path().join(format!("{PLUGIN_B}.wasm"));
+    let (ok, out, err) = statesnap(&["plugin", "export", PLUGIN_B, "--out", wasm.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+
+    // A plugin failing conformance is refused at proposal time by the nodes
+    // (sent raw: the CLI would refuse it before sending).
+    let nondet =
+        std::fs::read(Path::new(env!("STATESNAP_PLUGIN_WASM_DIR")).join("statesnap_testplugin_nondet.wasm")).unwrap();
+    let rpc = net.0.rpc("node1").unwrap();
+    let v1 = keys::read(&key_file(&net.0, "node1")).unwrap();
+    let account = v1.verifying_key().to_bytes();
+    let bad = Tx::sign(
+        TxBody {
+            chain_id: CHAIN.into(),
+            account,
+            nonce: fetch_nonce(&rpc, &account).unwrap(),
+            action: Action::Propose(Proposal {
+                format: 7,
+                plugin: nondet.clone(),
+                activation_delay: 5,
+                expires_after: 50,
+            }),
+        },
+        &v1,
+    )
+    .unwrap();
+    let r = rpc.broadcast_tx_sync(bad.bytes()).unwrap();
+    assert_eq!(r.code, code::PLUGIN_REFUSED, "{}", r.log);
+    assert!(r.log.contains("conformance"), "{}", r.log);
+    let nondet_file = dir.path().join("nondet.wasm");
+    std::fs::write(&nondet_file, &nondet).unwrap();
+    let (ok, out) = propose(&net.0, "node1", &nondet_file, 7, 50);
+    assert!(!ok && out.contains("would be refused"), "{out}");
+
+    // Proposal 1: plugin B as format B. Three of four validators vote.
+    let (ok, out) = propose(&net.0, "node0", &wasm, FORMAT_B, 400);
+    assert!(ok, "{out}");
+    let status = gov_status(&net.0, "node3");
+    assert_eq!(status["proposals"][0]["id"], 1);
+    assert_eq!(status["proposals"][0]["status"], "voting");
+
+    // A vote signed by a key that is not a validator's is refused.
+    let outsider = dir.path().join("outsider.json");
+    keys::write_new(&outsider, &keys::generate()).unwrap();
+    let (ok, out) = vote(&net.0, "node2", &outsider, 1);
+    assert!(!ok && out.contains("not a validator"), "{out}");
+
+    for (node, voter) in [("node0", "node0"), ("node2", "node1")] {
+        let (ok, out) = vote(&net.0, node, &key_file(&net.0, voter), 1);
+        assert!(ok, "{out}");
+    }
+    assert_eq!(gov_status(&net.0, "node1")["proposals"][0]["status"], "voting");
+    let (ok, out) = vote(&net.0, "node3", &key_file(&net.0, "node2"), 1);
+    assert!(ok && out.contains("passed"), "{out}");
+    let status = gov_status(&net.0, "node0");
+    let activation = status["proposals"][0]["activation_height"].as_u64().unwrap();
+    assert_eq!(status["proposals"][0]["yes_power"], 30);
+    assert_eq!(status["formats"][0]["format"], FORMAT_B);
+
+    // Proposal 2 (format A's zstd, approved for format 1) gets two of four
+    // votes and expires: it never activates.
+    let zstd = dir.path().join("zstd.wasm");
+    assert!(statesnap(&["plugin", "export", "zstd", "--out", zstd.to_str().unwrap()]).0);
+    let (ok, out) = propose(&net.0, "node3", &zstd, FORMAT_A, 6);
+    assert!(ok, "{out}");
+    for voter in ["node3", "node1"] {
+        let (ok, out) = vote(&net.0, voter, &key_file(&net.0, voter), 2);
+        assert!(ok, "{out}");
+    }
+
+    // From the activation height every validator makes format B (and, during
+    // the overlap, still format A), in the same processes.
+    let first_b = activation.div_ceil(INTERVAL) * INTERVAL;
+    for node in validators {
+        // Both formats of that height (format A is made second, in the same job).
+        let list = poll(
+            &format!("{node}'s snapshots of formats {FORMAT_B} and {FORMAT_A} at {first_b}"),
+            || {
+                let list = advertised(&net.0, node);
+                (list.contains(&(first_b, FORMAT_B)) && list.contains(&(first_b, FORMAT_A))).then_some(list)
+            },
+        );
+        assert!(
+            !list.iter().any(|&(h, f)| f == FORMAT_B && h < activation),
+            "{node} made format {FORMAT_B} before activation: {list:?}"
+        );
+        assert_eq!(
+            metric(&net.0, node, "statesnap_snapshot_last_format"),
+            f64::from(FORMAT_B)
+        );
+    }
+    let now: Vec<_> = validators.iter().map(|n| net.0.pids(n).unwrap()).collect();
+    assert_eq!(pids, now, "no validator restarted");
+
+    // Proposal 2 expired with 20 of 40: a late vote is refused; no format 1 approval.
+    let (ok, out) = vote(&net.0, "node0", &key_file(&net.0, "node0"), 2);
+    assert!(!ok && out.contains("expired"), "{out}");
+    let status = gov_status(&net.0, "node2");
+    assert_eq!(status["proposals"][1]["status"], "expired");
+    assert_eq!(status["formats"].as_array().unwrap().len(), 1);
+
+    // A node whose binary has no built-in plugins (and no configured
+    // format) joins by state sync from a format-B snapshot.
+    net.0.add_node("joiner", &JoinOptions::default()).unwrap();
+    let home = net.0.node("joiner").unwrap().statesnap_home.clone();
+    let mut config = NodeConfig::load(&home).unwrap();
+    config.snapshot_plugin = String::new();
+    config.write(&home).unwrap();
+    net.0
+        .start_node("joiner", &["--no-built-in-plugins".to_string()])
+        .unwrap();
+    net.0.wait_for_sync("joiner", TIMEOUT).unwrap();
+    let restored = metric(&net.0, "joiner", "statesnap_restored_snapshot_height");
+    assert!(restored >= first_b as f64, "restored at {restored}");
+    assert_eq!(metric(&net.0, "joiner", "statesnap_shipped_plugins_loaded_total"), 1.0);
+    // It follows the chain with the validators' app hash, and makes format B
+    // snapshots itself with the code from state.
+    let q = net.0.rpc("joiner").unwrap().abci_query("/status", b"").unwrap();
+    let v: Value = serde_json::from_slice(&q.value).unwrap();
+    let (h, app_hash) = (
+        v["height"].as_u64().unwrap(),
+        v["app_hash"].as_str().unwrap().to_string(),
+    );
+    net.0.wait_for_height("node0", h + 1, TIMEOUT).unwrap();
+    let header = net.0.rpc("node0").unwrap().header(Some(h + 1)).unwrap();
+    assert_eq!(hex::encode(header.app_hash), app_hash);
+    poll("the joiner's own format B snapshot", || {
+        advertised(&net.0, "joiner")
+            .iter()
+            .any(|&(_, f)| f == FORMAT_B)
+            .then_some(())
+    });
+}
