@@ -330,6 +330,15 @@ fn a_format_passes_activates_and_restores_on_a_node_without_the_plugin() {
         offer(&node, &hashes, 12, 2).metadata,
         offer(&fresh, &fresh_hashes, 12, 2).metadata
     );
+
+    // Offline, `snapshot restore` does the same with a host that has no plugins.
+    let snap = tmp.path().join("source/snapshots/12-2");
+    let home = tmp.path().join("offline");
+    let bar = indicatif::ProgressBar::hidden();
+    let summary = statesnap::snapshot::restore_dir(&snap, &home, hashes[12], &no_built_ins(), &bar).unwrap();
+    assert_eq!(summary.root, hashes[12]);
+    let err = statesnap::snapshot::restore_dir(&snap, &home, hashes[0], &no_built_ins(), &bar).unwrap_err();
+    assert!(err.to_string().contains("trusted app hash"), "{err}");
 }
 
 #[test]

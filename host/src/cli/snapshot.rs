@@ -143,6 +143,10 @@ pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
                     "entries": m.entries,
                     "state_bytes": m.state_bytes,
                     "snapshot_bytes": m.snapshot_bytes,
+                    // Self-describing: chunk 0 is the plugin, approved in the state by this record.
+                    "approval": m.approval.as_ref().map(|a| json!({
+                        "key": a.key, "stored": a.stored, "proof_depth": a.proof.depth(),
+                    })),
                 }))?
             );
         }

@@ -304,6 +304,7 @@ impl Chain {
                 height,
                 validators: &validators,
                 conformance,
+                executing: true,
             };
             for tx in txs {
                 let result = apply_tx(tx.as_ref(), &self.chain_id, &gov, |key| match overlay.get(key) {

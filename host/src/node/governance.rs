@@ -124,6 +124,8 @@ pub struct GovContext<'a> {
     pub height: u64,
     pub validators: &'a ValidatorSet,
     pub conformance: &'a Conformance,
+    /// FinalizeBlock (log what happens), not CheckTx (a dry run).
+    pub executing: bool,
 }
 
 type Read<'r> = dyn FnMut(&str) -> anyhow::Result<Option<String>> + 'r;
@@ -276,13 +278,15 @@ pub fn vote(
             sha256: record.sha256.clone(),
             version: record.version.clone(),
         };
-        tracing::info!(
-            proposal = id,
-            format = record.format,
-            plugin = %record.name,
-            activation_height = record.activation_height,
-            "governance: proposal passed"
-        );
+        if ctx.executing {
+            tracing::info!(
+                proposal = id,
+                format = record.format,
+                plugin = %record.name,
+                activation_height = record.activation_height,
+                "governance: proposal passed"
+            );
+        }
         writes.push((format_key(record.format), approval.stored()));
     }
     writes.push((proposal_key(id), record.stored()));

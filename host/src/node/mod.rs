@@ -211,6 +211,7 @@ impl Node {
                 height: chain.height() + 1,
                 validators: &validators,
                 conformance: &self.conformance,
+                executing: false,
             };
             execute::apply_tx(bytes, chain.chain_id(), &gov, |key| match nonces.get(key) {
                 Some(n) => Ok(Some(n.to_string())),

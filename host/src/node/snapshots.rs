@@ -306,7 +306,7 @@ impl Job {
                 plugin = producers[0].plugin.label(),
                 from_state = producers[0].ship.is_some(),
                 also = ?producers.iter().skip(1).map(|p| p.plugin.description().format).collect::<Vec<_>>(),
-                overlap_until = overlap_end,
+                overlap_until = (producers.len() > 1).then_some(overlap_end),
                 "snapshot: format in force"
             );
         }
