@@ -212,3 +212,81 @@ fn the_plugin_template_passes_the_check_and_round_trips() {
     ]);
     assert_eq!(ok(&["state", "root", "--home", p(&home)]).trim(), root);
 }
+
+#[test]
+fn gov_commands_refuse_bad_input_before_the_network() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("key.json");
+    ok(&["key", "new", "--out", p(&key)]);
+    let err = |args: &[&str]| {
+        let out = statesnap(args);
+        assert!(!out.status.success(), "statesnap {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Nothing listens on port 9: each error must come before any network call.
+    let rpc = "http://127.0.0.1:9";
+    let missing = tmp.path().join("missing.wasm");
+    let e = err(&[
+        "gov",
+        "propose",
+        "--plugin",
+        p(&missing),
+        "--format",
+        "3",
+        "--rpc",
+        rpc,
+        "--key",
+        p(&key),
+    ]);
+    assert!(e.contains("reading plugin file"), "{e}");
+    let nondet = testplugin("nondet");
+    let e = err(&[
+        "gov",
+        "propose",
+        "--plugin",
+        p(&nondet),
+        "--format",
+        "9",
+        "--rpc",
+        rpc,
+        "--key",
+        p(&key),
+    ]);
+    assert!(e.contains("would be refused") && e.contains("conformance"), "{e}");
+    let gzip = tmp.path().join("gzip.wasm");
+    let out = ok(&["plugin", "export", "gzip", "--out", p(&gzip)]);
+    assert!(out.contains("format 2"), "{out}");
+    let e = err(&[
+        "gov",
+        "propose",
+        "--plugin",
+        p(&gzip),
+        "--format",
+        "3",
+        "--rpc",
+        rpc,
+        "--key",
+        p(&key),
+    ]);
+    assert!(e.contains("makes format 2, not 3"), "{e}");
+    let e = err(&[
+        "gov",
+        "propose",
+        "--plugin",
+        p(&gzip),
+        "--format",
+        "2",
+        "--activation-delay",
+        "0",
+        "--rpc",
+        rpc,
+        "--key",
+        p(&key),
+    ]);
+    assert!(e.contains("activation delay is 0 blocks"), "{e}");
+    // Then the network: a clear error naming the address.
+    let e = err(&["gov", "status", "--rpc", rpc]);
+    assert!(e.contains("127.0.0.1:9"), "{e}");
+    let e = err(&["plugin", "export", "nope", "--out", p(&gzip)]);
+    assert!(e.contains("no plugin named `nope`"), "{e}");
+}

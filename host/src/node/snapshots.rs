@@ -287,7 +287,16 @@ impl Job {
         }
         let mut producers: Vec<Producer> = Vec::new();
         for era in chosen {
-            let p = self.producer(view, &era)?;
+            // One format failing (its code cannot be read or compiled) must
+            // not stop the other from being made.
+            let p = match self.producer(view, &era) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.metrics.snapshots_failed.inc();
+                    tracing::error!(height, "snapshot: cannot prepare a format's plugin: {e:#}");
+                    continue;
+                }
+            };
             let format = p.plugin.description().format;
             // One snapshot per format: an approved (self-describing) one wins.
             if let Some(i) = producers.iter().position(|q| q.plugin.description().format == format) {
@@ -298,13 +307,16 @@ impl Job {
                 producers.push(p);
             }
         }
-        let current_format = producers[0].plugin.description().format;
+        let Some(current) = producers.first() else {
+            return Ok(Vec::new());
+        };
+        let current_format = current.plugin.description().format;
         if self.metrics.snapshot_last_format.get() != i64::from(current_format) {
             tracing::info!(
                 height,
                 format = current_format,
-                plugin = producers[0].plugin.label(),
-                from_state = producers[0].ship.is_some(),
+                plugin = current.plugin.label(),
+                from_state = current.ship.is_some(),
                 also = ?producers.iter().skip(1).map(|p| p.plugin.description().format).collect::<Vec<_>>(),
                 overlap_until = (producers.len() > 1).then_some(overlap_end),
                 "snapshot: format in force"
