@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job: sets the machine up (Debian packages, the wasm target,
 # CometBFT, h5py), builds statesnap, and runs the network demo: three
-# CometBFT validators running statesnap under load, then a brand-new node that
-# joins by state sync and is checked against the validators' app hash.
+# CometBFT validators running statesnap under load vote in a new snapshot
+# format (no restart), then a brand-new node without built-in plugins joins by
+# state sync from a snapshot in that format and is checked against the
+# validators' app hash.
 # Options go to `statesnap demo-network` (--keys N, --load-seconds S, --dir DIR --keep, …).
 set -euo pipefail
 cd "$(dirname "$0")/.."

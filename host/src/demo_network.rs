@@ -1,6 +1,8 @@
 //! `statesnap demo-network`, the main job: a local CometBFT network of three
-//! validators running statesnap, under load; then a brand-new node joins by
-//! state sync and is shown to hold the validators' state.
+//! validators running statesnap, under load; the validators vote in a new
+//! snapshot format, which they adopt without restarting; then a brand-new
+//! node whose binary has no built-in plugins joins by state sync from a
+//! snapshot in that format and is shown to hold the validators' state.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +39,10 @@ pub struct DemoNetworkArgs {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(900);
+/// The built-in plugin the validators vote in (the network starts with zstd).
+const NEW_PLUGIN: &str = "gzip";
+/// Blocks between the vote passing and the new format's activation.
+const ACTIVATION_DELAY: u64 = 5;
 
 struct Network {
     net: Testnet,
@@ -116,10 +122,16 @@ pub fn demo_network(args: &DemoNetworkArgs) -> anyhow::Result<()> {
     let snaps = net.net.rpc("node0")?.abci_query("/snapshots", b"")?;
     println!("   node0 advertises: {}", String::from_utf8_lossy(&snaps.value));
 
-    println!("3. a new node joins by state sync");
+    let format = vote_in_new_format(&net.net, &dir, args.snapshot_interval)?;
+
+    println!("4. a new node whose binary has no built-in plugins joins by state sync");
     net.net.add_node("newnode", &JoinOptions::default())?;
+    let home = net.net.node("newnode")?.statesnap_home.clone();
+    let mut config = crate::node::NodeConfig::load(&home)?;
+    config.snapshot_plugin = String::new(); // only formats approved by governance
+    config.write(&home)?;
     let joined = Instant::now();
-    net.net.start_node("newnode", &[])?;
+    net.net.start_node("newnode", &["--no-built-in-plugins".to_string()])?;
     net.net.wait_for_sync("newnode", TIMEOUT)?;
     let join_s = joined.elapsed().as_secs_f64();
     let restored = metric(&net.net, "newnode", "statesnap_restored_snapshot_height");
@@ -130,9 +142,13 @@ pub fn demo_network(args: &DemoNetworkArgs) -> anyhow::Result<()> {
         );
     }
     let status = net.net.rpc("newnode")?.status()?;
+    if metric(&net.net, "newnode", "statesnap_shipped_plugins_loaded_total") != 1.0 {
+        bail!("the new node did not restore with the plugin shipped in the snapshot");
+    }
     println!(
-        "   caught up in {join_s:.1}s: restored the snapshot of height {restored} ({} entries, {} chunks, {:.2}s), \
-         its first block is {} (not 1), now at height {}",
+        "   caught up in {join_s:.1}s: restored the format-{format} snapshot of height {restored} with the plugin \
+         it shipped in chunk 0, after checking its approval proof against the trusted app hash \
+         ({} entries, {} chunks, {:.2}s); its first block is {} (not 1), now at height {}",
         metric(&net.net, "newnode", "statesnap_restore_entries"),
         metric(&net.net, "newnode", "statesnap_restore_chunks_total"),
         metric(&net.net, "newnode", "statesnap_restore_seconds"),
@@ -140,7 +156,7 @@ pub fn demo_network(args: &DemoNetworkArgs) -> anyhow::Result<()> {
         status.latest_block_height
     );
 
-    println!("4. the new node's own state machine agrees with the validators");
+    println!("5. the new node's own state machine agrees with the validators");
     let q = net.net.rpc("newnode")?.abci_query("/status", b"")?;
     let mine: serde_json::Value = serde_json::from_slice(&q.value)?;
     let h = mine["height"].as_u64().context("the node's /status has no height")?;
@@ -165,4 +181,113 @@ pub fn demo_network(args: &DemoNetworkArgs) -> anyhow::Result<()> {
         println!("done in {:.1}s; stopping the network", started.elapsed().as_secs_f64());
     }
     Ok(())
+}
+
+/// Step 3: node0 proposes the new plugin, the three validators vote, and the
+/// demo waits until every validator advertises a snapshot in the new format,
+/// made by the same processes. Returns the new format number.
+fn vote_in_new_format(net: &Testnet, dir: &std::path::Path, interval: u64) -> anyhow::Result<u32> {
+    let validators = ["node0", "node1", "node2"];
+    let exe = std::env::current_exe()?;
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        println!("   $ statesnap {}", args.join(" "));
+        let out = std::process::Command::new(&exe).args(args).output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("statesnap {} failed: {stderr}", args.join(" "));
+        }
+        for line in stderr.lines().filter(|l| l.starts_with("gov:")) {
+            println!("     {line}");
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let wasm = dir.join(format!("{NEW_PLUGIN}.wasm"));
+    let wasm_arg = wasm.display().to_string();
+    let registry = crate::plugin::PluginRegistry::new(crate::plugin::PluginEngine::new(Default::default())?, true);
+    let format = registry
+        .list()?
+        .into_iter()
+        .find(|p| p.description().name == NEW_PLUGIN)
+        .with_context(|| format!("no built-in plugin {NEW_PLUGIN}"))?
+        .description()
+        .format;
+    println!("3. the validators vote in snapshot format {format} ({NEW_PLUGIN}), with no restart");
+    let pids: Vec<_> = validators.iter().map(|n| net.pids(n)).collect::<anyhow::Result<_>>()?;
+    run(&["plugin", "export", NEW_PLUGIN, "--out", &wasm_arg])?;
+    let key = |n: &str| -> anyhow::Result<String> {
+        Ok(net
+            .node(n)?
+            .cometbft_home
+            .join("config/priv_validator_key.json")
+            .display()
+            .to_string())
+    };
+    let rpc0 = net.node("node0")?.rpc_url();
+    let format_arg = format.to_string();
+    let delay = ACTIVATION_DELAY.to_string();
+    let key0 = key("node0")?;
+    run(&[
+        "gov",
+        "propose",
+        "--plugin",
+        &wasm_arg,
+        "--format",
+        &format_arg,
+        "--activation-delay",
+        &delay,
+        "--rpc",
+        &rpc0,
+        "--key",
+        &key0,
+    ])?;
+    let id = net.rpc("node0")?.abci_query("/gov", b"")?;
+    let gov: serde_json::Value = serde_json::from_slice(&id.value)?;
+    let id = gov["proposals"]
+        .as_array()
+        .and_then(|p| p.last())
+        .and_then(|p| p["id"].as_u64())
+        .context("the proposal is not in /gov")?
+        .to_string();
+    for n in validators {
+        let (rpc, key) = (net.node(n)?.rpc_url(), key(n)?);
+        run(&["gov", "vote", "--proposal", &id, "--rpc", &rpc, "--key", &key])?;
+    }
+    let gov: serde_json::Value = serde_json::from_slice(&net.rpc("node0")?.abci_query("/gov", b"")?.value)?;
+    let activation = gov["formats"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["format"] == format))
+        .and_then(|f| f["activation_height"].as_u64())
+        .context("the proposal did not pass")?;
+    let first = activation.div_ceil(interval) * interval;
+    let started = Instant::now();
+    for n in validators {
+        loop {
+            let q = net.rpc(n)?.abci_query("/snapshots", b"")?;
+            let list: Vec<serde_json::Value> = serde_json::from_slice(&q.value)?;
+            if list
+                .iter()
+                .any(|s| s["format"] == format && s["height"].as_u64() >= Some(first))
+            {
+                break;
+            }
+            if started.elapsed() > TIMEOUT {
+                bail!(
+                    "{n} made no format-{format} snapshot; see {}",
+                    net.node(n)?.statesnap_log.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let now: Vec<_> = validators.iter().map(|n| net.pids(n)).collect::<anyhow::Result<_>>()?;
+    if now != pids {
+        bail!("a validator process restarted during the upgrade");
+    }
+    let q = net.rpc("node0")?.abci_query("/snapshots", b"")?;
+    println!(
+        "   format {format} active from height {activation}; every validator made a format-{format} snapshot at \
+         height {first} in the same processes (pids unchanged); node0 advertises: {}",
+        String::from_utf8_lossy(&q.value)
+    );
+    Ok(format)
 }
