@@ -248,10 +248,17 @@ fn validators_vote_in_a_new_format_and_a_node_without_it_syncs_from_it() {
     assert_eq!(pids, now, "no validator restarted");
 
     // Proposal 2 expired with 20 of 40: a late vote is refused; no format 1 approval.
+    let expires = gov_status(&net.0, "node0")["proposals"][1]["expires_height"]
+        .as_u64()
+        .unwrap();
+    net.0.wait_for_height("node0", expires + 1, TIMEOUT).unwrap();
     let (ok, out) = vote(&net.0, "node0", &key_file(&net.0, "node0"), 2);
     assert!(!ok && out.contains("expired"), "{out}");
-    let status = gov_status(&net.0, "node2");
-    assert_eq!(status["proposals"][1]["status"], "expired");
+    // (CheckTx judges at the next height; the status shows the last committed one.)
+    let status = poll("proposal 2 to show as expired", || {
+        let status = gov_status(&net.0, "node2");
+        (status["proposals"][1]["status"] == "expired").then_some(status)
+    });
     assert_eq!(status["formats"].as_array().unwrap().len(), 1);
 
     // A node whose binary has no built-in plugins (and no configured
@@ -285,4 +292,54 @@ fn validators_vote_in_a_new_format_and_a_node_without_it_syncs_from_it() {
             .any(|&(_, f)| f == FORMAT_B)
             .then_some(())
     });
+
+    // A hostile peer: node3 now advertises its format-B snapshots with forged
+    // approvals (a forged proof, the proof for another format number, a
+    // chunk 0 that is not the approved plugin, one per height). A node with
+    // no plugins that can only reach node3 refuses each before running anything.
+    poll("three format-B snapshot heights on node3", || {
+        let heights = advertised(&net.0, "node3")
+            .iter()
+            .filter(|&&(_, f)| f == FORMAT_B)
+            .count();
+        (heights >= 3).then_some(())
+    });
+    net.0.stop_node("node3").unwrap();
+    net.0
+        .start_node("node3", &["--test-forge-approvals".to_string()])
+        .unwrap();
+    net.0
+        .add_node(
+            "victim",
+            &JoinOptions {
+                peers: vec!["node3".into()],
+                ..JoinOptions::default()
+            },
+        )
+        .unwrap();
+    let home = net.0.node("victim").unwrap().statesnap_home.clone();
+    let mut config = NodeConfig::load(&home).unwrap();
+    config.snapshot_plugin = String::new();
+    config.write(&home).unwrap();
+    net.0
+        .start_node("victim", &["--no-built-in-plugins".to_string()])
+        .unwrap();
+    poll("the victim to refuse three forged snapshots", || {
+        (metric(&net.0, "victim", "statesnap_refused_plugins_total") >= 3.0).then_some(())
+    });
+    let log = std::fs::read_to_string(&net.0.node("victim").unwrap().statesnap_log).unwrap();
+    for reason in [
+        "it is forged or from another state",
+        "it does not approve this snapshot's format",
+        "chunk 0 must be the shipped plugin",
+    ] {
+        assert!(log.contains(reason), "the victim's log lacks {reason:?}");
+    }
+    assert_eq!(metric(&net.0, "victim", "statesnap_shipped_plugins_loaded_total"), 0.0);
+    assert_eq!(metric(&net.0, "victim", "statesnap_plugin_fuel_used_total"), 0.0);
+    let restored = metric(&net.0, "victim", "statesnap_restored_snapshot_height");
+    assert!(
+        restored.is_nan() || restored == 0.0,
+        "the victim restored height {restored}"
+    );
 }

@@ -185,7 +185,7 @@ fn send(c: &Common, action: Action) -> anyhow::Result<(RpcClient, u64)> {
             or_no_log(&r.log)
         );
     }
-    let (height, code, log) = wait_for(&rpc, &tx.hash(), c.wait_timeout)?;
+    let (height, code, log) = wait_for(&rpc, tx.bytes(), c.wait_timeout)?;
     if code != 0 {
         bail!(
             "the transaction is in block {height} but was refused (code {code}): {}",

@@ -28,6 +28,9 @@ pub struct StartArgs {
     /// Test only: wait this many milliseconds before applying each restored chunk.
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_chunk_delay_ms: u64,
+    /// Test only: advertise self-describing snapshots with forged approvals.
+    #[arg(long, hide = true)]
+    pub test_forge_approvals: bool,
 }
 
 pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
@@ -54,6 +57,7 @@ pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
     let hooks = TestHooks {
         corrupt_chunks: args.test_corrupt_chunks,
         chunk_delay_ms: args.test_chunk_delay_ms,
+        forge_approvals: args.test_forge_approvals,
     };
     let node = Arc::new(Node::open(&args.home, config, plugins.registry()?, metrics, hooks)?);
     stop_cleanly_on_signals(node.clone())?;

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use base64::Engine as _;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use statesnap::chain::keys;
 use statesnap::chain::load::{fetch_nonce, run_load, LoadConfig, LoadStats, RpcSubmitter, SystemClock};
@@ -140,7 +141,7 @@ fn patch(a: PatchArgs) -> anyhow::Result<()> {
         );
     }
     if a.wait {
-        let (height, code, log) = wait_for(&rpc, &tx.hash(), a.wait_timeout)?;
+        let (height, code, log) = wait_for(&rpc, tx.bytes(), a.wait_timeout)?;
         line["height"] = json!(height);
         line["exec_code"] = json!(code);
         line["exec_log"] = json!(log);
@@ -157,11 +158,18 @@ fn patch(a: PatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls `/tx` until the transaction is in a block: (height, exec code, exec log).
-pub(super) fn wait_for(rpc: &RpcClient, hash: &[u8; 32], timeout: Duration) -> anyhow::Result<(u64, u64, String)> {
+/// Polls `/tx` until the transaction `tx` is in a block: (height, exec
+/// code, exec log). Every few seconds it also asks the node to check the
+/// transaction again (`/check_tx`): a transaction the mempool dropped on a
+/// recheck (a proposal that expired meanwhile, say) never reaches a block,
+/// and its refusal is reported instead of waiting out the timeout.
+pub(super) fn wait_for(rpc: &RpcClient, tx: &[u8], timeout: Duration) -> anyhow::Result<(u64, u64, String)> {
     let start = Instant::now();
+    let hash: [u8; 32] = Sha256::digest(tx).into();
     // JSON-RPC (POST) takes byte parameters as base64; only the GET form takes 0x-hex.
-    let params = json!({"hash": base64::engine::general_purpose::STANDARD.encode(hash), "prove": false});
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let params = json!({"hash": b64.encode(hash), "prove": false});
+    let mut last_recheck = Instant::now();
     loop {
         match rpc.call("tx", params.clone()) {
             Ok(r) => {
@@ -177,6 +185,21 @@ pub(super) fn wait_for(rpc: &RpcClient, hash: &[u8; 32], timeout: Duration) -> a
             Err(e) if format!("{e:#}").contains("not found") => {}
             Err(e) => return Err(e),
         }
+        if last_recheck.elapsed() >= RECHECK_EVERY {
+            last_recheck = Instant::now();
+            if let Ok(r) = rpc.call("check_tx", json!({"tx": b64.encode(tx)})) {
+                let code = r["code"].as_u64().unwrap_or(0);
+                // A bad nonce may just mean it was committed since the /tx call.
+                if code != 0 && code != u64::from(statesnap::chain::tx::code::BAD_NONCE) {
+                    bail!(
+                        "transaction {} was accepted, but the node now refuses it (code {code}): {}; \
+                         it was dropped from the mempool and will not be in a block",
+                        hex::encode(hash),
+                        or_no_log(r["log"].as_str().unwrap_or_default())
+                    );
+                }
+            }
+        }
         if start.elapsed() >= timeout {
             bail!(
                 "transaction {} was accepted but is not in a block after {}; check the node or wait longer (--wait-timeout)",
@@ -187,6 +210,9 @@ pub(super) fn wait_for(rpc: &RpcClient, hash: &[u8; 32], timeout: Duration) -> a
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// How often [`wait_for`] asks the node to check a waiting transaction again.
+const RECHECK_EVERY: Duration = Duration::from_secs(3);
 
 fn load(a: LoadArgs) -> anyhow::Result<()> {
     let submitters: Vec<RpcSubmitter> = a.rpc.iter().map(|u| RpcSubmitter(RpcClient::new(u))).collect();

@@ -72,6 +72,9 @@ pub struct TestHooks {
     /// Wait this long before applying each restored chunk (a slow disk), so
     /// tests can interrupt a restore in the middle.
     pub chunk_delay_ms: u64,
+    /// Advertise self-describing snapshots with forged approvals (a hostile
+    /// peer), one kind per snapshot height (see `SnapshotService::forge`).
+    pub forge_approvals: bool,
 }
 
 /// A running node.
@@ -138,6 +141,10 @@ impl Node {
         if hooks.corrupt_chunks {
             tracing::warn!("TEST MODE: serving corrupted snapshot chunks");
             snapshots.corrupt_served_chunks();
+        }
+        if hooks.forge_approvals {
+            tracing::warn!("TEST MODE: advertising snapshots with forged plugin approvals");
+            snapshots.forge_approvals();
         }
         metrics.height.set(chain.height() as i64);
         metrics.state_keys.set(chain.keys() as i64);

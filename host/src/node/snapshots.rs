@@ -76,7 +76,12 @@ pub struct SnapshotService {
     worker: Mutex<Option<JoinHandle<()>>>,
     /// Test only: serve every chunk with a byte flipped.
     corrupt_chunks: bool,
+    /// Test only: advertise forged approvals.
+    forge: bool,
 }
+
+/// Format numbers a forging node advertises a "proof for another format" under.
+const FORGED_FORMAT_OFFSET: u32 = 1000;
 
 impl SnapshotService {
     /// A service writing into `dir` with the configured `plugin` (its
@@ -115,12 +120,37 @@ impl SnapshotService {
             busy: Arc::default(),
             worker: Mutex::default(),
             corrupt_chunks: false,
+            forge: false,
         })
     }
 
     /// Test only: serve corrupted chunks (to test that peers reject this node).
     pub fn corrupt_served_chunks(&mut self) {
         self.corrupt_chunks = true;
+    }
+
+    /// Test only: advertise each self-describing snapshot with a forged
+    /// approval, by height in turn: a proof of a record the state does not
+    /// hold, the proof offered for another format number, and a chunk 0
+    /// that is not the approved plugin. Peers must refuse all three.
+    pub fn forge_approvals(&mut self) {
+        self.forge = true;
+    }
+
+    fn forged(&self, mut m: Manifest) -> Manifest {
+        let Some(approval) = m.approval.as_mut() else {
+            return m;
+        };
+        match (m.height / self.interval.max(1)) % 3 {
+            0 => {
+                approval.stored = approval
+                    .stored
+                    .replacen("\"activation_height\":", "\"activation_height\":1", 1)
+            }
+            1 => m.format += FORGED_FORMAT_OFFSET,
+            _ => m.chunks[0][0] ^= 0xff,
+        }
+        m
     }
 
     pub fn dir(&self) -> &Path {
@@ -180,8 +210,12 @@ impl SnapshotService {
     pub fn list(&self) -> anyhow::Result<Vec<Advertised>> {
         let mut out = Vec::new();
         for snap in list_snapshots(&self.dir)?.into_iter().take(MAX_ADVERTISED) {
-            let metadata = snap.manifest_bytes()?;
-            let manifest = Manifest::decode(&metadata).with_context(|| format!("in {}", snap.path().display()))?;
+            let mut metadata = snap.manifest_bytes()?;
+            let mut manifest = Manifest::decode(&metadata).with_context(|| format!("in {}", snap.path().display()))?;
+            if self.forge {
+                manifest = self.forged(manifest);
+                metadata = manifest.encode();
+            }
             out.push(Advertised {
                 height: manifest.height,
                 format: manifest.format,
@@ -196,6 +230,11 @@ impl SnapshotService {
     /// Chunk `index` of snapshot (`height`, `format`); empty when there is
     /// no such snapshot or chunk (CometBFT's convention, not an error).
     pub fn load_chunk(&self, height: u64, format: u32, index: u32) -> Vec<u8> {
+        let format = if self.forge && format > FORGED_FORMAT_OFFSET {
+            format - FORGED_FORMAT_OFFSET
+        } else {
+            format
+        };
         let dir = self.dir.join(format!("{height}-{format}"));
         let Ok(snap) = SnapshotDir::open(&dir) else {
             return Vec::new();
