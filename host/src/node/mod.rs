@@ -14,6 +14,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod config;
 pub mod execute;
+pub mod formats;
 pub mod genesis;
 pub mod governance;
 pub mod index_file;

@@ -4,19 +4,8 @@
 //!
 //! At most one snapshot job runs at a time; a height that comes due while
 //! one is still running is skipped with a warning (as the Cosmos SDK does),
-//! so a slow disk never queues up work or memory.
-//!
-//! # Which formats
-//!
-//! The state decides, not the binary: each job reads the formats governance
-//! approved (`chain::registry`) from the frozen view of its height. The
-//! formats in force form eras: the configured `snapshot_plugin` from the
-//! start (if set), then each approved format from its activation height. A
-//! job makes the current era's format and, for `format_overlap` intervals
-//! after an activation, the previous era's too, so nodes that only know the
-//! old format can still sync. An approved plugin's code is read from the
-//! state and compiled here: no restart, no rebuild. A snapshot made with a
-//! plugin the state approves is self-describing (`snapshot::approval`).
+//! so a slow disk never queues up work or memory. Which formats a job makes
+//! is decided by `formats` from the state of its height.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,13 +15,11 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use indicatif::ProgressBar;
 
-use super::governance::approved_formats;
+use super::formats::{FormatPlanner, Producer};
 use super::metrics::Metrics;
 use super::view::StateView;
-use crate::chain::registry::{format_key, read_plugin, FormatApproval};
 use crate::plugin::{Plugin, PluginEngine};
-use crate::snapshot::{self, list_snapshots, Approval, CreateOptions, Manifest, PluginRef, SnapshotDir};
-use crate::store::StateStore;
+use crate::snapshot::{self, list_snapshots, CreateOptions, Manifest, PluginRef, SnapshotDir};
 
 /// CometBFT lists at most this many snapshots from a peer.
 pub const MAX_ADVERTISED: usize = 10;
@@ -47,30 +34,13 @@ pub struct Advertised {
     pub metadata: Vec<u8>,
 }
 
-/// The configured plugin and its resolved parameters.
-type Configured = (Arc<Plugin>, Vec<(String, String)>);
-
-/// A plugin and what a snapshot made with it needs.
-#[derive(Clone)]
-struct Producer {
-    plugin: Arc<Plugin>,
-    params: Vec<(String, String)>,
-    /// The plugin wasm and its approval proof, for a self-describing snapshot.
-    ship: Option<(Arc<Vec<u8>>, Approval)>,
-}
-
 /// Takes, keeps and serves this node's snapshots.
 pub struct SnapshotService {
     dir: PathBuf,
     interval: u64,
     keep_recent: u32,
-    /// The configured `snapshot_plugin` with its resolved parameters (`None`:
-    /// only formats approved by governance).
-    configured: Option<Configured>,
-    /// Compiles approved plugins read from state.
-    engine: PluginEngine,
-    /// Intervals during which the previous format is still made after an activation.
-    overlap: u64,
+    /// Decides each job's formats.
+    planner: Arc<FormatPlanner>,
     metrics: Arc<Metrics>,
     busy: Arc<AtomicBool>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -113,9 +83,13 @@ impl SnapshotService {
             dir: dir.to_path_buf(),
             interval,
             keep_recent: keep_recent.max(1),
-            configured,
-            engine,
-            overlap,
+            planner: Arc::new(FormatPlanner {
+                configured,
+                engine,
+                overlap,
+                interval,
+                metrics: metrics.clone(),
+            }),
             metrics,
             busy: Arc::default(),
             worker: Mutex::default(),
@@ -173,11 +147,8 @@ impl SnapshotService {
         }
         let job = Job {
             dir: self.dir.clone(),
-            interval: self.interval,
             keep_recent: self.keep_recent,
-            configured: self.configured.clone(),
-            engine: self.engine.clone(),
-            overlap: self.overlap,
+            planner: self.planner.clone(),
             metrics: self.metrics.clone(),
         };
         let busy = self.busy.clone();
@@ -255,24 +226,14 @@ impl SnapshotService {
 /// What the background thread needs.
 struct Job {
     dir: PathBuf,
-    interval: u64,
     keep_recent: u32,
-    configured: Option<Configured>,
-    engine: PluginEngine,
-    overlap: u64,
+    planner: Arc<FormatPlanner>,
     metrics: Arc<Metrics>,
-}
-
-/// Where a format in force comes from.
-#[derive(Clone)]
-enum Era {
-    Configured,
-    Approved(u32, FormatApproval),
 }
 
 impl Job {
     fn run(&self, view: &StateView, chain_id: &str) {
-        let producers = match self.plan(view) {
+        let producers = match self.planner.plan(view) {
             Ok(p) => p,
             Err(e) => {
                 self.metrics.snapshots_failed.inc();
@@ -289,118 +250,6 @@ impl Job {
         if let Err(e) = self.prune() {
             tracing::warn!("snapshot: pruning old snapshots failed: {e:#}");
         }
-    }
-
-    /// The formats to make at the view's height (current first), from the
-    /// approvals in the view's state.
-    fn plan(&self, view: &StateView) -> anyhow::Result<Vec<Producer>> {
-        let height = view.height;
-        let approved = approved_formats(view.treap(), |k| view.get(k))?;
-        self.metrics.approved_formats.set(approved.len() as i64);
-        let mut eras: Vec<(u64, Era)> = Vec::new();
-        if self.configured.is_some() {
-            eras.push((0, Era::Configured));
-        }
-        let mut active: Vec<_> = approved
-            .iter()
-            .filter(|(_, a)| a.activation_height <= height)
-            .cloned()
-            .collect();
-        active.sort_by_key(|(format, a)| (a.activation_height, *format));
-        eras.extend(
-            active
-                .into_iter()
-                .map(|(f, a)| (a.activation_height, Era::Approved(f, a))),
-        );
-        let Some((start, current)) = eras.last().cloned() else {
-            tracing::warn!(
-                height,
-                "snapshot: no format to make: snapshot_plugin is empty and governance has approved none yet"
-            );
-            return Ok(Vec::new());
-        };
-        let mut chosen = vec![current];
-        let overlap_end = start.saturating_add(self.overlap.saturating_mul(self.interval));
-        if eras.len() >= 2 && height < overlap_end {
-            chosen.push(eras[eras.len() - 2].1.clone());
-        }
-        let mut producers: Vec<Producer> = Vec::new();
-        for era in chosen {
-            // One format failing (its code cannot be read or compiled) must
-            // not stop the other from being made.
-            let p = match self.producer(view, &era) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.metrics.snapshots_failed.inc();
-                    tracing::error!(height, "snapshot: cannot prepare a format's plugin: {e:#}");
-                    continue;
-                }
-            };
-            let format = p.plugin.description().format;
-            // One snapshot per format: an approved (self-describing) one wins.
-            if let Some(i) = producers.iter().position(|q| q.plugin.description().format == format) {
-                if producers[i].ship.is_none() && p.ship.is_some() {
-                    producers[i] = p;
-                }
-            } else {
-                producers.push(p);
-            }
-        }
-        let Some(current) = producers.first() else {
-            return Ok(Vec::new());
-        };
-        let current_format = current.plugin.description().format;
-        if self.metrics.snapshot_last_format.get() != i64::from(current_format) {
-            tracing::info!(
-                height,
-                format = current_format,
-                plugin = current.plugin.label(),
-                from_state = current.ship.is_some(),
-                also = ?producers.iter().skip(1).map(|p| p.plugin.description().format).collect::<Vec<_>>(),
-                overlap_until = (producers.len() > 1).then_some(overlap_end),
-                "snapshot: format in force"
-            );
-        }
-        self.metrics.snapshot_last_format.set(i64::from(current_format));
-        Ok(producers)
-    }
-
-    fn producer(&self, view: &StateView, era: &Era) -> anyhow::Result<Producer> {
-        let (plugin, params, wasm) = match era {
-            Era::Configured => {
-                let (plugin, params) = self.configured.clone().expect("a configured era has a plugin");
-                (plugin, params, None)
-            }
-            Era::Approved(format, a) => {
-                let sha = a
-                    .sha256_bytes()
-                    .with_context(|| format!("format {format}'s approval names a malformed SHA-256"))?;
-                let wasm = read_plugin(&sha, |k| view.get(k))?;
-                let plugin = self
-                    .engine
-                    .load(&wasm, &format!("state:format-{format}"))
-                    .with_context(|| format!("compiling format {format}'s plugin from state"))?;
-                if plugin.description().format != *format {
-                    anyhow::bail!(
-                        "the plugin approved for format {format} makes format {}",
-                        plugin.description().format
-                    );
-                }
-                let params = plugin.resolve_params(&[])?;
-                (plugin, params, Some(Arc::new(wasm)))
-            }
-        };
-        let ship = match approval(view, &plugin)? {
-            None => None,
-            Some(approval) => {
-                let wasm = match wasm {
-                    Some(w) => w,
-                    None => Arc::new(read_plugin(&plugin.sha256(), |k| view.get(k))?),
-                };
-                Some((wasm, approval))
-            }
-        };
-        Ok(Producer { plugin, params, ship })
     }
 
     fn run_one(&self, view: &StateView, chain_id: &str, producer: &Producer) {
@@ -481,25 +330,6 @@ impl Job {
         }
         Ok(())
     }
-}
-
-/// The proof that the view's state approves `plugin` for its format, if it
-/// does (and the format is active at the view's height).
-fn approval(view: &StateView, plugin: &Plugin) -> anyhow::Result<Option<Approval>> {
-    let format = plugin.description().format;
-    let key = format_key(format);
-    let Some(stored) = view.get(&key)? else {
-        return Ok(None);
-    };
-    let record = FormatApproval::parse(&key, &stored)?;
-    if record.sha256_bytes() != Some(plugin.sha256()) || record.activation_height > view.height {
-        return Ok(None);
-    }
-    let proof = view
-        .treap()
-        .prove(&key)
-        .with_context(|| format!("{key} has a value but no proof (a bug)"))?;
-    Ok(Some(Approval { key, stored, proof }))
 }
 
 /// Removes snapshot directories a crash left unfinished (never listed, but
