@@ -27,7 +27,7 @@ pub struct NodeConfig {
     pub snapshot_interval: u64,
     /// How many of the most recent snapshots to keep.
     pub snapshot_keep_recent: u32,
-    /// The snapshot format plugin: a built-in name (`zstd`, `gzip`) or a `.wasm` file.
+    /// The snapshot format plugin: a built-in name (`zstd`, `gzip`, `brotli`) or a `.wasm` file.
     pub snapshot_plugin: String,
     /// Plugin parameters, e.g. `chunk_bytes = "10000000"`.
     pub snapshot_params: std::collections::BTreeMap<String, String>,
@@ -62,7 +62,7 @@ const HEADER: &str = "\
 # metrics_listen       Prometheus metrics address (GET /metrics); \"\" turns them off
 # snapshot_interval    take a snapshot every this many blocks (0: never)
 # snapshot_keep_recent keep this many most recent snapshots
-# snapshot_plugin      snapshot format: a built-in name (zstd, gzip) or a .wasm file
+# snapshot_plugin      snapshot format: a built-in name (zstd, gzip, brotli) or a .wasm file
 # plugin_dir           extra *.wasm plugins, for restoring formats that are not built in
 # checkpoint_interval  fsync the state every this many blocks (a write-ahead log covers the rest)
 # [snapshot_params]    plugin parameters, e.g. chunk_bytes = \"10000000\"
