@@ -59,18 +59,18 @@
 //! (counting at most `BUDGET_CAP_BYTES`), and each stream, in
 //! `BUDGET_ORDER`, gets the quality asked for if the budget still affords
 //! that quality's worst cost (`WORK`, `WORK_FIXED`), else the highest it
-//! affords, at least `FLOOR_QUALITY`. The choice depends only on the
-//! streams' lengths, so it is the same whatever the batches. On Xian-like
-//! entries at quality 10 the budget covers quality 10 for the lengths, runs
-//! and key text and 8 for the value text.
+//! affords, at least `FLOOR_QUALITY`. The choice depends only on lengths,
+//! so it is the same whatever the batches. On Xian-like entries at quality 10
+//! the budget covers quality 10 for the lengths, runs and key text and 8 for
+//! the value text.
 //!
 //! By the worst cases of those tables, a call given a host batch of 1 MiB
 //! (it seals at most its own entries and the rest of one block) does at most
 //! about 14 billion units of work, and one given a `MAX_ENTRY` entry about
 //! 13 billion, under the host's 20 billion per call. The most measured, on the
 //! costliest inputs found (random text of two to four letters, runs of digits,
-//! entries of 8 MiB, blocks of 4 KiB to 2 MiB, quality 10 and 11), was 5.1
-//! billion; about 3 billion on Xian-like entries.
+//! random bytes, entries of 8 MiB, blocks of 4 KiB to 2 MiB, quality 10 and
+//! 11), was 5.7 billion; about 3 billion on Xian-like entries.
 //!
 //! # Reading
 //!
@@ -131,7 +131,7 @@ const BUDGET_ORDER: [usize; STREAMS] = [HEX, DIGITS, KEY_TEXT, LENGTHS, RUNS, VA
 /// Most quality for the hex stream (random bytes: higher ones find nothing).
 const HEX_QUALITY: u32 = 1;
 /// Most quality for the digit stream. On random digits qualities 2 to 9 find
-/// short matches that cost more than the digits and come out 6 to 9% larger
+/// short matches that cost more than the digits and come out 5 to 9% larger
 /// than quality 1; 10 and 11 are 3% smaller than 1 for 40 times the work.
 const DIGIT_QUALITY: u32 = 1;
 /// The first bytes of every chunk.
@@ -232,32 +232,36 @@ fn bad(what: impl Into<String>) -> PluginError {
     PluginError::InvalidInput(what.into())
 }
 
-/// The raw streams of a block, and the framed size of its entries.
+/// The raw streams of a block.
 #[derive(Default)]
-struct Streams([Vec<u8>; STREAMS], usize);
+struct Streams {
+    streams: [Vec<u8>; STREAMS],
+    /// The size of the block's entries as the host framed them.
+    entry_bytes: usize,
+}
 
 impl Streams {
     fn raw_len(&self) -> usize {
-        self.0.iter().map(Vec::len).sum()
+        self.streams.iter().map(Vec::len).sum()
     }
 
     fn clear(&mut self) {
-        self.0.iter_mut().for_each(Vec::clear);
-        self.1 = 0;
+        self.streams.iter_mut().for_each(Vec::clear);
+        self.entry_bytes = 0;
     }
 
     fn is_empty(&self) -> bool {
-        self.0[LENGTHS].is_empty()
+        self.streams[LENGTHS].is_empty()
     }
 }
 
 /// The quality each stream of `block` is compressed at: the one asked for
 /// (at most [`HEX_QUALITY`] and [`DIGIT_QUALITY`] for those streams) if the
 /// block's work budget still affords it, else the highest it affords, else
-/// [`FLOOR_QUALITY`]. Depends only on the streams' lengths, so it is the same
-/// whatever the batches.
+/// [`FLOOR_QUALITY`]. Depends only on lengths, so it is the same whatever the
+/// batches.
 fn stream_qualities(block: &Streams, quality: u32) -> [u32; STREAMS] {
-    let mut budget = BUDGET_PER_BYTE * block.1.min(BUDGET_CAP_BYTES) as u64;
+    let mut budget = BUDGET_PER_BYTE * block.entry_bytes.min(BUDGET_CAP_BYTES) as u64;
     let mut out = [0; STREAMS];
     for index in BUDGET_ORDER {
         let wanted = match index {
@@ -265,7 +269,7 @@ fn stream_qualities(block: &Streams, quality: u32) -> [u32; STREAMS] {
             DIGITS => quality.min(DIGIT_QUALITY),
             _ => quality,
         };
-        let work = |q: u32| WORK_FIXED[q as usize] + block.0[index].len() as u64 * WORK[q as usize];
+        let work = |q: u32| WORK_FIXED[q as usize] + block.streams[index].len() as u64 * WORK[q as usize];
         let floor = FLOOR_QUALITY.min(wanted);
         let q = (floor..=wanted).rev().find(|&q| work(q) <= budget).unwrap_or(floor);
         budget = budget.saturating_sub(work(q));
@@ -330,7 +334,7 @@ impl Writer {
         let mut crc = crc32fast::Hasher::new();
         let mut sealed = Vec::with_capacity(self.block.raw_len() / 2 + 64);
         sealed.extend_from_slice(&[0; BLOCK_HEADER]);
-        for (stream, quality) in self.block.0.iter().zip(qualities) {
+        for (stream, quality) in self.block.streams.iter().zip(qualities) {
             crc.update(stream);
             sealed.extend_from_slice(&(stream.len() as u32).to_le_bytes());
             let len_at = sealed.len();
@@ -372,14 +376,14 @@ impl Writer {
             self.seal_block(out)?;
         }
         let shared = key.iter().zip(&self.prev_key).take_while(|(a, b)| a == b).count();
-        let [_, runs, key_text, value_text, hex, digits] = &mut self.block.0;
+        let [_, runs, key_text, value_text, hex, digits] = &mut self.block.streams;
         let key_text_len = runs::split(&key[shared..], key_text, runs, hex, digits, &mut self.scratch);
         let value_text_len = runs::split(value, value_text, runs, hex, digits, &mut self.scratch);
-        let lengths = &mut self.block.0[LENGTHS];
+        let lengths = &mut self.block.streams[LENGTHS];
         put_varint(lengths, shared as u64);
         put_varint(lengths, key_text_len as u64);
         put_varint(lengths, value_text_len as u64);
-        self.block.1 += statesnap_plugin_sdk::framed_len(key, value);
+        self.block.entry_bytes += statesnap_plugin_sdk::framed_len(key, value);
         self.prev_key.clear();
         self.prev_key.extend_from_slice(key);
         if self.block.raw_len() >= self.block_bytes {
@@ -452,7 +456,7 @@ impl Reader {
     }
 
     fn block_pending(&self) -> bool {
-        self.pos[LENGTHS] < self.block.0[LENGTHS].len()
+        self.pos[LENGTHS] < self.block.streams[LENGTHS].len()
     }
 
     /// Decodes the chunk's next block; false when the chunk is used up.
@@ -464,14 +468,14 @@ impl Reader {
             return Ok(false);
         }
         self.blocks_left -= 1;
-        let mut streams = std::mem::take(&mut self.block);
+        let mut block = std::mem::take(&mut self.block);
         let result = (|| {
             let chunk = &self.chunk;
             let pos = &mut self.chunk_pos;
             let crc = u32_at(chunk, pos, "a block header")? as u32;
             let mut left = MAX_BLOCK_RAW;
             let mut hasher = crc32fast::Hasher::new();
-            for stream in streams.0.iter_mut() {
+            for stream in block.streams.iter_mut() {
                 let raw_len = u32_at(chunk, pos, "a stream header")?;
                 let compressed_len = u32_at(chunk, pos, "a stream header")?;
                 if raw_len > left {
@@ -485,12 +489,12 @@ impl Reader {
             if hasher.finalize() != crc {
                 return Err(bad("block checksum mismatch"));
             }
-            if streams.is_empty() {
+            if block.is_empty() {
                 return Err(bad("empty block"));
             }
             Ok(())
         })();
-        self.block = streams;
+        self.block = block;
         self.pos = [0; STREAMS];
         self.prev_key.clear();
         if result.is_err() {
@@ -501,7 +505,7 @@ impl Reader {
 
     /// Decodes the next entry of the current block into `out`.
     fn next_entry(&mut self, out: &mut Vec<u8>) -> Result<(), PluginError> {
-        let s = &self.block.0;
+        let s = &self.block.streams;
         let p = &mut self.pos;
         let mut lens = [0usize; 3];
         for l in &mut lens {

@@ -177,16 +177,16 @@ fn the_work_budget() {
     // streams at the floor quality.
     for _ in 0..2000 {
         let mut block = Streams::default();
-        for s in block.0.iter_mut() {
+        for s in block.streams.iter_mut() {
             let bits = rng.below(22);
             s.resize(rng.below(1 << bits) as usize, 0);
         }
-        block.1 = rng.below(2 * block.raw_len() as u64 + 1) as usize;
+        block.entry_bytes = rng.below(2 * block.raw_len() as u64 + 1) as usize;
         let quality = rng.below(12) as u32;
         let q = stream_qualities(&block, quality);
-        let work = |i: usize| WORK_FIXED[q[i] as usize] + block.0[i].len() as u64 * WORK[q[i] as usize];
+        let work = |i: usize| WORK_FIXED[q[i] as usize] + block.streams[i].len() as u64 * WORK[q[i] as usize];
         let over_floor: u64 = (0..STREAMS).filter(|&i| q[i] > FLOOR_QUALITY).map(work).sum();
-        assert!(over_floor <= BUDGET_PER_BYTE * block.1.min(BUDGET_CAP_BYTES) as u64);
+        assert!(over_floor <= BUDGET_PER_BYTE * block.entry_bytes.min(BUDGET_CAP_BYTES) as u64);
         assert!(q.iter().all(|&q| q <= quality));
     }
 }
