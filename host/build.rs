@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Plugins embedded in the binary, by short name.
-const BUILT_IN: &[&str] = &["zstd", "gzip"];
+const BUILT_IN: &[&str] = &["zstd", "gzip", "brotli"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -293,7 +293,7 @@ pub fn demo(args: &DemoArgs, registry: &PluginRegistry) -> anyhow::Result<()> {
             .all(|(a, b)| matches!((a, b), (Ok(a), Ok(b)) if a == b));
         let mb = m.state_bytes as f64 / 1e6;
         println!(
-            "{name:<5} format {}: {} entries, {:.1} MB -> {} chunks, {:.1} MB ({:.1}x smaller); create {:.2}s ({:.1} MB/s), restore {:.2}s ({:.1} MB/s); root {} {}",
+            "{name:<6} format {}: {} entries, {:.1} MB -> {} chunks, {:.1} MB ({:.1}x smaller); create {:.2}s ({:.1} MB/s), restore {:.2}s ({:.1} MB/s); root {} {}",
             m.format,
             m.entries,
             mb,

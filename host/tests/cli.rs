@@ -62,7 +62,7 @@ fn import_generate_create_verify_restore() {
     let home = t.join("gen");
     ok(&["state", "generate", "--home", p(&home), "--keys", "3000", "--seed", "5"]);
     let root = ok(&["state", "root", "--home", p(&home)]).trim().to_string();
-    for plugin in ["zstd", "gzip"] {
+    for plugin in ["zstd", "gzip", "brotli"] {
         let out = t.join(format!("snaps-{plugin}"));
         let created = last_json(&ok(&[
             "snapshot",
@@ -144,7 +144,10 @@ fn bad_arguments_say_what_is_wrong() {
 #[test]
 fn plugin_commands() {
     let list = ok(&["plugin", "list"]);
-    assert!(list.contains("zstd") && list.contains("gzip"), "{list}");
+    assert!(
+        list.contains("zstd") && list.contains("gzip") && list.contains("brotli"),
+        "{list}"
+    );
     let zstd = wasm("statesnap-plugin-zstd");
     let info: serde_json::Value = serde_json::from_str(&ok(&["plugin", "inspect", p(&zstd)])).unwrap();
     assert_eq!(info["name"], "zstd");

@@ -67,7 +67,7 @@ fn round_trip_fixture_with_each_built_in() {
     let mut reg = registry();
     let expected = consensus_entries(&fixture_home());
     assert!(expected.len() > 100);
-    for name in ["zstd", "gzip"] {
+    for name in ["zstd", "gzip", "brotli"] {
         let plugin = built_in(&mut reg, name);
         let report = create(&fixture_home(), &plugin, &[], &tmp.path().join(format!("snaps-{name}")));
         assert_eq!(
@@ -95,7 +95,7 @@ fn round_trip_generated_100k_with_each_built_in_and_determinism() {
     let home = generated_home(tmp.path(), 100_000, 3);
     let expected = consensus_entries(&home);
     let mut reg = registry();
-    for name in ["zstd", "gzip"] {
+    for name in ["zstd", "gzip", "brotli"] {
         let plugin = built_in(&mut reg, name);
         // Small chunks so the state spans several of them.
         let params = [("chunk_bytes", "1000000")];
@@ -379,7 +379,7 @@ fn garbage_is_not_a_plugin() {
 #[test]
 fn conformance_check_passes_built_ins_and_fails_nondeterminism() {
     let mut reg = registry();
-    for name in ["zstd", "gzip"] {
+    for name in ["zstd", "gzip", "brotli"] {
         let p = reg.resolve(name).unwrap();
         let report = statesnap::plugin::check::check(&p, 2000).unwrap();
         assert!(report.passed(), "{name}: {:?}", report.items);

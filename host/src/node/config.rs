@@ -28,7 +28,7 @@ pub struct NodeConfig {
     /// How many of the most recent snapshots to keep.
     pub snapshot_keep_recent: u32,
     /// The snapshot format plugin until governance approves one: a built-in
-    /// name (`zstd`, `gzip`, …) or a `.wasm` file. Empty: only approved formats.
+    /// name (`zstd`, `gzip`, `brotli`) or a `.wasm` file. Empty: only approved formats.
     pub snapshot_plugin: String,
     /// Plugin parameters, e.g. `chunk_bytes = "10000000"`.
     pub snapshot_params: std::collections::BTreeMap<String, String>,
@@ -69,7 +69,7 @@ const HEADER: &str = "\
 # snapshot_interval    take a snapshot every this many blocks (0: never)
 # snapshot_keep_recent keep this many most recent snapshots
 # snapshot_plugin      snapshot format until governance approves one: a built-in name
-#                      (zstd, gzip, ...) or a .wasm file; \"\": only governance-approved formats
+#                      (zstd, gzip, brotli) or a .wasm file; \"\": only governance-approved formats
 # plugin_dir           extra *.wasm plugins, for restoring formats that are not built in
 # checkpoint_interval  fsync the state every this many blocks (a write-ahead log covers the rest)
 # format_overlap       after a new format activates, keep making the previous one this many intervals

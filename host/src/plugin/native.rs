@@ -45,7 +45,7 @@ impl<R: FormatReader + Send> ChunkDecoder for Native<R> {
 }
 
 fn unknown(name: &str) -> anyhow::Error {
-    anyhow::anyhow!("--native is only available for the built-in plugins (zstd, gzip), not `{name}`")
+    anyhow::anyhow!("--native is only available for the built-in plugins (zstd, gzip, brotli), not `{name}`")
 }
 
 /// The native encoder of built-in format `name`.
@@ -58,6 +58,10 @@ pub fn encoder(name: &str, params: &[(String, String)]) -> anyhow::Result<Box<dy
         "gzip" => Box::new(Native(
             statesnap_plugin_gzip::Gzip::writer(params).map_err(|e| wrap("native gzip", "new-writer", e))?,
             "native gzip",
+        )),
+        "brotli" => Box::new(Native(
+            statesnap_plugin_brotli::Brotli::writer(params).map_err(|e| wrap("native brotli", "new-writer", e))?,
+            "native brotli",
         )),
         other => return Err(unknown(other)),
     })
@@ -80,6 +84,10 @@ pub fn decoder(plugin: &Plugin, params: &[(String, String)]) -> Result<Box<dyn C
         "gzip" => Box::new(Native(
             statesnap_plugin_gzip::Gzip::reader(params).map_err(|e| wrap("native gzip", "new-reader", e))?,
             "native gzip",
+        )),
+        "brotli" => Box::new(Native(
+            statesnap_plugin_brotli::Brotli::reader(params).map_err(|e| wrap("native brotli", "new-reader", e))?,
+            "native brotli",
         )),
         _ => return Err(not_built_in()),
     })

@@ -13,6 +13,7 @@ use super::runtime::{Plugin, PluginEngine};
 pub const BUILT_IN: &[(&str, &[u8])] = &[
     ("zstd", include_bytes!(concat!(env!("OUT_DIR"), "/zstd.wasm"))),
     ("gzip", include_bytes!(concat!(env!("OUT_DIR"), "/gzip.wasm"))),
+    ("brotli", include_bytes!(concat!(env!("OUT_DIR"), "/brotli.wasm"))),
 ];
 
 /// A known plugin's bytes, compiled only when first used.
