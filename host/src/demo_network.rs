@@ -40,7 +40,7 @@ pub struct DemoNetworkArgs {
 
 const TIMEOUT: Duration = Duration::from_secs(900);
 /// The built-in plugin the validators vote in (the network starts with zstd).
-const NEW_PLUGIN: &str = "gzip";
+const NEW_PLUGIN: &str = "brotli";
 /// Blocks between the vote passing and the new format's activation.
 const ACTIVATION_DELAY: u64 = 5;
 

@@ -52,12 +52,7 @@ impl Nonces<'_> {
 }
 
 fn proposal(wasm: &[u8], format: u32, expires_after: u64) -> Action {
-    Action::Propose(Proposal {
-        format,
-        plugin: wasm.to_vec(),
-        activation_delay: 2,
-        expires_after,
-    })
+    Action::Propose(Proposal::new(format, wasm, 2, expires_after))
 }
 
 fn config(snapshot_plugin: &str) -> NodeConfig {

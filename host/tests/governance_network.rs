@@ -20,8 +20,8 @@ const CHAIN: &str = "gov-e2e";
 const TIMEOUT: Duration = Duration::from_secs(240);
 /// The format the validators start with (configured) and the one they vote in.
 const FORMAT_A: u32 = 1;
-const PLUGIN_B: &str = "gzip";
-const FORMAT_B: u32 = 2;
+const PLUGIN_B: &str = "brotli";
+const FORMAT_B: u32 = 3;
 const INTERVAL: u64 = 5;
 const ACTIVATION_DELAY: u64 = 8;
 
@@ -169,12 +169,7 @@ fn validators_vote_in_a_new_format_and_a_node_without_it_syncs_from_it() {
             chain_id: CHAIN.into(),
             account,
             nonce: fetch_nonce(&rpc, &account).unwrap(),
-            action: Action::Propose(Proposal {
-                format: 7,
-                plugin: nondet.clone(),
-                activation_delay: 5,
-                expires_after: 50,
-            }),
+            action: Action::Propose(Proposal::new(7, &nondet, 5, 50)),
         },
         &v1,
     )

@@ -1006,28 +1006,45 @@ fn governance_transactions_round_trip_and_follow_their_stateless_rules() {
         Tx::sign(b, &key()).unwrap()
     };
     let proposal = |plugin: Vec<u8>, activation_delay: u64, expires_after: u64| {
-        Action::Propose(Proposal {
-            format: 3,
-            plugin,
-            activation_delay,
-            expires_after,
-        })
+        Action::Propose(Proposal::new(3, &plugin, activation_delay, expires_after))
     };
-    let ok = sign(proposal(vec![7; 300_000], 10, 100));
+    // Random bytes do not compress: the transaction is larger than any patch.
+    let mut noise = vec![0u8; 300_000];
+    let mut x = 1u64;
+    for b in noise.iter_mut() {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *b = (x >> 56) as u8;
+    }
+    let ok = sign(proposal(noise.clone(), 10, 100));
     assert!(ok.bytes().len() > MAX_TX_BYTES, "a plugin is larger than any patch");
     let back = decode_and_verify(ok.bytes()).unwrap();
     assert_eq!(back.body(), ok.body());
     back.validate(CHAIN).unwrap();
+    let Action::Propose(p) = back.action() else { panic!() };
+    assert_eq!(p.plugin().unwrap(), noise, "the plugin survives compression");
     let vote = sign(Action::Vote(4));
     assert_eq!(decode_and_verify(vote.bytes()).unwrap().action(), &Action::Vote(4));
     vote.validate(CHAIN).unwrap();
 
     let code_of = |a: Action| sign(a).validate(CHAIN).unwrap_err().code();
     assert_eq!(code_of(proposal(vec![], 10, 100)), code::PLUGIN_REFUSED);
+    // A compressed bomb: small on the wire, over the limit unpacked.
     assert_eq!(
         code_of(proposal(vec![1; MAX_PLUGIN_BYTES + 1], 10, 100)),
         code::TOO_LARGE
     );
+    // Too large on the wire.
+    let mut big = noise.clone();
+    big.extend(noise.iter().map(|b| b ^ 0x5a));
+    big.extend(noise.iter().map(|b| b.rotate_left(3)));
+    assert_eq!(code_of(proposal(big, 10, 100)), code::TOO_LARGE);
+    let junk = Action::Propose(Proposal {
+        format: 3,
+        plugin_gzip: vec![1, 2, 3],
+        activation_delay: 10,
+        expires_after: 100,
+    });
+    assert_eq!(code_of(junk), code::MALFORMED);
     assert_eq!(code_of(proposal(vec![1; 10], 0, 100)), code::GOVERNANCE);
     assert_eq!(code_of(proposal(vec![1; 10], 10, 0)), code::GOVERNANCE);
     assert_eq!(code_of(proposal(vec![1; 10], 10, u64::MAX)), code::GOVERNANCE);

@@ -10,7 +10,10 @@
 //! Action     = Patch(Vec<Op>)                                  (variant 0)
 //!            | Propose(Proposal)                               (variant 1, governance)
 //!            | Vote(u64)                                       (variant 2, governance: a proposal id)
-//! Proposal   = { format: u32, plugin: Vec<u8>, activation_delay: u64, expires_after: u64 }
+//! Proposal   = { format: u32, plugin_gzip: Vec<u8>, activation_delay: u64, expires_after: u64 }
+//!              (plugin_gzip: the plugin's wasm, gzip-compressed: plugins
+//!              are mostly tables and code that compress 2-3x, and a
+//!              proposal must fit CometBFT's default request limits)
 //! Op         = Set { key: String, stored: String }            (variant 0)
 //!            | Delete { key: String }                          (variant 1)
 //! signature  = ed25519(account's key, b"statesnap-tx-v1:" ‖ body), verified strictly
@@ -30,8 +33,8 @@
 //!
 //! The chain id matches. A governance transaction (see `node::governance`
 //! for what it does) is at most [`MAX_GOV_TX_BYTES`], carries a plugin of 1 to
-//! [`MAX_PLUGIN_BYTES`] and an activation delay and expiry of 1 to
-//! [`MAX_GOV_BLOCKS`] blocks. A patch has 1 to [`MAX_OPS`] ops; the wire bytes are at
+//! [`MAX_PLUGIN_BYTES`] (at most [`MAX_PLUGIN_GZIP_BYTES`] compressed) and an
+//! activation delay and expiry of 1 to [`MAX_GOV_BLOCKS`] blocks. A patch has 1 to [`MAX_OPS`] ops; the wire bytes are at
 //! most [`MAX_TX_BYTES`]; no key appears twice; a key is at most
 //! [`MAX_KEY_BYTES`], does not start with `__` (the run-state namespace, whose
 //! nonces the node manages), does not belong to the reserved `statesnap`
@@ -52,12 +55,14 @@ pub const SIGN_DOMAIN: &[u8] = b"statesnap-tx-v1:";
 pub const MAX_OPS: usize = 256;
 /// Largest state-patch transaction, in wire bytes.
 pub const MAX_TX_BYTES: usize = 64 * 1024;
-/// Largest plugin a proposal may carry. With CometBFT's defaults a proposal
-/// must fit `rpc.max_body_bytes` (1,000,000 bytes of JSON, where the
+/// Largest compressed plugin a proposal may carry. With CometBFT's defaults a
+/// proposal must fit `rpc.max_body_bytes` (1,000,000 bytes of JSON, where the
 /// transaction travels as base64) and `mempool.max_tx_bytes` (1 MiB).
-pub const MAX_PLUGIN_BYTES: usize = 700 * 1024;
+pub const MAX_PLUGIN_GZIP_BYTES: usize = 700 * 1024;
+/// Largest plugin (its wasm, uncompressed) a proposal may carry.
+pub const MAX_PLUGIN_BYTES: usize = 8 << 20;
 /// Largest governance transaction, in wire bytes: the plugin and room for the rest.
-pub const MAX_GOV_TX_BYTES: usize = MAX_PLUGIN_BYTES + 4096;
+pub const MAX_GOV_TX_BYTES: usize = MAX_PLUGIN_GZIP_BYTES + 4096;
 /// Longest activation delay or voting period, in blocks.
 pub const MAX_GOV_BLOCKS: u64 = 10_000_000;
 /// Longest key, in UTF-8 bytes.
@@ -105,24 +110,61 @@ pub enum Action {
     Vote(u64),
 }
 
-/// A governance proposal: make `plugin` the snapshot format `format`.
+/// A governance proposal: make a plugin the snapshot format `format`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     /// The format number; it must be the one the plugin describes.
     pub format: u32,
-    /// The plugin's wasm component.
-    pub plugin: Vec<u8>,
+    /// The plugin's wasm component, gzip-compressed ([`Proposal::new`]).
+    pub plugin_gzip: Vec<u8>,
     /// Blocks between the proposal passing and the format activating.
     pub activation_delay: u64,
     /// Blocks after the proposal's own during which votes count.
     pub expires_after: u64,
 }
 
+impl Proposal {
+    /// A proposal carrying `wasm` (compressed here).
+    pub fn new(format: u32, wasm: &[u8], activation_delay: u64, expires_after: u64) -> Self {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(wasm).expect("compressing into memory");
+        Proposal {
+            format,
+            plugin_gzip: gz.finish().expect("compressing into memory"),
+            activation_delay,
+            expires_after,
+        }
+    }
+
+    /// The plugin's wasm, decompressed, refused beyond [`MAX_PLUGIN_BYTES`]
+    /// (a compressed bomb stops there).
+    pub fn plugin(&self) -> Result<Vec<u8>, TxError> {
+        use std::io::Read;
+        let mut wasm = Vec::new();
+        flate2::read::GzDecoder::new(self.plugin_gzip.as_slice())
+            .take(MAX_PLUGIN_BYTES as u64 + 1)
+            .read_to_end(&mut wasm)
+            .map_err(|e| TxError::Malformed(format!("the proposal's plugin is not valid gzip: {e}")))?;
+        if wasm.len() > MAX_PLUGIN_BYTES {
+            return Err(TxError::TooLarge {
+                what: "the proposed plugin, uncompressed (bytes)".into(),
+                size: wasm.len(),
+                max: MAX_PLUGIN_BYTES,
+            });
+        }
+        if wasm.is_empty() {
+            return Err(TxError::PluginRefused("the proposal carries no plugin bytes".into()));
+        }
+        Ok(wasm)
+    }
+}
+
 impl std::fmt::Debug for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proposal")
             .field("format", &self.format)
-            .field("plugin_bytes", &self.plugin.len())
+            .field("plugin_gzip_bytes", &self.plugin_gzip.len())
             .field("activation_delay", &self.activation_delay)
             .field("expires_after", &self.expires_after)
             .finish()
@@ -378,16 +420,16 @@ fn check_tx_size(len: usize, max: usize) -> Result<(), TxError> {
 /// The rules on a proposal alone (sizes and ranges); the node adds the
 /// stateful ones and the plugin's conformance check.
 pub fn check_proposal(p: &Proposal) -> Result<(), TxError> {
-    if p.plugin.is_empty() {
-        return Err(TxError::PluginRefused("the proposal carries no plugin bytes".into()));
-    }
-    if p.plugin.len() > MAX_PLUGIN_BYTES {
+    if p.plugin_gzip.len() > MAX_PLUGIN_GZIP_BYTES {
         return Err(TxError::TooLarge {
-            what: "the proposed plugin (bytes; build it with `strip = true` and opt-level \"s\" to shrink it)".into(),
-            size: p.plugin.len(),
-            max: MAX_PLUGIN_BYTES,
+            what:
+                "the proposed plugin, compressed (bytes; build it with `strip = true` and opt-level \"s\" to shrink it)"
+                    .into(),
+            size: p.plugin_gzip.len(),
+            max: MAX_PLUGIN_GZIP_BYTES,
         });
     }
+    p.plugin()?;
     for (what, n) in [("activation delay", p.activation_delay), ("expiry", p.expires_after)] {
         if n == 0 || n > MAX_GOV_BLOCKS {
             return Err(TxError::Governance(format!(

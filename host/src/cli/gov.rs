@@ -87,17 +87,12 @@ pub fn run(cmd: GovCommand) -> anyhow::Result<()> {
 
 fn propose(a: ProposeArgs) -> anyhow::Result<()> {
     let wasm = std::fs::read(&a.plugin).with_context(|| format!("reading plugin file {}", a.plugin.display()))?;
-    let proposal = Proposal {
-        format: a.format,
-        plugin: wasm,
-        activation_delay: a.activation_delay,
-        expires_after: a.expires_after,
-    };
+    let proposal = Proposal::new(a.format, &wasm, a.activation_delay, a.expires_after);
     check_proposal(&proposal)?;
     // The same check every node runs on the proposal: fail here, not on chain.
     eprintln!("gov: running the conformance check every node will run on this plugin…");
     let description = Conformance::new()?
-        .verdict(&proposal.plugin)
+        .verdict(&wasm)
         .map_err(|why| anyhow::anyhow!("the plugin would be refused: {why}"))?;
     if description.format != a.format {
         bail!(
@@ -109,8 +104,8 @@ fn propose(a: ProposeArgs) -> anyhow::Result<()> {
             description.format
         );
     }
-    let sha = statesnap::plugin::sha256_hex(&proposal.plugin);
-    let bytes = proposal.plugin.len();
+    let sha = statesnap::plugin::sha256_hex(&wasm);
+    let bytes = wasm.len();
     let (rpc, height) = send(&a.common, Action::Propose(proposal))?;
     let gov = query_gov(&rpc)?;
     let record = gov["proposals"]

@@ -165,7 +165,11 @@ pub fn propose(
             proposal.format, a.name, a.version, a.proposal
         ))));
     }
-    let description = match ctx.conformance.verdict(&proposal.plugin) {
+    let wasm = match proposal.plugin() {
+        Ok(w) => w,
+        Err(e) => return Ok(Err(e)),
+    };
+    let description = match ctx.conformance.verdict(&wasm) {
         Ok(d) => d,
         Err(why) => return Ok(Err(TxError::PluginRefused(why))),
     };
@@ -182,7 +186,7 @@ pub fn propose(
             Err(_) => return Ok(Err(TxError::Governance(format!("the proposal counter holds {s:?}")))),
         },
     };
-    let sha = crate::plugin::sha256(&proposal.plugin);
+    let sha = crate::plugin::sha256(&wasm);
     let record = ProposalRecord {
         activation_delay: proposal.activation_delay,
         activation_height: 0,
@@ -206,13 +210,13 @@ pub fn propose(
     ];
     if read(&plugin_key(&sha))?.is_none() {
         let meta = PluginMeta {
-            bytes: proposal.plugin.len() as u64,
+            bytes: wasm.len() as u64,
             format: description.format,
             name: description.name,
-            pieces: proposal.plugin.len().div_ceil(registry::PIECE_BYTES) as u64,
+            pieces: wasm.len().div_ceil(registry::PIECE_BYTES) as u64,
             version: description.version,
         };
-        writes.extend(plugin_writes(&sha, &proposal.plugin, &meta));
+        writes.extend(plugin_writes(&sha, &wasm, &meta));
     }
     Ok(Ok(writes))
 }
