@@ -84,6 +84,7 @@
 //! and the CRC-32 are all checked.
 
 use statesnap_plugin_sdk::param_u64;
+use statesnap_plugin_sdk::varint::{get as get_varint, put as put_varint};
 pub use statesnap_plugin_sdk::{Description, Format, FormatReader, FormatWriter, PluginError};
 
 mod codec;
@@ -201,31 +202,6 @@ impl Format for Brotli {
     fn reader(params: &[(String, String)]) -> Result<Reader, PluginError> {
         Reader::new(params)
     }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Reads a LEB128 varint of at most 64 bits; `None` if truncated or too long.
-fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        if shift == 63 && b > 1 {
-            return None;
-        }
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
 }
 
 fn bad(what: impl Into<String>) -> PluginError {

@@ -156,5 +156,6 @@ mod format;
 pub mod identity;
 pub mod sample;
 pub mod testing;
+pub mod varint;
 
 pub use format::{param_u64, Description, Format, FormatReader, FormatWriter, PluginError};
