@@ -83,6 +83,9 @@
 //! stated length and use a window of at most 4 MiB), varints, runs, digits
 //! and the CRC-32 are all checked.
 
+#[cfg(test)]
+use statesnap_plugin_sdk::chunks::CHUNK_HEADER;
+use statesnap_plugin_sdk::chunks::{ChunkCursor, ChunkPacker};
 use statesnap_plugin_sdk::param_u64;
 use statesnap_plugin_sdk::varint::{get as get_varint, put as put_varint};
 pub use statesnap_plugin_sdk::{Description, Format, FormatReader, FormatWriter, PluginError};
@@ -137,7 +140,6 @@ const HEX_QUALITY: u32 = 1;
 const DIGIT_QUALITY: u32 = 1;
 /// The first bytes of every chunk.
 const MAGIC: [u8; 4] = *b"SSB1";
-const CHUNK_HEADER: usize = 8;
 /// Block header: the CRC-32 of its raw streams.
 const BLOCK_HEADER: usize = 4;
 
@@ -256,17 +258,13 @@ fn stream_qualities(block: &Streams, quality: u32) -> [u32; STREAMS] {
 
 /// Entries in, chunks out.
 pub struct Writer {
-    chunk_bytes: usize,
     block_bytes: usize,
     quality: u32,
     block: Streams,
     prev_key: Vec<u8>,
     /// The runs of the key or value being split (their count goes first).
     scratch: Vec<u8>,
-    /// The chunk being filled: header, then blocks.
-    chunk: Vec<u8>,
-    blocks_in_chunk: u32,
-    chunks: u64,
+    chunks: ChunkPacker,
     finished: bool,
 }
 
@@ -275,29 +273,14 @@ impl Writer {
     pub fn new(p: &[(String, String)]) -> Result<Self, PluginError> {
         let p = params(p)?;
         Ok(Writer {
-            chunk_bytes: p.chunk_bytes,
             block_bytes: p.block_bytes.min(p.chunk_bytes),
             quality: p.quality,
             block: Streams::default(),
             prev_key: Vec::new(),
             scratch: Vec::new(),
-            chunk: Vec::new(),
-            blocks_in_chunk: 0,
-            chunks: 0,
+            chunks: ChunkPacker::new(MAGIC, p.chunk_bytes, MAX_CHUNK as usize),
             finished: false,
         })
-    }
-
-    fn push_chunk(&mut self, out: &mut Vec<Vec<u8>>) {
-        let mut chunk = std::mem::take(&mut self.chunk);
-        if chunk.is_empty() {
-            chunk.extend_from_slice(&MAGIC);
-            chunk.extend_from_slice(&[0; 4]);
-        }
-        chunk[4..8].copy_from_slice(&self.blocks_in_chunk.to_le_bytes());
-        out.push(chunk);
-        self.blocks_in_chunk = 0;
-        self.chunks += 1;
     }
 
     /// Compresses the block being filled and adds it to the chunk, first
@@ -322,23 +305,7 @@ impl Writer {
         sealed[..BLOCK_HEADER].copy_from_slice(&crc.finalize().to_le_bytes());
         self.block.clear();
         self.prev_key.clear();
-        if CHUNK_HEADER + sealed.len() > MAX_CHUNK as usize {
-            return Err(PluginError::InvalidInput(format!(
-                "an entry compresses to {} bytes, more than the {MAX_CHUNK}-byte chunk limit",
-                sealed.len()
-            )));
-        }
-        if self.blocks_in_chunk > 0 && self.chunk.len() + sealed.len() > self.chunk_bytes {
-            self.push_chunk(out);
-        }
-        if self.chunk.is_empty() {
-            self.chunk.reserve(CHUNK_HEADER + sealed.len().max(self.chunk_bytes));
-            self.chunk.extend_from_slice(&MAGIC);
-            self.chunk.extend_from_slice(&[0; 4]);
-        }
-        self.chunk.extend_from_slice(&sealed);
-        self.blocks_in_chunk += 1;
-        Ok(())
+        self.chunks.add(&sealed, out)
     }
 
     fn add(&mut self, key: &[u8], value: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), PluginError> {
@@ -388,22 +355,14 @@ impl FormatWriter for Writer {
         }
         let mut out = Vec::new();
         self.seal_block(&mut out)?;
-        // Every snapshot has at least one chunk, even of an empty state.
-        if self.blocks_in_chunk > 0 || self.chunks == 0 {
-            self.push_chunk(&mut out);
-        }
+        self.chunks.finish(&mut out);
         Ok(out)
     }
 }
 
 /// Chunks in, entries out, one block decoded at a time.
-#[derive(Default)]
 pub struct Reader {
-    chunk: Vec<u8>,
-    chunk_pos: usize,
-    /// Blocks of the chunk not decoded yet.
-    blocks_left: u32,
-    fed: bool,
+    chunk: ChunkCursor,
     block: Streams,
     /// Read positions in the decoded block's streams.
     pos: [usize; STREAMS],
@@ -428,7 +387,12 @@ impl Reader {
     /// Starts reading a snapshot made with the given parameters.
     pub fn new(p: &[(String, String)]) -> Result<Self, PluginError> {
         params(p)?;
-        Ok(Reader::default())
+        Ok(Reader {
+            chunk: ChunkCursor::new(MAGIC, "brotli"),
+            block: Streams::default(),
+            pos: [0; STREAMS],
+            prev_key: Vec::new(),
+        })
     }
 
     fn block_pending(&self) -> bool {
@@ -437,17 +401,13 @@ impl Reader {
 
     /// Decodes the chunk's next block; false when the chunk is used up.
     fn next_block(&mut self) -> Result<bool, PluginError> {
-        if self.blocks_left == 0 {
-            if self.chunk_pos < self.chunk.len() {
-                return Err(bad("data after the chunk's last block"));
-            }
+        if !self.chunk.start_block()? {
             return Ok(false);
         }
-        self.blocks_left -= 1;
         let mut block = std::mem::take(&mut self.block);
         let result = (|| {
-            let chunk = &self.chunk;
-            let pos = &mut self.chunk_pos;
+            let chunk = &self.chunk.chunk;
+            let pos = &mut self.chunk.pos;
             let crc = u32_at(chunk, pos, "a block header")? as u32;
             let mut left = MAX_BLOCK_RAW;
             let mut hasher = crc32fast::Hasher::new();
@@ -511,18 +471,7 @@ impl Reader {
 
 impl FormatReader for Reader {
     fn feed(&mut self, chunk: &[u8]) -> Result<(), PluginError> {
-        if self.blocks_left > 0 || self.chunk_pos < self.chunk.len() || self.block_pending() {
-            return Err(bad("a chunk was fed before the previous one was read"));
-        }
-        if chunk.len() < CHUNK_HEADER || chunk[..4] != MAGIC {
-            return Err(bad("not a chunk of the brotli format (no SSB1 header)"));
-        }
-        self.blocks_left = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-        self.chunk.clear();
-        self.chunk.extend_from_slice(chunk);
-        self.chunk_pos = CHUNK_HEADER;
-        self.fed = true;
-        Ok(())
+        self.chunk.feed(chunk, self.block_pending())
     }
 
     fn next(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>, PluginError> {
@@ -538,13 +487,7 @@ impl FormatReader for Reader {
     }
 
     fn finish(&mut self) -> Result<(), PluginError> {
-        if !self.fed {
-            return Err(bad("no chunk was fed"));
-        }
-        if self.blocks_left > 0 || self.chunk_pos < self.chunk.len() || self.block_pending() {
-            return Err(bad("input left over after the last chunk"));
-        }
-        Ok(())
+        self.chunk.finish(self.block_pending())
     }
 }
 

@@ -152,6 +152,7 @@ mod tests {
     }
 }
 
+pub mod chunks;
 mod format;
 pub mod identity;
 pub mod sample;

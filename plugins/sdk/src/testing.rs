@@ -34,6 +34,34 @@ pub fn encode<F: Format>(
     Ok(chunks)
 }
 
+/// Every chunk of a generated state decodes on its own (small `params`
+/// make many chunks), and together they give the state back.
+pub fn assert_chunks_decode_alone<F: Format>(params: &[(String, String)]) {
+    let entries = crate::sample::xian_like(3000, 2);
+    let chunks = encode::<F>(&entries, params, 10_000).unwrap();
+    let mut all = Vec::new();
+    for c in &chunks {
+        let part = decode::<F>(std::slice::from_ref(c), params, 5000).unwrap();
+        assert!(!part.is_empty());
+        all.extend(part);
+    }
+    assert_eq!(all, entries);
+}
+
+/// The chunks do not depend on how the host batches the entries, and with
+/// the default parameters a small state is one chunk, the same every time.
+pub fn assert_deterministic_over_batches<F: Format>(params: &[(String, String)]) {
+    let entries = crate::sample::xian_like(4000, 3);
+    let a = encode::<F>(&entries, params, 1).unwrap();
+    let b = encode::<F>(&entries, params, 7777).unwrap();
+    let c = encode::<F>(&entries, params, 1 << 30).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    let d1 = encode::<F>(&entries, &[], 1 << 16).unwrap();
+    assert_eq!(d1, encode::<F>(&entries, &[], 1 << 16).unwrap());
+    assert_eq!(d1.len(), 1);
+}
+
 /// Decodes `chunks` with a fresh reader as the host does (feed, then `next`
 /// until `None`, then `finish`), pulling batches of `max_bytes`. Checks each
 /// batch is well framed and, when it holds more than one entry, not much larger

@@ -43,6 +43,7 @@
 
 use std::io::Read;
 
+use statesnap_plugin_sdk::chunks::{ChunkCursor, ChunkPacker};
 use statesnap_plugin_sdk::param_u64;
 use statesnap_plugin_sdk::varint::{get as get_varint, put as put_varint};
 pub use statesnap_plugin_sdk::{Description, Format, FormatReader, FormatWriter, PluginError};
@@ -60,7 +61,6 @@ pub const MAX_BLOCK_RAW: usize = 64 << 20;
 const MAX_WINDOW: u64 = 4 << 20;
 /// The first bytes of every chunk.
 const MAGIC: [u8; 4] = *b"SSZ1";
-const CHUNK_HEADER: usize = 8;
 const LEVEL: ruzstd::encoding::CompressionLevel = ruzstd::encoding::CompressionLevel::Fastest;
 
 /// The zstd format.
@@ -139,14 +139,10 @@ impl Streams {
 
 /// Entries in, chunks out.
 pub struct Writer {
-    chunk_bytes: usize,
     block_bytes: usize,
     block: Streams,
     prev_key: Vec<u8>,
-    /// The chunk being filled: header, then blocks.
-    chunk: Vec<u8>,
-    blocks_in_chunk: u32,
-    chunks: u64,
+    chunks: ChunkPacker,
     finished: bool,
 }
 
@@ -155,27 +151,12 @@ impl Writer {
     pub fn new(p: &[(String, String)]) -> Result<Self, PluginError> {
         let p = params(p)?;
         Ok(Writer {
-            chunk_bytes: p.chunk_bytes,
             block_bytes: p.block_bytes.min(p.chunk_bytes),
             block: Streams::default(),
             prev_key: Vec::new(),
-            chunk: Vec::new(),
-            blocks_in_chunk: 0,
-            chunks: 0,
+            chunks: ChunkPacker::new(MAGIC, p.chunk_bytes, MAX_CHUNK as usize),
             finished: false,
         })
-    }
-
-    fn push_chunk(&mut self, out: &mut Vec<Vec<u8>>) {
-        let mut chunk = std::mem::take(&mut self.chunk);
-        if chunk.is_empty() {
-            chunk.extend_from_slice(&MAGIC);
-            chunk.extend_from_slice(&[0; 4]);
-        }
-        chunk[4..8].copy_from_slice(&self.blocks_in_chunk.to_le_bytes());
-        out.push(chunk);
-        self.blocks_in_chunk = 0;
-        self.chunks += 1;
     }
 
     /// Compresses the block being filled and adds it to the chunk, first
@@ -192,23 +173,7 @@ impl Writer {
         }
         self.block.clear();
         self.prev_key.clear();
-        if CHUNK_HEADER + sealed.len() > MAX_CHUNK as usize {
-            return Err(PluginError::InvalidInput(format!(
-                "an entry compresses to {} bytes, more than the {MAX_CHUNK}-byte chunk limit",
-                sealed.len()
-            )));
-        }
-        if self.blocks_in_chunk > 0 && self.chunk.len() + sealed.len() > self.chunk_bytes {
-            self.push_chunk(out);
-        }
-        if self.chunk.is_empty() {
-            self.chunk.reserve(CHUNK_HEADER + sealed.len().max(self.chunk_bytes));
-            self.chunk.extend_from_slice(&MAGIC);
-            self.chunk.extend_from_slice(&[0; 4]);
-        }
-        self.chunk.extend_from_slice(&sealed);
-        self.blocks_in_chunk += 1;
-        Ok(())
+        self.chunks.add(&sealed, out)
     }
 
     fn add(&mut self, key: &[u8], value: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), PluginError> {
@@ -257,10 +222,7 @@ impl FormatWriter for Writer {
         }
         let mut out = Vec::new();
         self.seal_block(&mut out)?;
-        // Every snapshot has at least one chunk, even of an empty state.
-        if self.blocks_in_chunk > 0 || self.chunks == 0 {
-            self.push_chunk(&mut out);
-        }
+        self.chunks.finish(&mut out);
         Ok(out)
     }
 }
@@ -296,13 +258,8 @@ fn decode_frame(data: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), Plug
 }
 
 /// Chunks in, entries out, one block decoded at a time.
-#[derive(Default)]
 pub struct Reader {
-    chunk: Vec<u8>,
-    chunk_pos: usize,
-    /// Blocks of the chunk not decoded yet.
-    blocks_left: u32,
-    fed: bool,
+    chunk: ChunkCursor,
     block: Streams,
     /// Read positions in the decoded block's three streams.
     pos: [usize; 3],
@@ -313,7 +270,12 @@ impl Reader {
     /// Starts reading a snapshot made with the given parameters.
     pub fn new(p: &[(String, String)]) -> Result<Self, PluginError> {
         params(p)?;
-        Ok(Reader::default())
+        Ok(Reader {
+            chunk: ChunkCursor::new(MAGIC, "zstd"),
+            block: Streams::default(),
+            pos: [0; 3],
+            prev_key: Vec::new(),
+        })
     }
 
     fn block_pending(&self) -> bool {
@@ -322,7 +284,7 @@ impl Reader {
 
     /// Takes the next `u32le length, frame` off the chunk.
     fn next_frame(&mut self) -> Result<&[u8], PluginError> {
-        let rest = &self.chunk[self.chunk_pos..];
+        let rest = &self.chunk.chunk[self.chunk.pos..];
         if rest.len() < 4 {
             return Err(bad("chunk ends inside a block"));
         }
@@ -330,19 +292,15 @@ impl Reader {
         let frame = rest
             .get(4..4 + len)
             .ok_or_else(|| bad("chunk ends inside a zstd frame"))?;
-        self.chunk_pos += 4 + len;
+        self.chunk.pos += 4 + len;
         Ok(frame)
     }
 
     /// Decodes the chunk's next block; false when the chunk is used up.
     fn next_block(&mut self) -> Result<bool, PluginError> {
-        if self.blocks_left == 0 {
-            if self.chunk_pos < self.chunk.len() {
-                return Err(bad("data after the chunk's last block"));
-            }
+        if !self.chunk.start_block()? {
             return Ok(false);
         }
-        self.blocks_left -= 1;
         let mut streams = std::mem::take(&mut self.block);
         let result = (|| {
             let mut left = MAX_BLOCK_RAW;
@@ -402,18 +360,7 @@ impl Reader {
 
 impl FormatReader for Reader {
     fn feed(&mut self, chunk: &[u8]) -> Result<(), PluginError> {
-        if self.blocks_left > 0 || self.chunk_pos < self.chunk.len() || self.block_pending() {
-            return Err(bad("a chunk was fed before the previous one was read"));
-        }
-        if chunk.len() < CHUNK_HEADER || chunk[..4] != MAGIC {
-            return Err(bad("not a chunk of the zstd format (no SSZ1 header)"));
-        }
-        self.blocks_left = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-        self.chunk.clear();
-        self.chunk.extend_from_slice(chunk);
-        self.chunk_pos = CHUNK_HEADER;
-        self.fed = true;
-        Ok(())
+        self.chunk.feed(chunk, self.block_pending())
     }
 
     fn next(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>, PluginError> {
@@ -429,13 +376,7 @@ impl FormatReader for Reader {
     }
 
     fn finish(&mut self) -> Result<(), PluginError> {
-        if !self.fed {
-            return Err(bad("no chunk was fed"));
-        }
-        if self.blocks_left > 0 || self.chunk_pos < self.chunk.len() || self.block_pending() {
-            return Err(bad("input left over after the last chunk"));
-        }
-        Ok(())
+        self.chunk.finish(self.block_pending())
     }
 }
 

@@ -22,31 +22,12 @@ fn round_trip_many_chunks() {
 
 #[test]
 fn each_chunk_decodes_on_its_own() {
-    let entries = sample::xian_like(3000, 2);
-    let p = small();
-    let chunks = encode::<Zstd>(&entries, &p, 10_000).unwrap();
-    let mut all = Vec::new();
-    for c in &chunks {
-        let part = decode::<Zstd>(std::slice::from_ref(c), &p, 5000).unwrap();
-        assert!(!part.is_empty());
-        all.extend(part);
-    }
-    assert_eq!(all, entries);
+    testing::assert_chunks_decode_alone::<Zstd>(&small());
 }
 
 #[test]
 fn deterministic_whatever_the_batches() {
-    let entries = sample::xian_like(4000, 3);
-    let p = small();
-    let a = encode::<Zstd>(&entries, &p, 1).unwrap();
-    let b = encode::<Zstd>(&entries, &p, 7777).unwrap();
-    let c = encode::<Zstd>(&entries, &p, 1 << 30).unwrap();
-    assert_eq!(a, b);
-    assert_eq!(a, c);
-    // Defaults: one chunk, also the same every time.
-    let d1 = encode::<Zstd>(&entries, &[], 1 << 16).unwrap();
-    assert_eq!(d1, encode::<Zstd>(&entries, &[], 1 << 16).unwrap());
-    assert_eq!(d1.len(), 1);
+    testing::assert_deterministic_over_batches::<Zstd>(&small());
 }
 
 #[test]

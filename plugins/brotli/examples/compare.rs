@@ -3,7 +3,7 @@
 //! in one run so the figures can be compared with each other:
 //!
 //! ```sh
-//! cargo run --release -p statesnap-plugin-brotli --example measure -- [entries] [seed] [params...]
+//! cargo run --release -p statesnap-plugin-brotli --example compare -- [entries] [seed] [params...]
 //! ```
 //! Each `params` argument is one extra brotli configuration, such as
 //! `quality=11,block_bytes=4194304`. Speeds are framed-entry megabytes per
