@@ -10,7 +10,7 @@ use ed25519_dalek::SigningKey;
 use statesnap::chain::tx::{self, Action, Op, TxBody};
 use statesnap::node::{chain::Chain, ChunkAnswer, Metrics, Node, NodeConfig, Offer, OfferAnswer, TestHooks};
 use statesnap::snapshot::{Manifest, SnapshotDir};
-use statesnap::store::{generate, root, StateStore, XianHdf5Store};
+use statesnap::store::{generate, root, StateStore, StoreKind, XianHdf5Store};
 
 const CHAIN: &str = "test-chain";
 
@@ -212,7 +212,7 @@ fn committed_blocks_survive_a_crash_before_the_checkpoint() {
         at_genesis.join(statesnap::node::chain::WAL_FILE),
     )
     .unwrap();
-    let chain = Chain::open(&at_genesis, 1000).unwrap();
+    let chain = Chain::open(&at_genesis, 1000, StoreKind::Hdf5).unwrap();
     assert_eq!((chain.height(), chain.app_hash()), (3, last));
     assert_eq!(chain.get("con.k:2").unwrap().as_deref(), Some("1"));
     drop(chain);
@@ -223,7 +223,9 @@ fn committed_blocks_survive_a_crash_before_the_checkpoint() {
     drop(store);
     let err = format!(
         "{:#}",
-        Chain::open(&at_genesis, 1000).err().expect("damaged state refused")
+        Chain::open(&at_genesis, 1000, StoreKind::Hdf5)
+            .err()
+            .expect("damaged state refused")
     );
     assert!(
         err.contains("does not match its recorded app hash") && err.contains("state sync"),
@@ -501,9 +503,9 @@ fn a_view_reads_its_height_after_later_blocks() {
     let home = tmp.path().join("node");
     let (node, hashes) = started(&home, &genesis, 0);
     drop(node);
-    let mut chain = Chain::open(&home.join("state"), 1000).unwrap();
+    let mut chain = Chain::open(&home.join("state"), 1000, StoreKind::Hdf5).unwrap();
     let expected = common::consensus_entries(&home.join("state"));
-    let view = chain.view();
+    let view = chain.view().unwrap();
     assert_eq!(view.app_hash, hashes[0]);
     let a = key(8);
     let conformance = statesnap::node::governance::Conformance::new().unwrap();

@@ -21,7 +21,7 @@ fn create(home: &Path, plugin: &Plugin, params: &[(&str, &str)], out: &Path) -> 
 }
 
 fn try_create(home: &Path, plugin: &Plugin, params: &[(&str, &str)], out: &Path) -> anyhow::Result<CreateReport> {
-    let store = XianHdf5Store::open(home)?;
+    let store = statesnap::store::HomeStore::open_read_only(home)?;
     let overrides: Vec<(String, String)> = params.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
     let params = plugin.resolve_params(&overrides)?;
     let d = plugin.description();

@@ -11,7 +11,7 @@ use statesnap::bench::peak_rss_bytes;
 use statesnap::plugin::native;
 use statesnap::progress;
 use statesnap::snapshot::{self, ChunkEncoder, CreateOptions, DecoderChoice, PluginRef, SnapshotDir};
-use statesnap::store::XianHdf5Store;
+use statesnap::store::HomeStore;
 
 use super::{parse_hash, parse_param, PluginArgs};
 
@@ -73,7 +73,7 @@ pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
         } => {
             let mut registry = plugins.registry()?;
             let plugin = registry.resolve(&plugin)?;
-            let store = XianHdf5Store::open(&home)?;
+            let store = HomeStore::open_read_only(&home)?;
             let params = plugin.resolve_params(&params)?;
             let writer: Box<dyn ChunkEncoder> = if native {
                 native::encoder(&plugin.description().name, &params)?
@@ -169,7 +169,7 @@ pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
             } else {
                 snapshot::plugin_decoder
             };
-            let summary = snapshot::restore_dir_with(&from, &home, trusted, &registry, decoder, &bar)?;
+            let summary = snapshot::restore_dir_with(&from, &home, None, trusted, &registry, decoder, &bar)?;
             bar.finish_and_clear();
             println!(
                 "{}",

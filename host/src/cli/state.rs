@@ -13,7 +13,7 @@ use serde_json::json;
 use statesnap::bench::peak_rss_bytes;
 use statesnap::progress;
 use statesnap::store::root::{is_consensus_key, RootBuilder};
-use statesnap::store::{generate, StateStore, XianHdf5Store};
+use statesnap::store::{generate, HomeStore, StateStore, XianHdf5Store};
 
 #[derive(Subcommand, Debug)]
 pub enum StateCommand {
@@ -71,7 +71,7 @@ struct Line {
 pub fn run(cmd: StateCommand) -> anyhow::Result<()> {
     match cmd {
         StateCommand::Root { home } => {
-            let store = XianHdf5Store::open(&home)?;
+            let store = HomeStore::open_read_only(&home)?;
             let bar = progress::bar(None, "hashing", "keys");
             let mut root = RootBuilder::new();
             for e in store.entries()? {
@@ -83,7 +83,7 @@ pub fn run(cmd: StateCommand) -> anyhow::Result<()> {
             println!("{}", hex::encode(root.finish()));
         }
         StateCommand::Export { home, out } => {
-            let store = XianHdf5Store::open(&home)?;
+            let store = HomeStore::open_read_only(&home)?;
             let sink: Box<dyn Write> = match &out {
                 Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
                 None => Box::new(std::io::stdout().lock()),
@@ -145,7 +145,7 @@ pub fn run(cmd: StateCommand) -> anyhow::Result<()> {
             }
         }
         StateCommand::Copy { from, to, preload } => {
-            let source = XianHdf5Store::open(&from)?;
+            let source = HomeStore::open_read_only(&from)?;
             let mut target = XianHdf5Store::create(&to)?;
             let mut entries = 0u64;
             let started;

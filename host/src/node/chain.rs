@@ -1,14 +1,20 @@
 //! The chain's state machine: the committed Xian-layout state, the block
 //! being executed, and their app hashes.
 //!
-//! * The state lives in the HDF5 store (the Xian layout, the source of truth).
+//! * The state lives in the store (Xian's LMDB or HDF5 layout, the source of
+//!   truth).
 //! * A persistent Merkle treap over the consensus keys (one node per key:
 //!   key, leaf hash, subtree hash) gives the app hash after each block at a
 //!   cost that follows the block's writes, and frozen views for snapshots.
-//! * FinalizeBlock executes into an overlay and a new treap; Commit appends
-//!   the block's writes to the write-ahead log (durable), then writes them to
-//!   HDF5. Every `checkpoint_interval` blocks the HDF5 files are fsynced and
-//!   the log is emptied.
+//! * FinalizeBlock executes into an overlay and a new treap. Commit makes
+//!   the block durable, by store ([`Durability`]):
+//!   * **LMDB**: the block's writes and the checkpoint record in one synced
+//!     write transaction. A crash loses at most the block being committed
+//!     (CometBFT replays it) and never leaves a half-written state.
+//!   * **HDF5**, which has no transactions: the block is appended to the
+//!     write-ahead log (durable), then written to HDF5. Every
+//!     `checkpoint_interval` blocks the HDF5 files are fsynced and the log
+//!     is emptied.
 //! * On start the treap is rebuilt from the store (one ordered pass) and must
 //!   give the recorded app hash, or the node refuses to run on damaged state.
 
@@ -23,14 +29,14 @@ use super::execute::{apply_tx, Writes};
 use super::genesis::{validator_key, AppState};
 use super::governance::{Conformance, GovContext, ValidatorSet};
 use super::index_file;
-use super::view::{lock, BeforeImages, SharedStore, StateView};
+use super::view::{lock, lock_slot, BeforeImages, SharedStore, StateView};
 use super::wal::{Wal, WalRecord};
 use crate::chain::tx::TxError;
 use crate::snapshot::{recover_interrupted_swap, staging_path, swap_into_place};
 use crate::store::root::{is_consensus_key, leaf_hash};
 use crate::store::treap::{MerkleTreap, TreapBuilder};
 use crate::store::value::canonical_bytes;
-use crate::store::{StateStore, XianHdf5Store};
+use crate::store::{HomeStore, StateStore, StoreKind};
 
 /// File name of the write-ahead log inside the state home.
 pub const WAL_FILE: &str = "statesnap-wal.log";
@@ -68,35 +74,49 @@ struct PendingBlock {
     app_hash: [u8; 32],
 }
 
+/// How committed blocks are made durable: by the store's kind.
+enum Durability {
+    /// LMDB: every commit is one synced transaction holding the checkpoint.
+    Transactional,
+    /// HDF5: a write-ahead log, and an fsync every `interval` blocks.
+    Logged {
+        wal: Wal,
+        interval: u64,
+        last_checkpoint: u64,
+    },
+}
+
 /// The chain's committed state and the block in flight.
 pub struct Chain {
     state_dir: PathBuf,
     store: SharedStore,
+    kind: StoreKind,
     treap: MerkleTreap,
     chain_id: String,
     height: u64,
     app_hash: [u8; 32],
-    wal: Wal,
+    durability: Durability,
     checkpoint_interval: u64,
-    last_checkpoint: u64,
     pending: Option<PendingBlock>,
-    /// Before-images of snapshot views still being built.
+    /// Before-images of (HDF5) snapshot views still being built.
     views: Vec<Weak<BeforeImages>>,
 }
 
 impl Chain {
-    /// Opens (or creates) the state home `state_dir`, finishing whatever a
-    /// crash interrupted: a half-done swap, a leftover restore staging home,
-    /// committed blocks not yet checkpointed.
-    pub fn open(state_dir: &Path, checkpoint_interval: u64) -> anyhow::Result<Chain> {
+    /// Opens the state home `state_dir` (creating it as `new_kind` when it
+    /// is missing or empty; an existing home keeps its layout), finishing
+    /// whatever a crash interrupted: a half-done swap, a leftover restore
+    /// staging home, committed blocks not yet checkpointed (HDF5).
+    pub fn open(state_dir: &Path, checkpoint_interval: u64, new_kind: StoreKind) -> anyhow::Result<Chain> {
         recover_interrupted_swap(state_dir)?;
         let staging = staging_path(state_dir);
         if staging.exists() {
             tracing::warn!(dir = %staging.display(), "removing the staging home of an interrupted restore");
             std::fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
         }
-        let mut store = XianHdf5Store::open_or_create(state_dir)?;
-        let checkpoint = Checkpoint::read(state_dir)?;
+        let mut store = HomeStore::open_or_create(state_dir, new_kind)?;
+        let kind = store.kind();
+        let checkpoint = Checkpoint::load(&store)?;
         let (chain_id, mut height, mut app_hash) = match &checkpoint {
             Some(c) => (c.chain_id.clone(), c.height, Some(c.app_hash()?)),
             None => (String::new(), 0, None),
@@ -106,32 +126,43 @@ impl Chain {
             (Some(c), Some(hash)) => index_file::take(state_dir, c.height, hash)?,
             _ => None,
         };
-        let (wal, records) = Wal::open(&state_dir.join(WAL_FILE))?;
+        let checkpoint_interval = checkpoint_interval.max(1);
         let mut replayed = 0;
-        let durable = height;
-        for record in records.into_iter().filter(|r| r.height > durable) {
-            if record.height != height + 1 {
-                bail!(
-                    "the write-ahead log in {} jumps from height {height} to {}: it does not belong to this state",
-                    state_dir.display(),
-                    record.height
-                );
+        let durability = match kind {
+            StoreKind::Lmdb => Durability::Transactional,
+            StoreKind::Hdf5 => {
+                let (wal, records) = Wal::open(&state_dir.join(WAL_FILE))?;
+                let durable = height;
+                for record in records.into_iter().filter(|r| r.height > durable) {
+                    if record.height != height + 1 {
+                        bail!(
+                            "the write-ahead log in {} jumps from height {height} to {}: it does not belong to this state",
+                            state_dir.display(),
+                            record.height
+                        );
+                    }
+                    store.write_batch(&record.writes)?;
+                    if let Some(treap) = &mut saved {
+                        apply_to_treap(treap, record.writes.iter().map(|(k, v)| (k, v)))?;
+                    }
+                    height = record.height;
+                    app_hash = Some(record.app_hash);
+                    replayed += 1;
+                }
+                if replayed > 0 {
+                    tracing::info!(
+                        blocks = replayed,
+                        height,
+                        "replayed committed blocks from the write-ahead log"
+                    );
+                }
+                Durability::Logged {
+                    wal,
+                    interval: checkpoint_interval,
+                    last_checkpoint: checkpoint.as_ref().map_or(0, |c| c.height),
+                }
             }
-            store.write_batch(&record.writes)?;
-            if let Some(treap) = &mut saved {
-                apply_to_treap(treap, record.writes.iter().map(|(k, v)| (k, v)))?;
-            }
-            height = record.height;
-            app_hash = Some(record.app_hash);
-            replayed += 1;
-        }
-        if replayed > 0 {
-            tracing::info!(
-                blocks = replayed,
-                height,
-                "replayed committed blocks from the write-ahead log"
-            );
-        }
+        };
         let treap = match saved {
             Some(treap) => {
                 tracing::info!(keys = treap.len(), "loaded the index saved at the last clean shutdown");
@@ -153,14 +184,14 @@ impl Chain {
         };
         let mut chain = Chain {
             state_dir: state_dir.to_path_buf(),
-            store: Arc::new(Mutex::new(store)),
+            store: Arc::new(Mutex::new(Some(store))),
+            kind,
             treap,
             chain_id,
             height,
             app_hash,
-            wal,
-            checkpoint_interval: checkpoint_interval.max(1),
-            last_checkpoint: checkpoint.as_ref().map_or(0, |c| c.height),
+            durability,
+            checkpoint_interval,
             pending: None,
             views: Vec::new(),
         };
@@ -168,6 +199,11 @@ impl Chain {
             chain.checkpoint()?;
         }
         Ok(chain)
+    }
+
+    /// The layout of the state home.
+    pub fn store_kind(&self) -> StoreKind {
+        self.kind
     }
 
     pub fn height(&self) -> u64 {
@@ -239,9 +275,12 @@ impl Chain {
         if fresh.exists() {
             std::fs::remove_dir_all(&fresh)?;
         }
-        let mut store = XianHdf5Store::create(&fresh)?;
+        let mut store = HomeStore::create(&fresh, self.kind)?;
+        // Synced once, below: a failed genesis is started again from scratch.
+        store.set_bulk(true);
         if let Some(home) = &app_state.import_home {
-            let source = XianHdf5Store::open(home).with_context(|| "importing the genesis app_state's import_home")?;
+            let source =
+                HomeStore::open_read_only(home).with_context(|| "importing the genesis app_state's import_home")?;
             let mut batch = Vec::with_capacity(IMPORT_BATCH);
             let mut n = 0u64;
             for entry in source.entries()? {
@@ -271,7 +310,7 @@ impl Chain {
         let treap = build_treap(&store, &fresh)?;
         let app_hash = treap.root_hash();
         let height = initial_height.saturating_sub(1);
-        Checkpoint::new(chain_id, height, app_hash).write(&fresh)?;
+        Checkpoint::new(chain_id, height, app_hash).save(&mut store)?;
         drop(store);
         // The old (empty or partial) home goes; the genesis home takes its place.
         self.adopt(&fresh, treap, chain_id, height)?;
@@ -329,44 +368,71 @@ impl Chain {
         Ok((outcomes, app_hash))
     }
 
-    /// Commit: makes the executed block durable (write-ahead log), then
-    /// applies it to the store. Returns the new height.
+    /// Commit: makes the executed block durable and applies it to the
+    /// store (see [`Durability`]). Returns the new height.
     pub fn commit(&mut self) -> anyhow::Result<u64> {
         let block = self
             .pending
             .take()
             .ok_or_else(|| anyhow!("Commit without a FinalizeBlock before it"))?;
-        let writes: Writes = block.writes.into_iter().collect();
-        self.wal.append(&WalRecord {
-            height: block.height,
-            app_hash: block.app_hash,
-            writes: writes.clone(),
-        })?;
-        {
-            let mut store = lock(&self.store)?;
-            self.views.retain(|v| v.strong_count() > 0);
-            for view in self.views.iter().filter_map(Weak::upgrade) {
-                view.capture(&store, &writes)?;
+        let mut writes = block.writes;
+        match &mut self.durability {
+            Durability::Transactional => {
+                // The record goes into the block's own transaction.
+                let (key, value) = Checkpoint::new(&self.chain_id, block.height, block.app_hash).entry();
+                writes.insert(key, value);
+                let writes: Writes = writes.into_iter().collect();
+                lock(&self.store)?.write_batch(&writes)?;
             }
-            store.write_batch(&writes)?;
-            store.flush_to_os()?;
+            Durability::Logged { wal, .. } => {
+                let writes: Writes = writes.into_iter().collect();
+                wal.append(&WalRecord {
+                    height: block.height,
+                    app_hash: block.app_hash,
+                    writes: writes.clone(),
+                })?;
+                let mut store = lock(&self.store)?;
+                self.views.retain(|v| v.strong_count() > 0);
+                for view in self.views.iter().filter_map(Weak::upgrade) {
+                    view.capture(&*store, &writes)?;
+                }
+                store.write_batch(&writes)?;
+                if let HomeStore::Hdf5(hdf5) = &mut *store {
+                    hdf5.flush_to_os()?;
+                }
+            }
         }
         self.treap = block.treap;
         self.height = block.height;
         self.app_hash = block.app_hash;
-        if self.height - self.last_checkpoint >= self.checkpoint_interval {
-            self.checkpoint()?;
+        if let Durability::Logged {
+            interval,
+            last_checkpoint,
+            ..
+        } = &self.durability
+        {
+            if self.height - *last_checkpoint >= *interval {
+                self.checkpoint()?;
+            }
         }
         Ok(self.height)
     }
 
-    /// Makes the store durable and records it, so the log can be emptied.
+    /// Makes the store durable and records it (HDF5: so the log can be emptied).
     fn checkpoint(&mut self) -> anyhow::Result<()> {
-        lock(&self.store)?.flush()?;
-        Checkpoint::new(&self.chain_id, self.height, self.app_hash).write(&self.state_dir)?;
-        self.wal.reset()?;
-        self.last_checkpoint = self.height;
-        Ok(())
+        let mut store = lock(&self.store)?;
+        match &mut self.durability {
+            Durability::Transactional => store.flush(),
+            Durability::Logged {
+                wal, last_checkpoint, ..
+            } => {
+                store.flush()?;
+                Checkpoint::new(&self.chain_id, self.height, self.app_hash).save(&mut store)?;
+                wal.reset()?;
+                *last_checkpoint = self.height;
+                Ok(())
+            }
+        }
     }
 
     /// A clean stop: makes the state durable and saves the treap, so the
@@ -379,10 +445,24 @@ impl Chain {
     }
 
     /// A frozen view of the committed state, for a background snapshot.
-    pub fn view(&mut self) -> StateView {
+    pub fn view(&mut self) -> anyhow::Result<StateView> {
+        if let HomeStore::Lmdb(lmdb) = &*lock(&self.store)? {
+            let snapshot = lmdb.snapshot()?;
+            return Ok(StateView::frozen(
+                self.treap.clone(),
+                snapshot,
+                self.height,
+                self.app_hash,
+            ));
+        }
         let before = Arc::new(BeforeImages::new(self.height));
         self.views.push(Arc::downgrade(&before));
-        StateView::new(self.treap.clone(), before, self.store.clone(), self.app_hash)
+        Ok(StateView::live(
+            self.treap.clone(),
+            before,
+            self.store.clone(),
+            self.app_hash,
+        ))
     }
 
     /// Makes a verified restored home (a finished state sync of height
@@ -398,23 +478,47 @@ impl Chain {
         if treap.root_hash() != app_hash {
             bail!("the restored state's index does not give the trusted app hash (a bug)");
         }
-        Checkpoint::new(chain_id, height, app_hash).write(staging)?;
+        Checkpoint::new(chain_id, height, app_hash).save(&mut HomeStore::open(staging)?)?;
         self.adopt(staging, treap, chain_id, height)
     }
 
     /// Makes the checkpointed home `home` (state of `height`, indexed by
     /// `treap`) the node's state, replacing the current one.
     fn adopt(&mut self, home: &Path, treap: MerkleTreap, chain_id: &str, height: u64) -> anyhow::Result<()> {
-        swap_into_place(home, &self.state_dir)?;
-        *lock(&self.store)? = XianHdf5Store::open(&self.state_dir)?;
-        let (mut wal, _) = Wal::open(&self.state_dir.join(WAL_FILE))?;
-        wal.reset()?;
-        self.wal = wal;
+        let mut slot = lock_slot(&self.store)?;
+        // LMDB allows one open environment per path and process: the old
+        // state closes before the new one takes its place.
+        *slot = None;
+        let swapped = swap_into_place(home, &self.state_dir);
+        // Reopened whether or not the swap worked (if not, the old state is back).
+        let reopened = HomeStore::open(&self.state_dir);
+        let store = match (swapped, reopened) {
+            (Ok(()), Ok(store)) => store,
+            (Err(e), reopened) => {
+                *slot = reopened.ok();
+                return Err(e);
+            }
+            (Ok(()), Err(e)) => return Err(e),
+        };
+        self.kind = store.kind();
+        *slot = Some(store);
+        drop(slot);
+        self.durability = match self.kind {
+            StoreKind::Lmdb => Durability::Transactional,
+            StoreKind::Hdf5 => {
+                let (mut wal, _) = Wal::open(&self.state_dir.join(WAL_FILE))?;
+                wal.reset()?;
+                Durability::Logged {
+                    wal,
+                    interval: self.checkpoint_interval,
+                    last_checkpoint: height,
+                }
+            }
+        };
         self.app_hash = treap.root_hash();
         self.treap = treap;
         self.chain_id = chain_id.to_string();
         self.height = height;
-        self.last_checkpoint = height;
         self.pending = None;
         self.views.clear();
         Ok(())
@@ -447,7 +551,7 @@ fn apply_to_treap<'a>(
 }
 
 /// Builds the treap of a store's consensus entries in one ordered pass.
-fn build_treap(store: &XianHdf5Store, dir: &Path) -> anyhow::Result<MerkleTreap> {
+fn build_treap(store: &dyn StateStore, dir: &Path) -> anyhow::Result<MerkleTreap> {
     let mut builder = TreapBuilder::new();
     let mut n = 0u64;
     for entry in store.entries()? {

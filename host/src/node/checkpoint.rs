@@ -1,17 +1,26 @@
-//! The node's record of the last durable state: `statesnap-node.json` at the
-//! root of the state home (beside `contract_state/` and `run_state/`, where
-//! Xian's tools do not look).
+//! The node's record of the last durable state: chain, height, app hash.
 //!
-//! It names the height and app hash the HDF5 files hold once fsynced. It lives
-//! inside the state home so a restored snapshot and its record are swapped in
-//! together, by one rename.
+//! * **HDF5 homes**: `statesnap-node.json` at the root of the state home
+//!   (beside `contract_state/` and `run_state/`, where Xian's tools do not
+//!   look), naming what the HDF5 files hold once fsynced.
+//! * **LMDB homes**: the value of the run-state key [`KEY`], written in the
+//!   same transaction as the block it describes, so the record and the state
+//!   can never disagree. `__` keys are outside the app hash, never in a
+//!   snapshot, and refused in transactions.
+//!
+//! Either way it lives inside the state home, so a restored snapshot and its
+//! record are swapped in together, by one rename.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::store::{HomeStore, StateStore};
+
 pub const FILE: &str = "statesnap-node.json";
+/// The LMDB key of the record.
+pub const KEY: &str = "__statesnap.node";
 const VERSION: u32 = 1;
 
 /// A durable state: chain, height, app hash.
@@ -41,7 +50,39 @@ impl Checkpoint {
             .with_context(|| format!("`{}` is not a 32-byte hex app hash", self.app_hash))
     }
 
-    /// The checkpoint of the state home `state`, if it has one.
+    /// The checkpoint of `store`'s home, if it has one.
+    pub fn load(store: &HomeStore) -> anyhow::Result<Option<Checkpoint>> {
+        match store {
+            HomeStore::Hdf5(s) => Self::read(s.home()),
+            HomeStore::Lmdb(s) => {
+                let where_ = || format!("key {KEY} in {}", s.home().display());
+                store
+                    .get(KEY)
+                    .with_context(where_)?
+                    .map(|text| Self::parse(&text, &where_()))
+                    .transpose()
+            }
+        }
+    }
+
+    /// Records the checkpoint in `store`'s home (LMDB: one synced transaction).
+    pub fn save(&self, store: &mut HomeStore) -> anyhow::Result<()> {
+        match store {
+            HomeStore::Hdf5(s) => self.write(s.home()),
+            HomeStore::Lmdb(_) => {
+                store.write_batch(&[self.entry()])?;
+                store.flush()
+            }
+        }
+    }
+
+    /// The record as the LMDB entry to commit with a block's writes.
+    pub fn entry(&self) -> (String, Option<String>) {
+        let text = serde_json::to_string(self).expect("a checkpoint serializes");
+        (KEY.to_string(), Some(text))
+    }
+
+    /// The checkpoint file of the HDF5 state home `state`, if it has one.
     pub fn read(state: &Path) -> anyhow::Result<Option<Checkpoint>> {
         let path = state.join(FILE);
         let text = match std::fs::read_to_string(&path) {
@@ -49,16 +90,19 @@ impl Checkpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let c: Checkpoint = serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+        Self::parse(&text, &path.display().to_string()).map(Some)
+    }
+
+    fn parse(text: &str, source: &str) -> anyhow::Result<Checkpoint> {
+        let c: Checkpoint = serde_json::from_str(text).with_context(|| format!("{source} is damaged"))?;
         if c.version != VERSION {
             bail!(
-                "{} has version {}; this statesnap reads version {VERSION}",
-                path.display(),
+                "{source} has version {}; this statesnap reads version {VERSION}",
                 c.version
             );
         }
         c.app_hash()?;
-        Ok(Some(c))
+        Ok(c)
     }
 
     /// Writes the checkpoint durably and atomically (temporary file, fsync, rename).

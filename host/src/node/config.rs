@@ -19,6 +19,9 @@ pub struct NodeConfig {
     /// chains. Empty: learned from InitChain (a node that joins by state sync
     /// gets no InitChain, so set it there).
     pub chain_id: String,
+    /// The store of a new state home: `lmdb` (Xian's current layout) or
+    /// `hdf5`. An existing state home keeps the store it has.
+    pub store: crate::store::StoreKind,
     /// Where the ABCI server listens: CometBFT's `proxy_app`, without `tcp://`.
     pub abci_listen: String,
     /// Where Prometheus metrics are served (`GET /metrics`). Empty: off.
@@ -34,8 +37,9 @@ pub struct NodeConfig {
     pub snapshot_params: std::collections::BTreeMap<String, String>,
     /// Directory of extra `*.wasm` plugins (for restoring formats that are not built in). Empty: none.
     pub plugin_dir: String,
-    /// Make the on-disk state durable (fsync) every this many blocks; the
-    /// write-ahead log covers the blocks in between.
+    /// HDF5 only: make the on-disk state durable (fsync) every this many
+    /// blocks; the write-ahead log covers the blocks in between. (LMDB
+    /// commits each block in one synced transaction.)
     pub checkpoint_interval: u64,
     /// After a new format activates, keep making the previous one for this
     /// many more snapshot intervals, so nodes that lack the new plugin can
@@ -47,6 +51,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             chain_id: String::new(),
+            store: crate::store::StoreKind::Lmdb,
             abci_listen: "127.0.0.1:26658".into(),
             metrics_listen: "127.0.0.1:26660".into(),
             snapshot_interval: 1000,
@@ -64,6 +69,8 @@ const HEADER: &str = "\
 # statesnap node configuration. Every key is optional; see docs/NODE.md.
 #
 # chain_id             the chain this node belongs to (state sync refuses other chains)
+# store                the store of a new state home: \"lmdb\" (Xian's current layout) or \"hdf5\";
+#                      an existing state home keeps its own
 # abci_listen          where CometBFT's proxy_app connects (host:port)
 # metrics_listen       Prometheus metrics address (GET /metrics); \"\" turns them off
 # snapshot_interval    take a snapshot every this many blocks (0: never)
@@ -71,7 +78,8 @@ const HEADER: &str = "\
 # snapshot_plugin      snapshot format until governance approves one: a built-in name
 #                      (zstd, gzip, brotli) or a .wasm file; \"\": only governance-approved formats
 # plugin_dir           extra *.wasm plugins, for restoring formats that are not built in
-# checkpoint_interval  fsync the state every this many blocks (a write-ahead log covers the rest)
+# checkpoint_interval  HDF5 only: fsync the state every this many blocks (a write-ahead log covers
+#                      the rest); LMDB commits every block in one synced transaction
 # format_overlap       after a new format activates, keep making the previous one this many intervals
 # [snapshot_params]    plugin parameters, e.g. chunk_bytes = \"10000000\"
 

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! <home>/config.toml   the node's settings (NodeConfig)
-//! <home>/state/        the Xian-layout HDF5 state, its checkpoint record and write-ahead log
+//! <home>/state/        the Xian-layout state (LMDB `lmdb/`, or HDF5 with its write-ahead log) and its checkpoint record
 //! <home>/snapshots/    <height>-<format>/ snapshot directories
 //! ```
 
@@ -115,7 +115,14 @@ impl Node {
                 "snapshot_plugin in config.toml (set it to \"\" to make only formats approved by governance)",
             )?)
         };
-        let chain = Chain::open(&state_dir(home), config.checkpoint_interval)?;
+        let chain = Chain::open(&state_dir(home), config.checkpoint_interval, config.store)?;
+        if chain.store_kind() != config.store {
+            tracing::info!(
+                configured = %config.store,
+                found = %chain.store_kind(),
+                "the state home already exists with another store; it keeps its own"
+            );
+        }
         if !config.chain_id.is_empty() && !chain.chain_id().is_empty() && chain.chain_id() != config.chain_id {
             bail!(
                 "config.toml says chain_id {:?}, but the state in {} belongs to chain {:?}",
@@ -313,8 +320,13 @@ impl Node {
     }
 
     fn snapshot(&self, chain: &mut Chain) {
-        let view = chain.view();
-        self.snapshots.start(view, chain.chain_id().to_string());
+        match chain.view() {
+            Ok(view) => self.snapshots.start(view, chain.chain_id().to_string()),
+            Err(e) => tracing::error!(
+                height = chain.height(),
+                "snapshot: cannot open a view of the state: {e:#}"
+            ),
+        }
     }
 
     /// Query: `/key` (data: the key) → its stored value; `/status`, `/gov`
@@ -402,19 +414,19 @@ impl Node {
 
     /// OfferSnapshot.
     pub fn offer_snapshot(&self, offer: &Offer) -> OfferAnswer {
-        let (chain_id, height, staging) = {
+        let (chain_id, height, staging, kind) = {
             let chain = self.chain();
             let chain_id = if chain.chain_id().is_empty() {
                 self.config.chain_id.clone()
             } else {
                 chain.chain_id().to_string()
             };
-            (chain_id, chain.height(), chain.staging_dir())
+            (chain_id, chain.height(), chain.staging_dir(), chain.store_kind())
         };
         self.statesync
             .lock()
             .expect("state sync lock")
-            .offer(offer, &chain_id, height, &staging)
+            .offer(offer, &chain_id, height, &staging, kind)
     }
 
     /// ApplySnapshotChunk. After the last chunk the restored state becomes

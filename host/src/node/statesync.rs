@@ -19,6 +19,7 @@ use crate::plugin::PluginRegistry;
 use crate::snapshot::{approval, load_shipped_plugin, Manifest, RestoreError, RestoreSummary, Restorer};
 use crate::store::root::StateRoot;
 use crate::store::treap::MerkleTreap;
+use crate::store::StoreKind;
 
 /// A snapshot CometBFT offers, with the app hash it trusts for that height.
 #[derive(Debug, Clone)]
@@ -90,6 +91,8 @@ enum Stage {
         manifest: Box<Manifest>,
         trusted: StateRoot,
         staging: std::path::PathBuf,
+        /// The layout of the home being restored into.
+        kind: StoreKind,
     },
     Restoring(Box<Restorer>),
 }
@@ -126,10 +129,11 @@ impl StateSync {
         expected_chain_id: &str,
         current_height: u64,
         staging: &std::path::Path,
+        kind: StoreKind,
     ) -> OfferAnswer {
         // A new offer replaces any restore in flight (its staging home goes).
         self.session = None;
-        let answer = self.try_offer(offer, expected_chain_id, current_height, staging);
+        let answer = self.try_offer(offer, expected_chain_id, current_height, staging, kind);
         match &answer {
             OfferAnswer::Accept => {
                 tracing::info!(
@@ -158,6 +162,7 @@ impl StateSync {
         expected_chain_id: &str,
         current_height: u64,
         staging: &std::path::Path,
+        kind: StoreKind,
     ) -> OfferAnswer {
         let manifest = match Manifest::decode(&offer.metadata) {
             Ok(m) => m,
@@ -233,6 +238,7 @@ impl StateSync {
                         manifest: Box::new(manifest),
                         trusted,
                         staging: staging.to_path_buf(),
+                        kind,
                     },
                     height,
                     chunks,
@@ -266,7 +272,7 @@ impl StateSync {
             Err(e) => return OfferAnswer::Reject(format!("its plugin refuses its parameters: {e}")),
         };
         let (height, chunks) = (manifest.height, offer.chunks);
-        match Restorer::begin(manifest, trusted, decoder, staging) {
+        match Restorer::begin(manifest, trusted, decoder, staging, kind) {
             Ok(restorer) => {
                 self.start_metrics(chunks);
                 self.session = Some(Session {
@@ -298,6 +304,7 @@ impl StateSync {
             manifest,
             trusted,
             staging,
+            kind,
         } = &session.stage
         else {
             return Ok(());
@@ -331,7 +338,7 @@ impl StateSync {
                 plugin = plugin.label(),
                 "state sync: loaded the approved plugin shipped in chunk 0"
             );
-            Ok(Restorer::begin((**manifest).clone(), *trusted, decoder, staging)?.with_index())
+            Ok(Restorer::begin((**manifest).clone(), *trusted, decoder, staging, *kind)?.with_index())
         };
         match begin() {
             Ok(restorer) => {

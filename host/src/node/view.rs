@@ -4,24 +4,58 @@
 //!
 //! The view holds the Merkle treap of height H (a persistent structure, so
 //! keeping it costs nothing until blocks change the live one) for the set of
-//! keys, and reads values from the live HDF5 store. Every commit after H first
-//! records, in the view's [`BeforeImages`], the height-H value of each key it
-//! is about to overwrite or delete. A value read for the view is the recorded
-//! one if there is one, else the store's, which has not changed since H.
+//! keys. Its values come, by store:
+//!
+//! * **LMDB**: from a read transaction opened at H, a consistent view of its
+//!   own that later commits do not change (and do not wait for);
+//! * **HDF5**, which has no such thing: from the live store. Every commit
+//!   after H first records, in the view's [`BeforeImages`], the height-H
+//!   value of each key it is about to overwrite or delete. A value read for
+//!   the view is the recorded one if there is one, else the store's, which
+//!   has not changed since H.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{anyhow, bail};
 
 use crate::store::treap::MerkleTreap;
-use crate::store::{Entry, StateStore, XianHdf5Store};
+use crate::store::xian_lmdb::LmdbSnapshot;
+use crate::store::{is_consensus_key, Entry, HomeStore, StateStore};
 
-/// The store shared by the chain (writes at Commit) and snapshot views (reads).
-pub type SharedStore = Arc<Mutex<XianHdf5Store>>;
+/// The store shared by the chain (writes at Commit) and snapshot views
+/// (reads). `None` only while a restored state takes its place.
+pub type SharedStore = Arc<Mutex<Option<HomeStore>>>;
+
+/// The locked shared store.
+pub struct StoreGuard<'a>(MutexGuard<'a, Option<HomeStore>>);
+
+impl Deref for StoreGuard<'_> {
+    type Target = HomeStore;
+
+    fn deref(&self) -> &HomeStore {
+        self.0.as_ref().expect("checked by lock()")
+    }
+}
+
+impl DerefMut for StoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut HomeStore {
+        self.0.as_mut().expect("checked by lock()")
+    }
+}
 
 /// Locks the shared store.
-pub fn lock(store: &SharedStore) -> anyhow::Result<std::sync::MutexGuard<'_, XianHdf5Store>> {
+pub fn lock(store: &SharedStore) -> anyhow::Result<StoreGuard<'_>> {
+    let guard = lock_slot(store)?;
+    if guard.is_none() {
+        bail!("the state store is closed: a restored state failed to take its place (see the log)");
+    }
+    Ok(StoreGuard(guard))
+}
+
+/// Locks the slot itself, to close or replace the store.
+pub fn lock_slot(store: &SharedStore) -> anyhow::Result<MutexGuard<'_, Option<HomeStore>>> {
     store
         .lock()
         .map_err(|_| anyhow!("the state store lock is poisoned (an earlier panic)"))
@@ -44,7 +78,7 @@ impl BeforeImages {
 
     /// Records the current values of `keys` (about to be overwritten) unless a
     /// value is already recorded: the first one is the height-H value.
-    pub fn capture(&self, store: &XianHdf5Store, keys: &[(String, Option<String>)]) -> anyhow::Result<()> {
+    pub fn capture(&self, store: &dyn StateStore, keys: &[(String, Option<String>)]) -> anyhow::Result<()> {
         let mut values = self.values.lock().expect("before-images lock");
         for (key, _) in keys {
             if !values.contains_key(key) {
@@ -69,21 +103,41 @@ pub struct StateView {
     pub height: u64,
     pub app_hash: [u8; 32],
     treap: MerkleTreap,
-    before: Arc<BeforeImages>,
-    store: SharedStore,
+    source: Source,
+}
+
+/// Where a view's values come from.
+enum Source {
+    /// The live store, behind the values later commits replaced (HDF5).
+    Live {
+        before: Arc<BeforeImages>,
+        store: SharedStore,
+    },
+    /// A read transaction opened at the view's height (LMDB).
+    Frozen(LmdbSnapshot),
 }
 
 /// Keys read from the store per lock: short enough not to hold up a commit.
 const READ_BATCH: usize = 256;
 
 impl StateView {
-    pub fn new(treap: MerkleTreap, before: Arc<BeforeImages>, store: SharedStore, app_hash: [u8; 32]) -> Self {
+    /// A view over the live store and the before-images later commits record.
+    pub fn live(treap: MerkleTreap, before: Arc<BeforeImages>, store: SharedStore, app_hash: [u8; 32]) -> Self {
         StateView {
             height: before.height,
             app_hash,
             treap,
-            before,
-            store,
+            source: Source::Live { before, store },
+        }
+    }
+
+    /// A view over a read transaction opened at `height`.
+    pub fn frozen(treap: MerkleTreap, snapshot: LmdbSnapshot, height: u64, app_hash: [u8; 32]) -> Self {
+        StateView {
+            height,
+            app_hash,
+            treap,
+            source: Source::Frozen(snapshot),
         }
     }
 
@@ -101,10 +155,10 @@ impl StateView {
         self.treap.is_empty()
     }
 
-    /// The height-H values of `keys`, all of which the view holds.
-    fn read_batch(&self, keys: Vec<String>) -> anyhow::Result<Vec<Entry>> {
-        let store = lock(&self.store)?;
-        let before = self.before.values.lock().expect("before-images lock");
+    /// The height-H values of `keys`, all of which the live view holds.
+    fn read_batch(&self, before: &BeforeImages, store: &SharedStore, keys: Vec<String>) -> anyhow::Result<Vec<Entry>> {
+        let store = lock(store)?;
+        let before = before.values.lock().expect("before-images lock");
         keys.into_iter()
             .map(|key| {
                 let value = match before.get(&key) {
@@ -128,12 +182,26 @@ impl StateStore for StateView {
         if self.treap.get(key).is_none() {
             return Ok(None);
         }
-        Ok(self.read_batch(vec![key.to_string()])?.pop().map(|e| e.stored))
+        match &self.source {
+            Source::Live { before, store } => Ok(self
+                .read_batch(before, store, vec![key.to_string()])?
+                .pop()
+                .map(|e| e.stored)),
+            Source::Frozen(snapshot) => snapshot.get(key),
+        }
     }
 
-    /// The view's consensus entries in ascending key order, read in small
-    /// batches so commits are never held up for long.
+    /// The view's consensus entries in ascending key order: from the live
+    /// store in small batches, so commits are never held up for long, or
+    /// from the read transaction's cursor.
     fn entries(&self) -> anyhow::Result<Box<dyn Iterator<Item = anyhow::Result<Entry>> + '_>> {
+        let (before, store) = match &self.source {
+            Source::Live { before, store } => (before, store),
+            Source::Frozen(snapshot) => {
+                let consensus = |e: &anyhow::Result<Entry>| e.as_ref().map_or(true, |e| is_consensus_key(&e.key));
+                return Ok(Box::new(snapshot.entries()?.filter(consensus)));
+            }
+        };
         let mut keys = self.treap.iter().map(|(k, _)| k.to_string());
         let mut batch = std::vec::IntoIter::default();
         let mut failed = false;
@@ -148,7 +216,7 @@ impl StateStore for StateView {
             if next.is_empty() {
                 return None;
             }
-            match self.read_batch(next) {
+            match self.read_batch(before, store, next) {
                 Ok(entries) => batch = entries.into_iter(),
                 Err(e) => {
                     failed = true;

@@ -18,10 +18,11 @@ use super::codec::ChunkDecoder;
 use super::layout::SnapshotDir;
 use super::manifest::Manifest;
 use crate::plugin::{Plugin, PluginError, PluginRegistry};
+use crate::store::home::{detect, is_vacant};
 use crate::store::root::{is_consensus_key, leaf_hash, RootBuilder, RootError};
 use crate::store::treap::{MerkleTreap, TreapBuilder};
 use crate::store::value::canonical_bytes;
-use crate::store::{StateStore, XianHdf5Store};
+use crate::store::{HomeStore, StateStore, StoreKind};
 
 /// Bytes of decoded entries asked of the plugin per call.
 const DECODE_BATCH_BYTES: u32 = 4 << 20;
@@ -100,14 +101,16 @@ pub struct Restorer {
 }
 
 impl Restorer {
-    /// Starts restoring `manifest` into a fresh staging home at `staging`
-    /// (anything already there is removed). The manifest's app hash must equal
-    /// `trusted`, the app hash the caller trusts for its height.
+    /// Starts restoring `manifest` into a fresh staging home of layout
+    /// `kind` at `staging` (anything already there is removed). The
+    /// manifest's app hash must equal `trusted`, the app hash the caller
+    /// trusts for its height.
     pub fn begin(
         manifest: Manifest,
         trusted: [u8; 32],
         decoder: Box<dyn ChunkDecoder>,
         staging: &Path,
+        kind: StoreKind,
     ) -> Result<Self, RestoreError> {
         if manifest.app_hash != trusted {
             return Err(RestoreError::AppHashMismatch {
@@ -128,7 +131,9 @@ impl Restorer {
         let writer = std::thread::Builder::new()
             .name("restore-writer".into())
             .spawn(move || -> anyhow::Result<()> {
-                let mut store = XianHdf5Store::create(&dir)?;
+                let mut store = HomeStore::create(&dir, kind)?;
+                // Synced once at the end: a failed restore is thrown away.
+                store.set_bulk(true);
                 for batch in rx {
                     store.write_batch(&batch)?;
                 }
@@ -420,15 +425,14 @@ pub fn recover_interrupted_swap(home: &Path) -> anyhow::Result<()> {
 
 /// Refuses to replace a directory that is not a state home: a mistyped
 /// `--home` must never cost a user their files.
-fn check_replaceable(home: &Path) -> Result<(), RestoreError> {
-    let is_empty = |p: &Path| std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(false);
-    if !home.exists() || is_empty(home) || home.join("contract_state").is_dir() || home.join("run_state").is_dir() {
-        return Ok(());
+/// Returns the layout of the home being replaced (`None` when there is none).
+fn check_replaceable(home: &Path) -> Result<Option<StoreKind>, RestoreError> {
+    if is_vacant(home) {
+        return Ok(None);
     }
-    Err(RestoreError::Target(format!(
-        "{} exists and is not a Xian state home (no contract_state/ or run_state/); refusing to replace it",
-        home.display()
-    )))
+    detect(home)
+        .map(Some)
+        .map_err(|e| RestoreError::Target(format!("{e:#}; refusing to replace it")))
 }
 
 /// Restores the snapshot in `dir` into `home`, trusting only `trusted` as the
@@ -440,20 +444,23 @@ pub fn restore_dir(
     registry: &PluginRegistry,
     progress: &ProgressBar,
 ) -> Result<RestoreSummary, RestoreError> {
-    restore_dir_with(dir, home, trusted, registry, plugin_decoder, progress)
+    restore_dir_with(dir, home, None, trusted, registry, plugin_decoder, progress)
 }
 
-/// [`restore_dir`] with a choice of decoder (benchmarks use the native codec).
+/// [`restore_dir`] with a choice of layout (`None`: the replaced home's, or
+/// [`StoreKind::default`] for a new home) and of decoder (benchmarks use the
+/// native codec).
 pub fn restore_dir_with(
     dir: &Path,
     home: &Path,
+    kind: Option<StoreKind>,
     trusted: [u8; 32],
     registry: &PluginRegistry,
     make_decoder: DecoderChoice,
     progress: &ProgressBar,
 ) -> Result<RestoreSummary, RestoreError> {
     recover_interrupted_swap(home).map_err(RestoreError::Store)?;
-    check_replaceable(home)?;
+    let kind = kind.or(check_replaceable(home)?).unwrap_or_default();
     let snap = SnapshotDir::open(dir).map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
     let manifest = snap.manifest().map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
     let local = registry
@@ -488,7 +495,7 @@ pub fn restore_dir_with(
     let staging = staging_path(home);
     let chunks = manifest.chunks.len() as u32;
     progress.set_length(chunks as u64);
-    let mut restorer = Restorer::begin(manifest, trusted, decoder, &staging)?;
+    let mut restorer = Restorer::begin(manifest, trusted, decoder, &staging, kind)?;
     for index in 0..chunks {
         let chunk = snap.read_chunk(index).map_err(RestoreError::Store)?;
         restorer.apply_chunk(index, &chunk)?;

@@ -1,15 +1,19 @@
 //! State stores: where a node keeps its key/value state, and the state root over it.
 
 pub mod generate;
+pub mod home;
 pub mod keys;
 pub mod memory;
 pub mod root;
 pub mod treap;
 pub mod value;
 pub mod xian_hdf5;
+pub mod xian_lmdb;
 
+pub use home::{HomeStore, StoreKind};
 pub use root::{is_consensus_key, RootBuilder, StateRoot};
 pub use xian_hdf5::XianHdf5Store;
+pub use xian_lmdb::XianLmdbStore;
 
 /// One state entry: a UTF-8 key and its stored JSON text (xian-compat.md §2).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

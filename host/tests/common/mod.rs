@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use statesnap::plugin::{Limits, PluginEngine, PluginRegistry};
 use statesnap::store::root::is_consensus_key;
-use statesnap::store::{StateStore, XianHdf5Store};
+use statesnap::store::{HomeStore, StateStore};
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -41,7 +41,7 @@ pub fn registry_with(limits: Limits) -> PluginRegistry {
 
 /// Every consensus entry of a home, in order.
 pub fn consensus_entries(home: &Path) -> Vec<(String, String)> {
-    let store = XianHdf5Store::open(home).unwrap();
+    let store = HomeStore::open_read_only(home).unwrap();
     store
         .entries()
         .unwrap()
