@@ -1,5 +1,6 @@
 //! The node in process, without CometBFT: blocks, transactions, crash
-//! recovery, background snapshots, and every answer of the snapshot calls.
+//! recovery, background snapshots, and every answer of the snapshot calls,
+//! each on both stores (LMDB and HDF5).
 
 mod common;
 
@@ -10,9 +11,36 @@ use ed25519_dalek::SigningKey;
 use statesnap::chain::tx::{self, Action, Op, TxBody};
 use statesnap::node::{chain::Chain, ChunkAnswer, Metrics, Node, NodeConfig, Offer, OfferAnswer, TestHooks};
 use statesnap::snapshot::{Manifest, SnapshotDir};
-use statesnap::store::{generate, root, StateStore, StoreKind, XianHdf5Store};
+use statesnap::store::{generate, root, HomeStore, StateStore, StoreKind, XianHdf5Store};
 
 const CHAIN: &str = "test-chain";
+
+/// Each test, once per store: `<test>::lmdb` and `<test>::hdf5`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn lmdb() {
+                super::$name(statesnap::store::StoreKind::Lmdb)
+            }
+            #[test]
+            fn hdf5() {
+                super::$name(statesnap::store::StoreKind::Hdf5)
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    blocks_apply_signed_patches_and_the_app_hash_is_the_state_root,
+    check_tx_admits_consecutive_nonces_until_commit,
+    committed_blocks_survive_a_crash_before_the_checkpoint,
+    background_snapshots_hold_their_height_while_blocks_go_on,
+    state_sync_restores_a_snapshot_and_answers_every_case,
+    a_snapshot_of_another_state_is_rejected_after_its_last_chunk,
+    a_view_reads_its_height_after_later_blocks,
+    a_clean_stop_saves_the_index_for_a_fast_start,
+);
 
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
@@ -45,9 +73,10 @@ fn set(key: &str, stored: &str) -> Op {
     }
 }
 
-fn config(interval: u64) -> NodeConfig {
+fn config(kind: StoreKind, interval: u64) -> NodeConfig {
     let mut c = NodeConfig {
         chain_id: CHAIN.into(),
+        store: kind,
         snapshot_interval: interval,
         snapshot_keep_recent: 2,
         checkpoint_interval: 1000,
@@ -87,8 +116,8 @@ fn app_state(import: &Path) -> Vec<u8> {
 }
 
 /// A node with a genesis state; returns it and its app hash per height.
-fn started(home: &Path, genesis: &Path, interval: u64) -> (Node, Vec<[u8; 32]>) {
-    let node = open(home, config(interval));
+fn started(kind: StoreKind, home: &Path, genesis: &Path, interval: u64) -> (Node, Vec<[u8; 32]>) {
+    let node = open(home, config(kind, interval));
     let h0 = node
         .init_chain(CHAIN, 1, &app_state(genesis), &[([9; 32], 10)])
         .unwrap();
@@ -102,12 +131,11 @@ fn block(node: &Node, height: u64, txs: &[Vec<u8>]) -> (Vec<u32>, [u8; 32]) {
     (outcomes.iter().map(|o| o.code).collect(), app_hash)
 }
 
-#[test]
-fn blocks_apply_signed_patches_and_the_app_hash_is_the_state_root() {
+fn blocks_apply_signed_patches_and_the_app_hash_is_the_state_root(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
     let genesis = genesis_home(tmp.path(), 500);
     let home = tmp.path().join("node");
-    let (node, _) = started(&home, &genesis, 0);
+    let (node, _) = started(kind, &home, &genesis, 0);
     let alice = key(1);
     let bob = key(2);
     let txs = vec![
@@ -155,15 +183,14 @@ fn blocks_apply_signed_patches_and_the_app_hash_is_the_state_root() {
     .unwrap();
     assert_eq!(root, app_hash);
     // And the node comes back at the same height and hash.
-    let node = open(&home, config(0));
+    let node = open(&home, config(kind, 0));
     assert_eq!(node.info(), (1, app_hash));
 }
 
-#[test]
-fn check_tx_admits_consecutive_nonces_until_commit() {
+fn check_tx_admits_consecutive_nonces_until_commit(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
     let genesis = genesis_home(tmp.path(), 10);
-    let (node, _) = started(&tmp.path().join("node"), &genesis, 0);
+    let (node, _) = started(kind, &tmp.path().join("node"), &genesis, 0);
     let a = key(3);
     assert_eq!(node.check_tx(&patch(&a, 0, vec![set("c.k", "1")])).code, 0);
     assert_eq!(node.check_tx(&patch(&a, 1, vec![set("c.k", "2")])).code, 0);
@@ -189,12 +216,11 @@ fn check_tx_admits_consecutive_nonces_until_commit() {
     assert_eq!(node.check_tx(&patch(&a, 1, vec![set("c.k", "2")])).code, 0);
 }
 
-#[test]
-fn committed_blocks_survive_a_crash_before_the_checkpoint() {
+fn committed_blocks_survive_a_crash_before_the_checkpoint(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
     let genesis = genesis_home(tmp.path(), 200);
     let home = tmp.path().join("node");
-    let (node, _) = started(&home, &genesis, 0);
+    let (node, _) = started(kind, &home, &genesis, 0);
     // The state files as they were at the genesis checkpoint.
     let at_genesis = tmp.path().join("at-genesis");
     common::copy_tree(&home.join("state"), &at_genesis);
@@ -205,27 +231,39 @@ fn committed_blocks_survive_a_crash_before_the_checkpoint() {
         assert_eq!(codes, [0]);
         last = hash;
     }
-    // A crash after the log was written but before any HDF5 write reached
-    // the disk: old files, new log.
-    std::fs::copy(
-        home.join("state").join(statesnap::node::chain::WAL_FILE),
-        at_genesis.join(statesnap::node::chain::WAL_FILE),
-    )
-    .unwrap();
-    let chain = Chain::open(&at_genesis, 1000, StoreKind::Hdf5).unwrap();
+    let crashed = match kind {
+        // A crash after the log was written but before any HDF5 write
+        // reached the disk: old files, new log.
+        StoreKind::Hdf5 => {
+            std::fs::copy(
+                home.join("state").join(statesnap::node::chain::WAL_FILE),
+                at_genesis.join(statesnap::node::chain::WAL_FILE),
+            )
+            .unwrap();
+            at_genesis
+        }
+        // LMDB: every commit is durable on its own (no log): the files as a
+        // crash right after block 3's commit leaves them.
+        StoreKind::Lmdb => {
+            assert!(!home.join("state").join(statesnap::node::chain::WAL_FILE).exists());
+            let after = tmp.path().join("after-3");
+            common::copy_tree(&home.join("state"), &after);
+            after
+        }
+    };
+    let chain = Chain::open(&crashed, 1000, kind).unwrap();
     assert_eq!((chain.height(), chain.app_hash()), (3, last));
     assert_eq!(chain.get("con.k:2").unwrap().as_deref(), Some("1"));
     drop(chain);
     // State that does not match its record is refused, with advice.
-    let mut store = XianHdf5Store::open(&at_genesis).unwrap();
+    let mut store = HomeStore::open(&crashed).unwrap();
+    assert_eq!(store.kind(), kind);
     store.write_batch(&[("con.k:1".into(), Some("2".into()))]).unwrap();
     store.flush().unwrap();
     drop(store);
     let err = format!(
         "{:#}",
-        Chain::open(&at_genesis, 1000, StoreKind::Hdf5)
-            .err()
-            .expect("damaged state refused")
+        Chain::open(&crashed, 1000, kind).err().expect("damaged state refused")
     );
     assert!(
         err.contains("does not match its recorded app hash") && err.contains("state sync"),
@@ -235,12 +273,11 @@ fn committed_blocks_survive_a_crash_before_the_checkpoint() {
 
 /// Snapshots are built in the background from the state of their height
 /// while later blocks overwrite and delete its keys.
-#[test]
-fn background_snapshots_hold_their_height_while_blocks_go_on() {
+fn background_snapshots_hold_their_height_while_blocks_go_on(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
     let genesis = genesis_home(tmp.path(), 20_000);
     let home = tmp.path().join("node");
-    let (node, mut hashes) = started(&home, &genesis, 3);
+    let (node, mut hashes) = started(kind, &home, &genesis, 3);
     let genesis_keys: Vec<String> = common::consensus_entries(&genesis)
         .into_iter()
         .map(|(k, _)| k)
@@ -307,11 +344,11 @@ struct Source {
     fresh: PathBuf,
 }
 
-fn source(keys: u64) -> Source {
+fn source(kind: StoreKind, keys: u64) -> Source {
     let tmp = tempfile::tempdir().unwrap();
     let genesis = genesis_home(tmp.path(), keys);
     let home = tmp.path().join("source");
-    let (node, mut hashes) = started(&home, &genesis, 2);
+    let (node, mut hashes) = started(kind, &home, &genesis, 2);
     let a = key(6);
     for h in 1..=4u64 {
         hashes.push(block(&node, h, &[patch(&a, h - 1, vec![set(&format!("con.h:{h}"), "1")])]).1);
@@ -360,10 +397,9 @@ fn with_manifest(offer: &Offer, edit: impl FnOnce(&mut Manifest)) -> Offer {
     }
 }
 
-#[test]
-fn state_sync_restores_a_snapshot_and_answers_every_case() {
-    let src = source(5_000);
-    let node = open(&src.fresh, config(2));
+fn state_sync_restores_a_snapshot_and_answers_every_case(kind: StoreKind) {
+    let src = source(kind, 5_000);
+    let node = open(&src.fresh, config(kind, 2));
     assert_eq!(node.info().0, 0);
     let good = src.offer(4);
     assert!(good.chunks > 1);
@@ -466,10 +502,9 @@ fn state_sync_restores_a_snapshot_and_answers_every_case() {
 
 /// Chunks whose hashes match the manifest but whose entries give another
 /// root than the trusted app hash: refused at the end, nothing kept.
-#[test]
-fn a_snapshot_of_another_state_is_rejected_after_its_last_chunk() {
-    let src = source(3_000);
-    let node = open(&src.fresh, config(0));
+fn a_snapshot_of_another_state_is_rejected_after_its_last_chunk(kind: StoreKind) {
+    let src = source(kind, 3_000);
+    let node = open(&src.fresh, config(kind, 0));
     let good = src.offer(4);
     // Claim the height-4 snapshot holds the height-3 state: the offer's
     // trusted hash and the manifest agree, the chunks are the real ones.
@@ -496,14 +531,13 @@ fn a_snapshot_of_another_state_is_rejected_after_its_last_chunk() {
 /// The mechanism under background snapshots, deterministically: a view
 /// taken at height H reads the height-H state after later blocks changed,
 /// added and deleted its keys.
-#[test]
-fn a_view_reads_its_height_after_later_blocks() {
+fn a_view_reads_its_height_after_later_blocks(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
     let genesis = genesis_home(tmp.path(), 2_000);
     let home = tmp.path().join("node");
-    let (node, hashes) = started(&home, &genesis, 0);
+    let (node, hashes) = started(kind, &home, &genesis, 0);
     drop(node);
-    let mut chain = Chain::open(&home.join("state"), 1000, StoreKind::Hdf5).unwrap();
+    let mut chain = Chain::open(&home.join("state"), 1000, kind).unwrap();
     let expected = common::consensus_entries(&home.join("state"));
     let view = chain.view().unwrap();
     assert_eq!(view.app_hash, hashes[0]);
@@ -545,12 +579,11 @@ fn a_view_reads_its_height_after_later_blocks() {
 /// A clean stop saves the treap; the next start uses it (once) instead of
 /// reading the whole state, and runs the next block exactly as a node that
 /// rebuilt it from the state.
-#[test]
-fn a_clean_stop_saves_the_index_for_a_fast_start() {
+fn a_clean_stop_saves_the_index_for_a_fast_start(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
     let genesis = genesis_home(tmp.path(), 1_000);
     let home = tmp.path().join("node");
-    let (node, _) = started(&home, &genesis, 0);
+    let (node, _) = started(kind, &home, &genesis, 0);
     let a = key(9);
     for h in 1..=3u64 {
         block(&node, h, &[patch(&a, h - 1, vec![set(&format!("con.s:{h}"), "1")])]);
@@ -565,10 +598,10 @@ fn a_clean_stop_saves_the_index_for_a_fast_start() {
     common::copy_tree(&home, &rebuilt_home);
     std::fs::remove_file(rebuilt_home.join("state").join(statesnap::node::index_file::FILE)).unwrap();
 
-    let node = open(&home, config(0));
+    let node = open(&home, config(kind, 0));
     assert_eq!(node.info(), before);
     assert!(!index.exists(), "the index is used once");
-    let rebuilt = open(&rebuilt_home, config(0));
+    let rebuilt = open(&rebuilt_home, config(kind, 0));
     assert_eq!(rebuilt.info(), before);
     let next = [patch(
         &a,
