@@ -1,7 +1,9 @@
 //! State sync on a real CometBFT 0.38 network on loopback: three validators
-//! running `statesnap start` under load, one of them serving corrupted
-//! chunks; new nodes join by state sync, one of them killed with SIGKILL in
-//! the middle of its restore. Needs cometbft (scripts/setup.sh installs it).
+//! running `statesnap start` on HDF5 homes under load, one of them serving
+//! corrupted chunks; new nodes on LMDB homes join by state sync (across
+//! stores: the snapshot does not depend on the store), one of them killed
+//! with SIGKILL in the middle of its restore and then, synced, killed again
+//! and again under load. Needs cometbft (scripts/setup.sh installs it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use statesnap::chain::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
 use statesnap::node::metrics::read_metric;
+use statesnap::store::StoreKind;
 use statesnap::testnet::{free_base_port, CometBft, JoinOptions, Testnet, TestnetOptions};
 
 const CHAIN: &str = "e2e-chain";
@@ -94,6 +97,7 @@ fn new_nodes_join_a_live_network_by_state_sync() {
         snapshot_params: params,
         block_time: Duration::from_millis(300),
         genesis_keys: 30_000,
+        store: StoreKind::Hdf5,
         statesnap_bin: PathBuf::from(env!("CARGO_BIN_EXE_statesnap")),
         ..TestnetOptions::default()
     };
@@ -137,12 +141,21 @@ fn new_nodes_join_a_live_network_by_state_sync() {
     }
     assert!(compared >= 1, "no snapshot height common to all validators: {lists:?}");
 
-    // A new node joins by state sync.
-    net.0.add_node("joiner", &JoinOptions::default()).unwrap();
+    // A new node on LMDB joins the HDF5 validators by state sync.
+    let on_lmdb = JoinOptions {
+        store: Some(StoreKind::Lmdb),
+        ..JoinOptions::default()
+    };
+    net.0.add_node("joiner", &on_lmdb).unwrap();
     net.0.start_node("joiner", &[]).unwrap();
     net.0.wait_for_sync("joiner", SYNC_TIMEOUT).unwrap();
     let restored_at = metric(&net.0, "joiner", "statesnap_restored_snapshot_height");
     assert!(restored_at >= 10.0, "the joiner restored a snapshot (at {restored_at})");
+    let joiner_state = net.0.node("joiner").unwrap().statesnap_home.join("state");
+    assert!(
+        joiner_state.join("lmdb").join("data.mdb").is_file(),
+        "the joiner's state is an LMDB home"
+    );
     let status = net.0.rpc("joiner").unwrap().status().unwrap();
     assert!(
         status.earliest_block_height > 1,
@@ -162,7 +175,7 @@ fn new_nodes_join_a_live_network_by_state_sync() {
     net.0.wait_for_height("joiner", h + 5, SYNC_TIMEOUT).unwrap();
 
     // A node killed with SIGKILL in the middle of its restore.
-    net.0.add_node("crasher", &JoinOptions::default()).unwrap();
+    net.0.add_node("crasher", &on_lmdb).unwrap();
     net.0
         .start_node("crasher", &["--test-chunk-delay-ms".to_string(), "200".to_string()])
         .unwrap();
@@ -186,6 +199,39 @@ fn new_nodes_join_a_live_network_by_state_sync() {
     net.0.wait_for_height("node0", h + 1, SYNC_TIMEOUT).unwrap();
     let header = net.0.rpc("node0").unwrap().header(Some(h + 1)).unwrap();
     assert_eq!(hex::encode(header.app_hash), app_hash);
+
+    // kill -9 of the synced LMDB node under load, again and again, at
+    // different points of its block cycle: each restart resumes at a height
+    // whose app hash is the validators' (a crash loses at most the block
+    // being committed, which CometBFT replays) and catches up.
+    for (round, after_ms) in [350u64, 1100, 60].into_iter().enumerate() {
+        let before = app_status(&net.0, "crasher").0;
+        std::thread::sleep(Duration::from_millis(after_ms));
+        net.0.kill_app("crasher").unwrap();
+        net.0.stop_node("crasher").unwrap();
+        net.0.start_node("crasher", &[]).unwrap();
+        let target = net.0.rpc("node0").unwrap().status().unwrap().latest_block_height;
+        net.0.wait_for_height("crasher", target, SYNC_TIMEOUT).unwrap();
+        let (h, app_hash) = app_status(&net.0, "crasher");
+        assert!(h >= before, "round {round}: restarted at {h}, below {before}");
+        net.0.wait_for_height("node0", h + 1, SYNC_TIMEOUT).unwrap();
+        let header = net.0.rpc("node0").unwrap().header(Some(h + 1)).unwrap();
+        assert_eq!(
+            hex::encode(header.app_hash),
+            app_hash,
+            "round {round}: app hash after height {h}"
+        );
+    }
+    assert!(
+        !net.0
+            .node("crasher")
+            .unwrap()
+            .statesnap_home
+            .join("state")
+            .join(statesnap::node::chain::WAL_FILE)
+            .exists(),
+        "an LMDB node keeps no write-ahead log"
+    );
 
     stop.store(true, Ordering::SeqCst);
     let stats = load.join().unwrap().unwrap();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 
+use statesnap::store::StoreKind;
 use statesnap::testnet::{AppKind, JoinOptions, Testnet, TestnetOptions};
 
 /// How long `start` waits for every node to commit block 1.
@@ -47,6 +48,9 @@ pub enum TestnetCommand {
         /// The ABCI app: statesnap, or CometBFT's built-in kvstore (no statesnap process).
         #[arg(long, value_enum, default_value_t = AppKind::Statesnap)]
         app: AppKind,
+        /// The validators' state store: lmdb (Xian's current layout) or hdf5.
+        #[arg(long, value_name = "lmdb|hdf5", default_value = "lmdb")]
+        store: StoreKind,
     },
     /// Stop every node of DIR.
     Stop {
@@ -68,6 +72,9 @@ pub enum TestnetCommand {
         /// Replay every block from genesis instead of restoring a snapshot.
         #[arg(long)]
         block_sync: bool,
+        /// Its state store (default: the validators').
+        #[arg(long, value_name = "lmdb|hdf5")]
+        store: Option<StoreKind>,
     },
 }
 
@@ -85,6 +92,7 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
             block_time,
             genesis_keys,
             app,
+            store,
         } => {
             let net = if dir.join("testnet.json").is_file() {
                 eprintln!("using the existing testnet in {} (its options are kept)", dir.display());
@@ -101,6 +109,7 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
                     block_time,
                     genesis_keys,
                     app,
+                    store,
                     statesnap_bin: std::env::current_exe().context("finding the statesnap executable")?,
                     ..TestnetOptions::default()
                 };
@@ -132,12 +141,18 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
             emit(&format!("stopped every node of {}\n", net.dir().display()));
         }
         TestnetCommand::Status { dir } => emit(&status(&Testnet::open(&dir)?)),
-        TestnetCommand::Join { dir, name, block_sync } => {
+        TestnetCommand::Join {
+            dir,
+            name,
+            block_sync,
+            store,
+        } => {
             let mut net = Testnet::open(&dir)?;
             let name = name.unwrap_or_else(|| net.next_node_name());
             let join = JoinOptions {
                 state_sync: !block_sync,
                 trust_from: first_running_validator(&net)?,
+                store,
                 ..JoinOptions::default()
             };
             let node = net.add_node(&name, &join)?.clone();

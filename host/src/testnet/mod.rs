@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::node::NodeConfig;
 use crate::rpc::RpcClient;
+use crate::store::StoreKind;
 
 pub use cometbft::CometBft;
 pub use genesis::GenesisEntry;
@@ -85,6 +86,9 @@ pub struct TestnetOptions {
     pub genesis_keys: u64,
     /// Entries put in genesis `app_state.entries`.
     pub genesis_entries: Vec<GenesisEntry>,
+    /// The validators' state store (a joining node may use another).
+    #[serde(default)]
+    pub store: StoreKind,
     pub app: AppKind,
     /// The `statesnap` binary that runs the nodes (the CLI passes its own
     /// executable; tests pass `env!("CARGO_BIN_EXE_statesnap")`).
@@ -104,6 +108,7 @@ impl Default for TestnetOptions {
             block_time: Duration::from_millis(500),
             genesis_keys: 0,
             genesis_entries: Vec::new(),
+            store: StoreKind::default(),
             app: AppKind::Statesnap,
             statesnap_bin: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("statesnap")),
         }
@@ -192,6 +197,8 @@ pub struct JoinOptions {
     /// The only peers to connect to (node names), with peer exchange off.
     /// Empty: every validator, peer exchange on.
     pub peers: Vec<String>,
+    /// The joining node's state store; `None`: the validators'.
+    pub store: Option<StoreKind>,
 }
 
 impl Default for JoinOptions {
@@ -201,6 +208,7 @@ impl Default for JoinOptions {
             trust_from: layout::node_name(0),
             rpc_servers: Vec::new(),
             peers: Vec::new(),
+            store: None,
         }
     }
 }
@@ -309,7 +317,7 @@ impl Testnet {
                 .map(NodeInfo::p2p_address)
                 .collect();
             cometbft::edit_config(&node.cometbft_home, &self.settings(node, peers.join(","), None))?;
-            self.write_node_ports(node)?;
+            self.write_node_ports(node, self.options.store)?;
         }
         self.save()
     }
@@ -413,7 +421,7 @@ impl Testnet {
             let mut settings = self.settings(&node, peers.join(","), state_sync);
             settings.pex = join.peers.is_empty();
             cometbft::edit_config(&node.cometbft_home, &settings)?;
-            self.write_node_ports(&node)
+            self.write_node_ports(&node, join.store.unwrap_or(self.options.store))
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_dir_all(layout::node_dir(&self.dir, name));
@@ -507,8 +515,9 @@ impl Testnet {
         }
     }
 
-    fn write_node_ports(&self, node: &NodeInfo) -> anyhow::Result<()> {
+    fn write_node_ports(&self, node: &NodeInfo, store: StoreKind) -> anyhow::Result<()> {
         NodeConfig {
+            store,
             abci_listen: format!("{HOST}:{}", node.ports.abci),
             metrics_listen: format!("{HOST}:{}", node.ports.metrics),
             ..self.node_config()
