@@ -22,7 +22,7 @@ use crate::bench::peak_rss_bytes;
 use crate::chain::tx::{self, Action, Op, TxBody};
 use crate::node::{Metrics, Node, NodeConfig, TestHooks};
 use crate::plugin::PluginRegistry;
-use crate::store::{generate, StateStore, XianHdf5Store};
+use crate::store::{generate, HomeStore, StateStore, StoreKind};
 
 /// Arguments of `statesnap bench-node`.
 #[derive(clap::Args, Debug)]
@@ -39,6 +39,9 @@ pub struct BenchNodeArgs {
     /// Snapshot format plugin.
     #[arg(long, default_value = "zstd")]
     pub plugin: String,
+    /// The node's state store (the generated genesis home uses it too).
+    #[arg(long, value_name = "lmdb|hdf5", default_value = "lmdb")]
+    pub store: StoreKind,
     /// Work directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -68,7 +71,7 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
         }
     }
     eprintln!("bench-node: generating {} keys", args.keys);
-    let mut store = XianHdf5Store::create(&genesis)?;
+    let mut store = HomeStore::create(&genesis, args.store)?;
     generate::generate(&mut store, args.keys, 1, |_| {})?;
     store.flush()?;
     drop(store);
@@ -79,6 +82,7 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
         metrics_listen: String::new(),
         snapshot_interval: 0, // started by hand below, once
         snapshot_plugin: args.plugin.clone(),
+        store: args.store,
         ..NodeConfig::default()
     };
     let metrics = Arc::new(Metrics::new());
@@ -177,8 +181,8 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
     let (nn, nmed, np95, nmax) = summary(normal);
     let (dn, dmed, dp95, dmax) = summary(during);
     println!(
-        "statesnap bench-node: {} keys, {} transfers per block, snapshot plugin {}",
-        args.keys, args.txs_per_block, args.plugin
+        "statesnap bench-node: {} keys on {}, {} transfers per block, snapshot plugin {}",
+        args.keys, args.store, args.txs_per_block, args.plugin
     );
     println!(
         "genesis load {genesis_s:.1}s; restart after a crash (rebuild the Merkle treap) {reopen_s:.1}s, \
@@ -206,7 +210,7 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
     );
     println!(
         "{}",
-        json!({"keys": args.keys, "txs_per_block": args.txs_per_block, "genesis_seconds": genesis_s,
+        json!({"keys": args.keys, "store": args.store.name(), "txs_per_block": args.txs_per_block, "genesis_seconds": genesis_s,
             "reopen_seconds": reopen_s, "clean_reopen_seconds": clean_reopen_s, "normal_median_ms": nmed * 1e3, "normal_max_ms": nmax * 1e3,
             "during_blocks": dn, "during_median_ms": dmed * 1e3, "during_max_ms": dmax * 1e3,
             "snapshot_seconds": snapshot_s, "snapshot_created": created, "peak_rss_bytes": peak_rss_bytes()})
