@@ -228,6 +228,10 @@ impl Frame {
     /// The next item, running a pass over the group when the batch is used up.
     fn next(&mut self, batch: usize) -> anyhow::Result<Option<Item>> {
         if self.batch.is_empty() && !self.exhausted {
+            // Link storage iterates in hash order: a pass per batch would
+            // read the whole group each time, so it is listed in one pass
+            // (as HDF5's own name-order iteration does).
+            let batch = if self.sorted_natively { batch } else { usize::MAX };
             self.refill(batch).with_context(|| {
                 format!(
                     "listing {}, group {}",
