@@ -4,10 +4,220 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{fixtures, parse_jsonl};
 use statesnap::store::{generate, StateStore, XianHdf5Store};
+
+/// scripts/xian-h5py-home.py: homes written with h5py as Xian's driver did.
+fn generator() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/xian-h5py-home.py")
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("the command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn h5py_export(home: &Path) -> Vec<(String, String)> {
+    parse_jsonl(&run(Command::new("python3")
+        .arg(fixtures().join("../compat/h5py_export.py"))
+        .arg(home)))
+}
+
+fn statesnap_cli(args: &[&std::ffi::OsStr]) -> String {
+    let out = assert_cmd::Command::cargo_bin("statesnap")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "statesnap {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn walk(home: &Path, batch: Option<usize>) -> Vec<(String, String)> {
+    let store = XianHdf5Store::open(home).unwrap();
+    let entries = match batch {
+        Some(b) => store.entries_in_batches(b),
+        None => store.entries(),
+    };
+    entries
+        .unwrap()
+        .map(|e| e.map(|e| (e.key, e.stored)).unwrap())
+        .collect()
+}
+
+fn write_jsonl(path: &Path, entries: &[(String, String)]) {
+    let text: String = entries
+        .iter()
+        .map(|(k, v)| serde_json::json!({"key": k, "stored": v}).to_string() + "\n")
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A home as Xian's HDF5 driver wrote it (h5py's default "earliest" format:
+/// symbol-table groups, both string forms of `value`) reads the same through
+/// statesnap's walk, `get` and state root as through h5py.
+#[test]
+fn an_h5py_written_home_reads_as_h5py_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h5py");
+    run(Command::new("python3")
+        .arg(generator())
+        .arg("--home")
+        .arg(&home)
+        .args(["--keys", "4000", "--seed", "9"]));
+    let ours = walk(&home, None);
+    assert_eq!(ours.len(), 4000);
+    assert_eq!(ours, h5py_export(&home));
+    // Small batches cross many batch boundaries in the large groups.
+    assert_eq!(walk(&home, Some(97)), ours);
+
+    let store = XianHdf5Store::open(&home).unwrap();
+    for (k, v) in ours.iter().step_by(7) {
+        assert_eq!(store.get(k).unwrap().as_ref(), Some(v), "{k}");
+    }
+    assert_eq!(store.get("currency.balances:nobody").unwrap(), None);
+    drop(store);
+
+    let jsonl = tmp.path().join("entries.jsonl");
+    write_jsonl(&jsonl, &ours);
+    let imported = tmp.path().join("imported");
+    statesnap_cli(&[
+        "state".as_ref(),
+        "import".as_ref(),
+        "--home".as_ref(),
+        imported.as_os_str(),
+        "--jsonl".as_ref(),
+        jsonl.as_os_str(),
+    ]);
+    let root = |h: &Path| {
+        statesnap_cli(&["state".as_ref(), "root".as_ref(), "--home".as_ref(), h.as_os_str()])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(root(&home), root(&imported));
+}
+
+/// Sibling names whose stored, decoded and key orders all differ (`a` <
+/// `a0` < `a0:…` < `a:…`; escaped names `:`, `:..`, `:a:b` decode to ``,
+/// `..`, `a/b`), many of them, so small batches split them everywhere. All
+/// ASCII: one non-ASCII link name turns an h5py default-format group into a
+/// new-style one (a symbol table cannot record UTF-8); those go to `uni`.
+fn wide_entries() -> Vec<(String, String)> {
+    let mut names: Vec<String> = [
+        "a", "a0", "a00", "a/b", "", "..", ".", "a-", "a.b", "b", "~", "0", "9z", "/", "a/", "%41", " ", "A",
+    ]
+    .map(String::from)
+    .to_vec();
+    names.extend((0..400u32).map(|i| format!("{:x}", i.wrapping_mul(2_654_435_761) >> 20)));
+    names.sort();
+    names.dedup();
+    let mut entries = vec![("con_w.kids".to_string(), "\"the parent\"".to_string())];
+    for (i, n) in names.iter().enumerate() {
+        if i % 5 != 1 {
+            entries.push((format!("con_w.kids:{n}"), i.to_string()));
+        }
+        if i % 3 == 0 {
+            entries.push((format!("con_w.kids:{n}:x"), format!("{{\"__fixed__\":\"{i}.5\"}}")));
+        }
+        if i % 7 == 0 {
+            entries.push((format!("con_w.kids:{n}:{n}:"), "true".to_string()));
+        }
+        if i % 4 == 0 {
+            entries.push((format!("con_w.kids{n}"), "null".to_string()));
+        }
+    }
+    for (i, n) in ["é", "🚀", "e", "a", "", "é:x"].iter().enumerate() {
+        entries.push((format!("con_w.uni:{n}"), i.to_string()));
+    }
+    entries.extend(
+        [
+            ("nodot", "1"),
+            (".x", "2"),
+            ("sl/ash.k", "3"),
+            ("con_w", "4"),
+            ("con_w0.a", "5"),
+            ("__n.z", "6"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    entries.sort();
+    entries.dedup_by(|a, b| a.0 == b.0);
+    entries
+}
+
+/// Prints how group `/kids` of a file stores its links, from its object
+/// header messages: `stab` (symbol table, 0x11) or `links` (link info, 0x02).
+const LINK_STORAGE: &str = r#"
+import h5py, sys
+with h5py.File(sys.argv[1], "r") as f:
+    present = h5py.h5o.get_info(f["kids"].id).hdr.mesg.present
+    print("stab" if present & (1 << 0x11) else "links" if present & (1 << 0x02) else "?")
+"#;
+
+/// The wide group walks in exact key order at every batch size, in files of
+/// each HDF5 group format: h5py's default (symbol tables), h5py's
+/// `libver="latest"` and statesnap's 1.8 format (compact and dense links).
+#[test]
+fn many_tricky_siblings_walk_in_key_order_in_every_file_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let expected = wide_entries();
+    let jsonl = tmp.path().join("wide.jsonl");
+    write_jsonl(&jsonl, &expected);
+    let mut homes = Vec::new();
+    for libver in ["default", "latest"] {
+        let home = tmp.path().join(format!("h5py-{libver}"));
+        run(Command::new("python3")
+            .arg(generator())
+            .arg("--home")
+            .arg(&home)
+            .arg("--from-jsonl")
+            .arg(&jsonl)
+            .args(["--libver", libver]));
+        assert_eq!(h5py_export(&home), expected, "h5py wrote {libver}");
+        // The wide group is a symbol table in h5py's default format, links in the latest.
+        let kind = run(Command::new("python3")
+            .arg("-c")
+            .arg(LINK_STORAGE)
+            .arg(home.join("contract_state/con_w")));
+        let expect = if libver == "default" { "stab" } else { "links" };
+        assert_eq!(kind.trim(), expect, "{libver}");
+        homes.push(home);
+    }
+    let ours = tmp.path().join("statesnap");
+    let mut store = XianHdf5Store::create(&ours).unwrap();
+    let batch: Vec<_> = expected.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+    store.write_batch(&batch).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    homes.push(ours);
+
+    for home in &homes {
+        for batch in [None, Some(1), Some(2), Some(3), Some(10), Some(64), Some(1000)] {
+            assert_eq!(
+                walk(home, batch),
+                expected,
+                "{} in batches of {batch:?}",
+                home.display()
+            );
+        }
+        let store = XianHdf5Store::open(home).unwrap();
+        for (k, v) in &expected {
+            assert_eq!(store.get(k).unwrap().as_ref(), Some(v), "{k} in {}", home.display());
+        }
+    }
+}
 
 #[test]
 fn h5py_reads_what_statesnap_writes() {

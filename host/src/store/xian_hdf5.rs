@@ -12,15 +12,10 @@
 //! latest, without its crash-sensitive open-for-write flag); per-key work
 //! calls the HDF5 C API directly (one group open, one attribute read).
 //!
-//! Order: depth-first group order is not key order (`x0` < `x:y` as `0` <
-//! `:`). Among siblings, each child `c` stands for two items: its own value
-//! (sort key `c`) and its subtree (sort key `c:`, as every key below it
-//! starts so; `c.` for a file's variables). Sorting those items bytewise and
-//! expanding them in order, lazily, yields ascending keys; memory grows with
-//! the children of the groups on the current path, not with the state.
+//! The sorted walk (`entries`), fast and bounded on every HDF5 file format
+//! and group size: [`walk`].
 
 use std::cell::RefCell;
-use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
@@ -28,7 +23,7 @@ use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context};
 use hdf5::file::{FileAccessBuilder, LibraryVersion, MetadataCacheConfig};
-use hdf5::{File, Group};
+use hdf5::File;
 use hdf5_sys::h5::{hbool_t, herr_t, H5free_memory};
 use hdf5_sys::h5a::{
     H5Aclose, H5Acreate2, H5Adelete, H5Aexists, H5Aget_space, H5Aget_type, H5Aopen, H5Aread, H5Awrite,
@@ -47,8 +42,10 @@ use hdf5_sys::h5t::{
     H5Tset_cset, H5Tset_size, H5T_C_S1, H5T_NATIVE_INT64, H5T_STD_I64LE, H5T_VARIABLE,
 };
 
-use super::keys::{decode_file, decode_group, is_run_state, key_path, KeyPath, DIRS};
+use super::keys::{key_path, KeyPath, DIRS};
 use super::{Entry, StateStore};
+
+mod walk;
 
 const VALUE: &CStr = c"value";
 const BLOCK: &CStr = c"block";
@@ -241,6 +238,18 @@ impl XianHdf5Store {
     }
 }
 
+impl XianHdf5Store {
+    /// [`StateStore::entries`] sorting each group's children in batches of
+    /// `batch` items (two per child): for tests of the batch boundaries.
+    #[doc(hidden)]
+    pub fn entries_in_batches(
+        &self,
+        batch: usize,
+    ) -> anyhow::Result<Box<dyn Iterator<Item = anyhow::Result<Entry>> + '_>> {
+        Ok(Box::new(walk::Walk::new(&self.home, batch)?))
+    }
+}
+
 /// `file, group /a/b` of a key, for errors.
 fn location(home: &Path, p: &KeyPath) -> String {
     format!(
@@ -291,10 +300,7 @@ impl StateStore for XianHdf5Store {
     }
 
     fn entries(&self) -> anyhow::Result<Box<dyn Iterator<Item = anyhow::Result<Entry>> + '_>> {
-        Ok(Box::new(Entries {
-            stack: vec![Frame::top(&self.home)?],
-            home: &self.home,
-        }))
+        self.entries_in_batches(walk::BATCH)
     }
 
     fn write_batch(&mut self, batch: &[(String, Option<String>)]) -> anyhow::Result<()> {
@@ -432,15 +438,23 @@ fn types() -> &'static Types {
     })
 }
 
-/// HDF5's metadata cache grows adaptively per open file up to 32 MiB by
-/// default, and more while a walk touches millions of object headers; a
-/// small fixed ceiling keeps memory flat whatever the state's size.
+/// HDF5's metadata cache, one per open file. By default it grows whenever
+/// its hit rate is low, which a walk over millions of object headers always
+/// has; here it stays at 1 MiB and grows only to fit one large entry (a
+/// flash increase): a symbol-table group's local name heap, which h5py's
+/// default format keeps in one piece per group (tens of MiB for hundreds of
+/// thousands of children) and which every lookup by name in that group
+/// reads. A cache too small for it re-reads the whole heap per lookup.
 fn small_cache(fapl: &mut FileAccessBuilder) -> &mut FileAccessBuilder {
     let config = MetadataCacheConfig {
         set_initial_size: true,
+        // Small: entries take several times their file size in memory, and
+        // a streaming walk reuses few of them (8 MiB cost ~100 MB of RSS).
         initial_size: 1 << 20,
         min_size: 1 << 20,
-        max_size: 8 << 20,
+        max_size: 128 << 20, // the most HDF5 1.10 allows
+        // Never grow for a low hit rate, only for an entry too large to fit.
+        lower_hr_threshold: 0.0,
         ..MetadataCacheConfig::default()
     };
     fapl.mdc_config(&config)
@@ -538,218 +552,10 @@ fn read_value(loc: hid_t) -> anyhow::Result<Option<String>> {
         .transpose()
 }
 
-/// The sorted walk over every file of both directories.
-struct Entries<'a> {
-    home: &'a Path,
-    /// The frames from the top (files) down to the group being listed; empty when done.
-    stack: Vec<Frame>,
-}
-
-/// One child of a frame: a file at the top, else a group.
-struct Child {
-    stored: Box<str>,
-    /// The unescaped name, when it differs from the stored one.
-    decoded: Option<Box<str>>,
-}
-
-impl Child {
-    fn name(&self) -> &str {
-        self.decoded.as_deref().unwrap_or(&self.stored)
-    }
-}
-
-/// The children of one group (or, at the top, the files), in walk order.
-struct Frame {
-    /// `None` at the top, where the children are files.
-    group: Option<Group>,
-    /// The file, for errors (the home at the top).
-    file: PathBuf,
-    /// This group's stored path in the file, for errors.
-    path: String,
-    /// Key prefix of the children: "" at the top, `f.` or `f.a:b:` below.
-    prefix: String,
-    children: Vec<Child>,
-    /// (child, whether its subtree rather than its own value), in key order.
-    order: Vec<(u32, bool)>,
-    next: usize,
-    /// Children whose value was visited and whose subtree is still ahead.
-    pending: HashMap<u32, (Group, PathBuf)>,
-}
-
-impl Frame {
-    /// The files of both directories.
-    fn top(home: &Path) -> anyhow::Result<Frame> {
-        let mut children = Vec::new();
-        for dir in DIRS {
-            let d = home.join(dir);
-            if !d.is_dir() {
-                continue;
-            }
-            for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
-                let path = e.with_context(|| format!("listing {}", d.display()))?.path();
-                let stored = path.file_name().expect("listed entries have names").to_string_lossy();
-                // Stored file names never start with '.': editor or system files.
-                if stored.starts_with('.') || !path.is_file() {
-                    continue;
-                }
-                let name = decode_file(&stored).with_context(|| format!("in {}", d.display()))?;
-                if DIRS[is_run_state(&name) as usize] != dir {
-                    bail!(
-                        "{}: a file named {name:?} belongs in {}/, not {dir}/",
-                        path.display(),
-                        DIRS[is_run_state(&name) as usize]
-                    );
-                }
-                // Stored as `dir/name`, the path below the home.
-                children.push(Child {
-                    decoded: Some(name.into()),
-                    stored: format!("{dir}/{stored}").into(),
-                });
-            }
-        }
-        Ok(Frame::new(
-            None,
-            home.to_path_buf(),
-            String::new(),
-            String::new(),
-            children,
-        ))
-    }
-
-    fn of_group(group: Group, file: PathBuf, path: String, prefix: String) -> anyhow::Result<Frame> {
-        let ctx = || format!("listing {}, group {}", file.display(), path_or_root(&path));
-        let names = group.member_names().with_context(ctx)?;
-        let mut children = Vec::with_capacity(names.len());
-        for stored in names {
-            let decoded = match decode_group(&stored).with_context(ctx)? {
-                std::borrow::Cow::Borrowed(_) => None,
-                std::borrow::Cow::Owned(d) => Some(d.into()),
-            };
-            children.push(Child {
-                stored: stored.into(),
-                decoded,
-            });
-        }
-        Ok(Frame::new(Some(group), file, path, prefix, children))
-    }
-
-    fn new(group: Option<Group>, file: PathBuf, path: String, prefix: String, children: Vec<Child>) -> Frame {
-        // Decoded names never contain the separator, which `item_cmp` relies on.
-        let sep = if group.is_some() { b':' } else { b'.' };
-        let mut order: Vec<(u32, bool)> = (0..children.len() as u32)
-            .flat_map(|i| [(i, false), (i, true)])
-            .collect();
-        order.sort_unstable_by(|&(a, sa), &(b, sb)| {
-            item_cmp(
-                children[a as usize].name().as_bytes(),
-                sa,
-                children[b as usize].name().as_bytes(),
-                sb,
-                sep,
-            )
-        });
-        Frame {
-            group,
-            file,
-            path,
-            prefix,
-            children,
-            order,
-            next: 0,
-            pending: HashMap::new(),
-        }
-    }
-}
-
-/// Compares `a` (followed by `sep` when `sa`) with `b` (likewise), where
-/// neither name contains `sep`.
-fn item_cmp(a: &[u8], sa: bool, b: &[u8], sb: bool, sep: u8) -> Ordering {
-    let n = a.len().min(b.len());
-    a[..n].cmp(&b[..n]).then_with(|| match a.len().cmp(&b.len()) {
-        Ordering::Equal => sa.cmp(&sb),
-        Ordering::Less if sa => sep.cmp(&b[n]),
-        Ordering::Less => Ordering::Less,
-        Ordering::Greater if sb => a[n].cmp(&sep),
-        Ordering::Greater => Ordering::Greater,
-    })
-}
-
 fn path_or_root(path: &str) -> &str {
     if path.is_empty() {
         "/"
     } else {
         path
-    }
-}
-
-impl Entries<'_> {
-    fn step(&mut self) -> anyhow::Result<Option<Entry>> {
-        while let Some(frame) = self.stack.last_mut() {
-            let Some(&(i, subtree)) = frame.order.get(frame.next) else {
-                self.stack.pop();
-                continue;
-            };
-            frame.next += 1;
-            let child = &frame.children[i as usize];
-            if subtree {
-                let Some((group, file)) = frame.pending.remove(&i) else {
-                    continue; // no children
-                };
-                let (path, prefix) = match frame.group {
-                    Some(_) => (
-                        format!("{}/{}", frame.path, child.stored),
-                        format!("{}{}:", frame.prefix, child.name()),
-                    ),
-                    None => (String::new(), format!("{}.", child.name())),
-                };
-                let next = Frame::of_group(group, file, path, prefix)?;
-                self.stack.push(next);
-                continue;
-            }
-            // The child's own value: a group, or at the top a file's root group.
-            let (group, file, path) = match &frame.group {
-                Some(parent) => {
-                    let path = format!("{}/{}", frame.path, child.stored);
-                    let group = parent
-                        .group(&child.stored)
-                        .with_context(|| format!("opening {}, group {path}", frame.file.display()))?;
-                    (group, frame.file.clone(), path)
-                }
-                None => {
-                    let file = self.home.join(&*child.stored);
-                    let root: Group = (*open_read(&file)?).clone();
-                    (root, file, String::new())
-                }
-            };
-            let key = format!("{}{}", frame.prefix, child.name());
-            let value = read_value(group.id()).with_context(|| {
-                format!(
-                    "reading key {key:?} from {}, group {}",
-                    file.display(),
-                    path_or_root(&path)
-                )
-            })?;
-            if !group.is_empty() {
-                frame.pending.insert(i, (group, file));
-            }
-            if let Some(stored) = value {
-                return Ok(Some(Entry { key, stored }));
-            }
-        }
-        Ok(None)
-    }
-}
-
-impl Iterator for Entries<'_> {
-    type Item = anyhow::Result<Entry>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
-            Ok(e) => e.map(Ok),
-            Err(e) => {
-                self.stack.clear(); // stop after an error
-                Some(Err(e))
-            }
-        }
     }
 }
