@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing statesnap needs on a fresh Debian machine:
 # libhdf5 (Debian's), pkg-config, the wasm32-wasip2 Rust target, and the Python
-# packages the compatibility tests use (h5py). Safe to run again: it only
+# packages the compatibility tests use (h5py, lmdb). Safe to run again: it only
 # installs what is missing.
 set -euo pipefail
 
@@ -31,6 +31,10 @@ fi
 if ! python3 -c 'import h5py' 2>/dev/null; then
     say "installing h5py (Python) for the HDF5 compatibility tests"
     python3 -m pip install -q h5py || python3 -m pip install -q --break-system-packages h5py
+fi
+if ! python3 -c 'import lmdb' 2>/dev/null; then
+    say "installing lmdb (Python, the binding Xian's node uses) for the LMDB compatibility tests"
+    python3 -m pip install -q lmdb || python3 -m pip install -q --break-system-packages lmdb
 fi
 "$(dirname "${BASH_SOURCE[0]}")/install-cometbft.sh"
 say "ready"

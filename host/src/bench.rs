@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::plugin::PluginRegistry;
 use crate::progress;
 use crate::snapshot::{self, CreateOptions, PluginRef};
-use crate::store::{generate, StateStore, XianHdf5Store};
+use crate::store::{generate, StateStore, StoreKind, XianHdf5Store};
 
 /// Arguments of `statesnap bench`.
 #[derive(clap::Args, Debug)]
@@ -31,6 +31,31 @@ pub struct BenchArgs {
     pub plugins: Vec<String>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Store to measure: lmdb or hdf5 (repeat for both: then their ratios are printed too).
+    #[arg(long = "store", value_parser = parse_store)]
+    pub stores: Vec<StoreKind>,
+    /// Where the source state comes from: `generated` (statesnap's generator, written
+    /// into each store) or `h5py` (an HDF5 home written by h5py with its defaults, via
+    /// scripts/xian-h5py-home.py; converted for the LMDB runs).
+    #[arg(long, value_enum, default_value_t = Source::Generated)]
+    pub source: Source,
+    /// The h5py generator script (`--source h5py`).
+    #[arg(long, value_name = "FILE", default_value = H5PY_SCRIPT)]
+    pub h5py_script: PathBuf,
+}
+
+/// The default h5py home generator, in this source tree.
+pub const H5PY_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/xian-h5py-home.py");
+
+/// Where `statesnap bench` gets its source state.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Generated,
+    H5py,
+}
+
+fn parse_store(s: &str) -> Result<StoreKind, String> {
+    s.parse::<StoreKind>().map_err(|e| e.to_string())
 }
 
 /// Arguments of `statesnap demo`.
@@ -93,9 +118,48 @@ fn mib(bytes: f64) -> f64 {
     bytes / (1024.0 * 1024.0)
 }
 
+/// One store's measurements.
+struct StoreRun {
+    kind: StoreKind,
+    /// Seconds to produce the source home in this store.
+    source_s: f64,
+    bare: Value,
+    /// (plugin, mode, create, restore)
+    rows: Vec<(String, &'static str, Value, Value)>,
+}
+
+/// Makes the h5py-written source home (`--source h5py`).
+fn h5py_home(args: &BenchArgs, home: &Path) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let out = Command::new("python3")
+        .arg(&args.h5py_script)
+        .args([
+            "--home",
+            s(home),
+            "--keys",
+            &args.keys.to_string(),
+            "--seed",
+            &args.seed.to_string(),
+        ])
+        .output()
+        .with_context(|| "running python3 (needed for --source h5py; install it with h5py: scripts/setup.sh)")?;
+    if !out.status.success() {
+        bail!(
+            "`python3 {} --home {} --keys {} --seed {}` failed ({}): {}\n\
+             --source h5py needs python3 with h5py (scripts/setup.sh) and the script (--h5py-script FILE)",
+            args.h5py_script.display(),
+            home.display(),
+            args.keys,
+            args.seed,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 pub fn bench(args: &BenchArgs, registry: &PluginRegistry) -> anyhow::Result<()> {
     let (dir, _tmp) = work_dir(&args.dir)?;
-    let home = dir.join("state");
     let keys = args.keys.to_string();
     let seed = args.seed.to_string();
     let plugins: Vec<String> = if args.plugins.is_empty() {
@@ -103,122 +167,208 @@ pub fn bench(args: &BenchArgs, registry: &PluginRegistry) -> anyhow::Result<()> 
     } else {
         args.plugins.clone()
     };
+    let stores: Vec<StoreKind> = if args.stores.is_empty() {
+        vec![StoreKind::Lmdb]
+    } else {
+        let mut v = args.stores.clone();
+        v.dedup();
+        v
+    };
     let _ = registry;
 
-    eprintln!("bench: generating {} keys in {}", args.keys, home.display());
-    if home.exists() {
-        std::fs::remove_dir_all(&home)?;
+    let h5py = dir.join("h5py");
+    let mut h5py_s = 0.0;
+    if args.source == Source::H5py {
+        eprintln!("bench: writing {} keys with h5py into {}", args.keys, h5py.display());
+        let _ = std::fs::remove_dir_all(&h5py);
+        h5py_s = h5py_home(args, &h5py)?;
     }
-    let started = Instant::now();
-    child(&[
-        "state",
-        "generate",
-        "--home",
-        s(&home),
-        "--keys",
-        &keys,
-        "--seed",
-        &seed,
-        "--json",
-    ])?;
-    let generate_s = started.elapsed().as_secs_f64();
 
-    eprintln!("bench: baseline: writing the same entries to a fresh home");
-    let bare_home = dir.join("bare");
-    let _ = std::fs::remove_dir_all(&bare_home);
-    let bare = child(&["state", "copy", "--from", s(&home), "--to", s(&bare_home), "--preload"])?;
-    let _ = std::fs::remove_dir_all(&bare_home);
-    let bare_s = f(&bare, "seconds");
+    let mut runs = Vec::new();
+    for &kind in &stores {
+        let home = dir.join(format!("state-{kind}"));
+        let _ = std::fs::remove_dir_all(&home);
+        let started = Instant::now();
+        let source_home = match (args.source, kind) {
+            (Source::H5py, StoreKind::Hdf5) => h5py.clone(),
+            (Source::H5py, StoreKind::Lmdb) => {
+                eprintln!("bench: converting the h5py home to {kind}");
+                child(&[
+                    "state",
+                    "convert",
+                    "--from",
+                    s(&h5py),
+                    "--to",
+                    s(&home),
+                    "--store",
+                    kind.name(),
+                ])?;
+                home.clone()
+            }
+            (Source::Generated, _) => {
+                eprintln!("bench: generating {} keys in {}", args.keys, home.display());
+                child(&[
+                    "state",
+                    "generate",
+                    "--home",
+                    s(&home),
+                    "--keys",
+                    &keys,
+                    "--seed",
+                    &seed,
+                    "--store",
+                    kind.name(),
+                    "--json",
+                ])?;
+                home.clone()
+            }
+        };
+        let source_s = started.elapsed().as_secs_f64() + if source_home == h5py { h5py_s } else { 0.0 };
 
-    let mut rows = Vec::new();
-    for name in &plugins {
-        for native in [false, true] {
-            let mode = if native { "native" } else { "wasm" };
-            eprintln!("bench: {name} ({mode}): create");
-            let out = dir.join(format!("snap-{name}-{mode}"));
-            let _ = std::fs::remove_dir_all(&out);
-            let mut a = vec![
-                "snapshot",
-                "create",
-                "--home",
-                s(&home),
-                "--height",
-                "1",
-                "--out",
-                s(&out),
-                "--plugin",
+        eprintln!("bench: {kind} baseline: writing the same entries to a fresh {kind} home");
+        let bare_home = dir.join(format!("bare-{kind}"));
+        let _ = std::fs::remove_dir_all(&bare_home);
+        let bare = child(&[
+            "state",
+            "copy",
+            "--from",
+            s(&source_home),
+            "--to",
+            s(&bare_home),
+            "--store",
+            kind.name(),
+            "--preload",
+        ])?;
+        let _ = std::fs::remove_dir_all(&bare_home);
+
+        let mut rows = Vec::new();
+        for name in &plugins {
+            for native in [false, true] {
+                let mode = if native { "native" } else { "wasm" };
+                eprintln!("bench: {kind} {name} ({mode}): create");
+                let out = dir.join(format!("snap-{kind}-{name}-{mode}"));
+                let _ = std::fs::remove_dir_all(&out);
+                let mut a = vec![
+                    "snapshot",
+                    "create",
+                    "--home",
+                    s(&source_home),
+                    "--height",
+                    "1",
+                    "--out",
+                    s(&out),
+                    "--plugin",
+                    name,
+                ];
+                if native {
+                    a.push("--native");
+                }
+                let created = child(&a)?;
+                eprintln!("bench: {kind} {name} ({mode}): restore");
+                let target = dir.join(format!("restored-{kind}-{name}-{mode}"));
+                let _ = std::fs::remove_dir_all(&target);
+                let app_hash = created["app_hash"].as_str().unwrap_or_default().to_string();
+                let mut a = vec![
+                    "snapshot",
+                    "restore",
+                    "--from",
+                    s(&out),
+                    "--home",
+                    s(&target),
+                    "--app-hash",
+                    &app_hash,
+                    "--store",
+                    kind.name(),
+                ];
+                if native {
+                    a.push("--native");
+                }
+                let restored = child(&a)?;
+                let _ = std::fs::remove_dir_all(&target);
+                let _ = std::fs::remove_dir_all(&out);
+                rows.push((name.clone(), mode, created, restored));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&home);
+        runs.push(StoreRun {
+            kind,
+            source_s,
+            bare,
+            rows,
+        });
+    }
+
+    let first = runs.first().and_then(|r| r.rows.first());
+    let state_mb = first.map(|r| f(&r.2, "state_bytes") / 1e6).unwrap_or(0.0);
+    let entries = first.map(|r| f(&r.2, "entries")).unwrap_or(f64::NAN);
+    let source = match args.source {
+        Source::Generated => "generated",
+        Source::H5py => "h5py-written",
+    };
+    println!(
+        "statesnap bench: {} keys (seed {}, {source}), {entries} consensus entries, {state_mb:.1} MB of consensus state",
+        args.keys, args.seed
+    );
+    for run in &runs {
+        let kind = run.kind;
+        let bare_s = f(&run.bare, "seconds");
+        println!();
+        println!("store {kind}: source home made in {:.1}s", run.source_s);
+        println!(
+            "baseline bare {kind} write of the same entries: {bare_s:.2}s ({:.0} keys/s, {:.1} MB/s), peak RSS {:.0} MiB",
+            entries / bare_s,
+            state_mb / bare_s,
+            mib(f(&run.bare, "peak_rss_bytes"))
+        );
+        println!(
+            "{:<6} {:<7} {:>9} {:>10} {:>12} {:>8} | {:>9} {:>10} {:>8} {:>8}",
+            "plugin", "codec", "create s", "keys/s", "bytes", "RSS MiB", "restore s", "keys/s", "RSS MiB", "vs bare"
+        );
+        for (name, mode, c, r) in &run.rows {
+            let (cs, rs) = (f(c, "seconds"), f(r, "seconds"));
+            println!(
+                "{:<6} {:<7} {:>9.2} {:>10.0} {:>12} {:>8.0} | {:>9.2} {:>10.0} {:>8.0} {:>7.2}x",
                 name,
-            ];
-            if native {
-                a.push("--native");
+                mode,
+                cs,
+                entries / cs,
+                f(c, "bytes") as u64,
+                mib(f(c, "peak_rss_bytes")),
+                rs,
+                entries / rs,
+                mib(f(r, "peak_rss_bytes")),
+                rs / bare_s
+            );
+        }
+        for name in &plugins {
+            let get = |mode: &str| run.rows.iter().find(|r| &r.0 == name && r.1 == mode);
+            if let (Some(w), Some(n)) = (get("wasm"), get("native")) {
+                let same = w.2["hash"] == n.2["hash"];
+                println!(
+                    "{kind} {name}: wasm/native throughput: create {:.2}x, restore {:.2}x; restore/bare write {:.2}x; wasm and native snapshots {}",
+                    f(&n.2, "seconds") / f(&w.2, "seconds"),
+                    f(&n.3, "seconds") / f(&w.3, "seconds"),
+                    f(&w.3, "seconds") / bare_s,
+                    if same { "identical" } else { "DIFFER" }
+                );
             }
-            let created = child(&a)?;
-            eprintln!("bench: {name} ({mode}): restore");
-            let target = dir.join(format!("restored-{name}-{mode}"));
-            let _ = std::fs::remove_dir_all(&target);
-            let app_hash = created["app_hash"].as_str().unwrap_or_default().to_string();
-            let mut a = vec![
-                "snapshot",
-                "restore",
-                "--from",
-                s(&out),
-                "--home",
-                s(&target),
-                "--app-hash",
-                &app_hash,
-            ];
-            if native {
-                a.push("--native");
-            }
-            let restored = child(&a)?;
-            let _ = std::fs::remove_dir_all(&target);
-            let _ = std::fs::remove_dir_all(&out);
-            rows.push((name.clone(), mode, created, restored));
         }
     }
-
-    let state_mb = rows.first().map(|r| f(&r.2, "state_bytes") / 1e6).unwrap_or(0.0);
-    println!(
-        "statesnap bench: {} keys (seed {}), {:.1} MB of consensus state, generated in {:.1}s",
-        args.keys, args.seed, state_mb, generate_s
-    );
-    println!(
-        "baseline bare HDF5 write of the same entries: {bare_s:.2}s ({:.1} MB/s), peak RSS {:.0} MiB",
-        state_mb / bare_s,
-        mib(f(&bare, "peak_rss_bytes"))
-    );
-    println!();
-    println!(
-        "{:<6} {:<7} {:>9} {:>9} {:>12} {:>9} | {:>9} {:>9} {:>9} {:>10}",
-        "plugin", "codec", "create s", "MB/s", "bytes", "RSS MiB", "restore s", "MB/s", "RSS MiB", "vs bare"
-    );
-    for (name, mode, c, r) in &rows {
-        let (cs, rs) = (f(c, "seconds"), f(r, "seconds"));
+    let by = |k: StoreKind| runs.iter().find(|r| r.kind == k);
+    if let (Some(l), Some(h)) = (by(StoreKind::Lmdb), by(StoreKind::Hdf5)) {
+        println!();
         println!(
-            "{:<6} {:<7} {:>9.2} {:>9.1} {:>12} {:>9.0} | {:>9.2} {:>9.1} {:>9.0} {:>9.2}x",
-            name,
-            mode,
-            cs,
-            state_mb / cs,
-            f(c, "bytes") as u64,
-            mib(f(c, "peak_rss_bytes")),
-            rs,
-            state_mb / rs,
-            mib(f(r, "peak_rss_bytes")),
-            rs / bare_s
+            "lmdb vs hdf5 (time ratios, lower is faster): bare write {:.3}x",
+            f(&l.bare, "seconds") / f(&h.bare, "seconds")
         );
-    }
-    println!();
-    for name in &plugins {
-        let get = |mode: &str| rows.iter().find(|r| &r.0 == name && r.1 == mode);
-        if let (Some(w), Some(n)) = (get("wasm"), get("native")) {
-            let same = w.2["hash"] == n.2["hash"];
+        for (lr, hr) in l.rows.iter().zip(&h.rows) {
             println!(
-                "{name}: wasm/native throughput: create {:.2}x, restore {:.2}x; restore/bare write {:.2}x; wasm and native snapshots {}",
-                f(&n.2, "seconds") / f(&w.2, "seconds"),
-                f(&n.3, "seconds") / f(&w.3, "seconds"),
-                f(&w.3, "seconds") / bare_s,
-                if same { "identical" } else { "DIFFER" }
+                "{} {}: create {:.3}x, restore {:.3}x; same snapshot hash: {}",
+                lr.0,
+                lr.1,
+                f(&lr.2, "seconds") / f(&hr.2, "seconds"),
+                f(&lr.3, "seconds") / f(&hr.3, "seconds"),
+                if lr.2["hash"] == hr.2["hash"] { "yes" } else { "NO" }
             );
         }
     }

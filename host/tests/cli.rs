@@ -293,3 +293,269 @@ fn gov_commands_refuse_bad_input_before_the_network() {
     let e = err(&["plugin", "export", "nope", "--out", p(&gzip)]);
     assert!(e.contains("no plugin named `nope`"), "{e}");
 }
+
+fn err(args: &[&str]) -> String {
+    let out = statesnap(args);
+    assert!(!out.status.success(), "statesnap {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn one_home_flag_for_both_layouts_and_convert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let root = hex::encode(fixture_root());
+    let jsonl = fixtures().join("xian-hdf5-small.entries.jsonl");
+    let expected = std::fs::read_to_string(&jsonl).unwrap();
+    let parse = |s: &str| -> Vec<serde_json::Value> { s.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    // A new home is LMDB unless --store says otherwise.
+    let lmdb = t.join("lmdb-home");
+    ok(&["state", "import", "--home", p(&lmdb), "--jsonl", p(&jsonl)]);
+    assert!(lmdb.join("lmdb/data.mdb").is_file());
+    let hdf5 = t.join("hdf5-home");
+    ok(&[
+        "state",
+        "import",
+        "--home",
+        p(&hdf5),
+        "--jsonl",
+        p(&jsonl),
+        "--store",
+        "hdf5",
+    ]);
+    assert!(hdf5.join("contract_state").is_dir());
+    for home in [&lmdb, &hdf5] {
+        assert_eq!(ok(&["state", "root", "--home", p(home)]).trim(), root);
+        assert_eq!(parse(&ok(&["state", "export", "--home", p(home)])), parse(&expected));
+    }
+    // Importing into an existing home keeps its layout; a conflicting --store is refused.
+    let e = err(&[
+        "state",
+        "import",
+        "--home",
+        p(&hdf5),
+        "--jsonl",
+        p(&jsonl),
+        "--store",
+        "lmdb",
+    ]);
+    assert!(e.contains("existing hdf5 home") && e.contains("state convert"), "{e}");
+
+    // convert both ways: same root, same export, a JSON line.
+    let back = t.join("converted");
+    let out = last_json(&ok(&[
+        "state",
+        "convert",
+        "--from",
+        p(&lmdb),
+        "--to",
+        p(&back),
+        "--store",
+        "hdf5",
+    ]));
+    assert_eq!(out["entries"], 400);
+    assert_eq!(out["root"], root.as_str());
+    assert_eq!((out["from"].as_str(), out["to"].as_str()), (Some("lmdb"), Some("hdf5")));
+    assert!(out["seconds"].as_f64().is_some());
+    let again = t.join("again");
+    ok(&[
+        "state",
+        "convert",
+        "--from",
+        p(&back),
+        "--to",
+        p(&again),
+        "--store",
+        "lmdb",
+    ]);
+    assert!(again.join("lmdb/data.mdb").is_file());
+    assert_eq!(parse(&ok(&["state", "export", "--home", p(&again)])), parse(&expected));
+    // A non-vacant target is refused and left alone.
+    let e = err(&[
+        "state",
+        "convert",
+        "--from",
+        p(&lmdb),
+        "--to",
+        p(&hdf5),
+        "--store",
+        "lmdb",
+    ]);
+    assert!(e.contains("already holds an hdf5 state home"), "{e}");
+    let full = t.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("notes.txt"), b"keep").unwrap();
+    let e = err(&[
+        "state",
+        "convert",
+        "--from",
+        p(&lmdb),
+        "--to",
+        p(&full),
+        "--store",
+        "lmdb",
+    ]);
+    assert!(e.contains("not empty"), "{e}");
+    assert_eq!(std::fs::read(full.join("notes.txt")).unwrap(), b"keep");
+    let e = err(&["state", "generate", "--home", p(&full), "--keys", "10"]);
+    assert!(e.contains("not empty"), "{e}");
+    let e = err(&["state", "copy", "--from", p(&lmdb), "--to", p(&hdf5)]);
+    assert!(e.contains("already holds"), "{e}");
+    // Unknown --store.
+    let e = err(&[
+        "state",
+        "generate",
+        "--home",
+        p(&t.join("x")),
+        "--keys",
+        "10",
+        "--store",
+        "rocksdb",
+    ]);
+    assert!(
+        e.contains("unknown store") && e.contains("lmdb") && e.contains("hdf5"),
+        "{e}"
+    );
+    // Both layouts, neither.
+    let both = t.join("both");
+    copy_tree(&hdf5, &both);
+    copy_tree(&lmdb.join("lmdb"), &both.join("lmdb"));
+    let e = err(&["state", "root", "--home", p(&both)]);
+    assert!(e.contains("holds both"), "{e}");
+    let e = err(&[
+        "snapshot",
+        "create",
+        "--home",
+        p(&both),
+        "--height",
+        "1",
+        "--out",
+        p(&t.join("s")),
+    ]);
+    assert!(e.contains("holds both"), "{e}");
+    let e = err(&["state", "export", "--home", p(&full)]);
+    assert!(e.contains("neither") && e.contains("lmdb/data.mdb"), "{e}");
+
+    // generate / copy / restore with --store.
+    let g = t.join("gen-hdf5");
+    ok(&[
+        "state",
+        "generate",
+        "--home",
+        p(&g),
+        "--keys",
+        "2000",
+        "--store",
+        "hdf5",
+    ]);
+    assert!(g.join("contract_state").is_dir());
+    let groot = ok(&["state", "root", "--home", p(&g)]).trim().to_string();
+    let c = t.join("copy-lmdb");
+    let copied = last_json(&ok(&[
+        "state",
+        "copy",
+        "--from",
+        p(&g),
+        "--to",
+        p(&c),
+        "--store",
+        "lmdb",
+    ]));
+    assert_eq!(copied["entries"], 2000);
+    assert_eq!(ok(&["state", "root", "--home", p(&c)]).trim(), groot);
+    let snaps = t.join("snaps");
+    let created = last_json(&ok(&[
+        "snapshot",
+        "create",
+        "--home",
+        p(&c),
+        "--height",
+        "4",
+        "--out",
+        p(&snaps),
+    ]));
+    let dir = created["dir"].as_str().unwrap().to_string();
+    // A new home: LMDB by default, or --store.
+    let r1 = t.join("r1");
+    let restored = last_json(&ok(&[
+        "snapshot",
+        "restore",
+        "--from",
+        &dir,
+        "--home",
+        p(&r1),
+        "--app-hash",
+        &groot,
+    ]));
+    assert_eq!(restored["store"], "lmdb");
+    let r2 = t.join("r2");
+    ok(&[
+        "snapshot",
+        "restore",
+        "--from",
+        &dir,
+        "--home",
+        p(&r2),
+        "--app-hash",
+        &groot,
+        "--store",
+        "hdf5",
+    ]);
+    assert!(r2.join("run_state").is_dir());
+    // An existing home keeps its layout unless --store is given.
+    ok(&[
+        "snapshot",
+        "restore",
+        "--from",
+        &dir,
+        "--home",
+        p(&r2),
+        "--app-hash",
+        &groot,
+    ]);
+    assert!(r2.join("run_state").is_dir() && !r2.join("lmdb").exists());
+    ok(&[
+        "snapshot",
+        "restore",
+        "--from",
+        &dir,
+        "--home",
+        p(&r2),
+        "--app-hash",
+        &groot,
+        "--store",
+        "lmdb",
+    ]);
+    assert!(r2.join("lmdb/data.mdb").is_file() && !r2.join("run_state").exists());
+    assert_eq!(ok(&["state", "root", "--home", p(&r2)]).trim(), groot);
+    let e = err(&[
+        "snapshot",
+        "restore",
+        "--from",
+        &dir,
+        "--home",
+        p(&r2),
+        "--app-hash",
+        &groot,
+        "--store",
+        "x",
+    ]);
+    assert!(e.contains("unknown store"), "{e}");
+}
+
+#[test]
+fn bench_from_h5py_fails_clearly_without_the_script() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = err(&[
+        "bench",
+        "--keys",
+        "100",
+        "--source",
+        "h5py",
+        "--h5py-script",
+        p(&tmp.path().join("missing.py")),
+        "--dir",
+        p(tmp.path()),
+    ]);
+    assert!(e.contains("--source h5py needs python3 with h5py"), "{e}");
+}

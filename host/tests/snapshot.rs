@@ -425,3 +425,47 @@ fn an_interrupted_swap_is_recovered() {
     assert_eq!(tree(&s.home), before, "the old home is back");
     assert!(no_leftovers(&s.home));
 }
+
+/// The h5py-written fixture (HDF5) → snapshot → LMDB home → snapshot → HDF5
+/// home: the same root, the same entries, the same snapshot hash throughout.
+#[test]
+fn round_trip_across_stores_keeps_root_entries_and_snapshot_hash() {
+    use statesnap::store::{HomeStore, StoreKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut reg = registry();
+    let plugin = built_in(&mut reg, "zstd");
+    let expected = consensus_entries(&fixture_home());
+    let a = create(&fixture_home(), &plugin, &[], &tmp.path().join("a"));
+    let lmdb = tmp.path().join("lmdb");
+    let s = snapshot::restore_dir_with(
+        &a.dir,
+        &lmdb,
+        Some(StoreKind::Lmdb),
+        fixture_root(),
+        &reg,
+        snapshot::plugin_decoder,
+        &hidden(),
+    )
+    .unwrap();
+    assert_eq!(s.root, fixture_root());
+    assert_eq!(HomeStore::open_read_only(&lmdb).unwrap().kind(), StoreKind::Lmdb);
+    assert_eq!(consensus_entries(&lmdb), expected);
+    let b = create(&lmdb, &plugin, &[], &tmp.path().join("b"));
+    assert_eq!(b.hash, a.hash, "the LMDB home snapshots identically");
+    let hdf5 = tmp.path().join("hdf5");
+    snapshot::restore_dir_with(
+        &b.dir,
+        &hdf5,
+        Some(StoreKind::Hdf5),
+        fixture_root(),
+        &reg,
+        snapshot::plugin_decoder,
+        &hidden(),
+    )
+    .unwrap();
+    assert_eq!(HomeStore::open_read_only(&hdf5).unwrap().kind(), StoreKind::Hdf5);
+    assert_eq!(consensus_entries(&hdf5), expected);
+    let c = create(&hdf5, &plugin, &[], &tmp.path().join("c"));
+    assert_eq!(c.hash, a.hash);
+    assert_eq!(c.manifest.app_hash, fixture_root());
+}

@@ -11,7 +11,7 @@ use statesnap::bench::peak_rss_bytes;
 use statesnap::plugin::native;
 use statesnap::progress;
 use statesnap::snapshot::{self, ChunkEncoder, CreateOptions, DecoderChoice, PluginRef, SnapshotDir};
-use statesnap::store::HomeStore;
+use statesnap::store::{HomeStore, StoreKind};
 
 use super::{parse_hash, parse_param, PluginArgs};
 
@@ -19,6 +19,7 @@ use super::{parse_hash, parse_param, PluginArgs};
 pub enum SnapshotCommand {
     /// Snapshot a home at a height into <OUT>/<height>-<format>/; prints one JSON line.
     Create {
+        /// A state home of either layout (opened read-only: a running node's LMDB home may be given).
         #[arg(long)]
         home: PathBuf,
         #[arg(long)]
@@ -46,6 +47,7 @@ pub enum SnapshotCommand {
     Restore {
         #[arg(long)]
         from: PathBuf,
+        /// The home to restore into: missing, empty, or an existing state home of either layout (replaced).
         #[arg(long)]
         home: PathBuf,
         /// The trusted app hash (hex) the restored state must have.
@@ -54,6 +56,10 @@ pub enum SnapshotCommand {
         /// A plugin file to use if the snapshot's plugin is not built in (repeatable).
         #[arg(long)]
         plugin: Vec<PathBuf>,
+        /// Layout of the restored home: lmdb or hdf5. Default: the layout of the home
+        /// being replaced, or lmdb for a new home.
+        #[arg(long, value_parser = super::state::parse_store)]
+        store: Option<StoreKind>,
         /// Benchmark baseline: run a built-in plugin's codec natively instead of in wasm.
         #[arg(long, hide = true)]
         native: bool,
@@ -155,6 +161,7 @@ pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
             home,
             app_hash,
             plugin,
+            store,
             native,
         } => {
             let started = Instant::now();
@@ -169,13 +176,14 @@ pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
             } else {
                 snapshot::plugin_decoder
             };
-            let summary = snapshot::restore_dir_with(&from, &home, None, trusted, &registry, decoder, &bar)?;
+            let summary = snapshot::restore_dir_with(&from, &home, store, trusted, &registry, decoder, &bar)?;
             bar.finish_and_clear();
             println!(
                 "{}",
                 json!({
                     "ok": true,
                     "home": home.display().to_string(),
+                    "store": statesnap::store::home::detect(&home).ok(),
                     "app_hash": hex::encode(summary.root),
                     "entries": summary.entries,
                     "chunks": summary.chunks,

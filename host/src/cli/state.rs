@@ -1,9 +1,13 @@
 //! `statesnap state …`
+//!
+//! Every `--home` may hold either of Xian's layouts (LMDB `lmdb/`, or HDF5
+//! `contract_state/` + `run_state/`): reading commands recognise it, commands
+//! that create a home take `--store lmdb|hdf5` (default lmdb).
 
 use std::io::{BufRead, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Subcommand;
 
 use std::time::Instant;
@@ -12,30 +16,41 @@ use serde_json::json;
 
 use statesnap::bench::peak_rss_bytes;
 use statesnap::progress;
+use statesnap::store::home::{detect, is_vacant};
 use statesnap::store::root::{is_consensus_key, RootBuilder};
-use statesnap::store::{generate, HomeStore, StateStore, XianHdf5Store};
+use statesnap::store::{convert, generate, HomeStore, StateStore, StoreKind};
+
+/// `--store`: the layout of a home to create.
+pub fn parse_store(s: &str) -> Result<StoreKind, String> {
+    s.parse::<StoreKind>().map_err(|e| e.to_string())
+}
 
 #[derive(Subcommand, Debug)]
 pub enum StateCommand {
     /// Print the state root (xian-state-root-v2) of a home as hex, on the last line.
     Root {
+        /// A state home of either layout (opened read-only: a running node's home may be given).
         #[arg(long)]
         home: PathBuf,
     },
     /// Write every entry as JSON lines {"key":…,"stored":…}, sorted by key.
     Export {
+        /// A state home of either layout (opened read-only).
         #[arg(long)]
         home: PathBuf,
         /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Read JSON lines {"key":…,"stored":…} into a home (created if missing).
+    /// Read JSON lines {"key":…,"stored":…} into a home (created if missing or empty).
     Import {
         #[arg(long)]
         home: PathBuf,
         #[arg(long)]
         jsonl: PathBuf,
+        /// Layout of a new home: lmdb (Xian's current store) or hdf5. An existing home keeps its own.
+        #[arg(long, value_parser = parse_store)]
+        store: Option<StoreKind>,
     },
     /// Generate a realistic Xian-like state of N keys into a new home.
     Generate {
@@ -45,6 +60,9 @@ pub enum StateCommand {
         keys: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Layout of the new home: lmdb or hdf5.
+        #[arg(long, value_parser = parse_store, default_value = "lmdb")]
+        store: StoreKind,
         /// Print a JSON line with the key count and seconds.
         #[arg(long)]
         json: bool,
@@ -56,9 +74,25 @@ pub enum StateCommand {
         from: PathBuf,
         #[arg(long)]
         to: PathBuf,
+        /// Layout of the new home: lmdb or hdf5.
+        #[arg(long, value_parser = parse_store, default_value = "lmdb")]
+        store: StoreKind,
         /// Read all consensus entries into memory first, so only writing is timed.
         #[arg(long)]
         preload: bool,
+    },
+    /// Migrate a home to a new home of another layout, streamed, checking the
+    /// result has the source's state root; prints a JSON line.
+    Convert {
+        /// The home to read (either layout; opened read-only).
+        #[arg(long)]
+        from: PathBuf,
+        /// A missing or empty directory for the new home.
+        #[arg(long)]
+        to: PathBuf,
+        /// Layout of the new home: lmdb or hdf5.
+        #[arg(long, value_parser = parse_store)]
+        store: StoreKind,
     },
 }
 
@@ -66,6 +100,21 @@ pub enum StateCommand {
 struct Line {
     key: String,
     stored: String,
+}
+
+/// A new home for `cmd`: refuses a directory that is not missing or empty.
+fn create_new(home: &Path, kind: StoreKind, flag: &str) -> anyhow::Result<HomeStore> {
+    if !is_vacant(home) {
+        let what = match detect(home) {
+            Ok(k) => format!("it already holds an {k} state home"),
+            Err(_) => "it is not empty".to_string(),
+        };
+        bail!(
+            "cannot create a state home in {}: {what}; give a missing or empty directory as {flag}",
+            home.display()
+        );
+    }
+    HomeStore::create(home, kind)
 }
 
 pub fn run(cmd: StateCommand) -> anyhow::Result<()> {
@@ -102,9 +151,22 @@ pub fn run(cmd: StateCommand) -> anyhow::Result<()> {
             }
             w.flush()?;
         }
-        StateCommand::Import { home, jsonl } => {
-            let mut store = XianHdf5Store::open_or_create(&home)?;
+        StateCommand::Import { home, jsonl, store } => {
             let file = std::fs::File::open(&jsonl).with_context(|| format!("opening {}", jsonl.display()))?;
+            let mut target = if is_vacant(&home) {
+                HomeStore::create(&home, store.unwrap_or_default())?
+            } else {
+                let existing = HomeStore::open(&home)?;
+                if let Some(want) = store.filter(|k| *k != existing.kind()) {
+                    bail!(
+                        "{} is an existing {} home; --store {want} only chooses the layout of a new home \
+                         (convert it with `statesnap state convert`, or import into an empty directory)",
+                        home.display(),
+                        existing.kind()
+                    );
+                }
+                existing
+            };
             let bar = progress::bar(None, "importing", "keys");
             let mut batch = Vec::new();
             for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -120,33 +182,49 @@ pub fn run(cmd: StateCommand) -> anyhow::Result<()> {
                     )
                 })?;
                 batch.push((l.key, Some(l.stored)));
-                if batch.len() >= 10_000 {
+                if batch.len() >= convert::BATCH {
                     batch.sort();
-                    store.write_batch(&batch)?;
+                    target.write_batch(&batch)?;
                     bar.inc(batch.len() as u64);
                     batch.clear();
                 }
             }
             batch.sort();
-            store.write_batch(&batch)?;
+            target.write_batch(&batch)?;
             bar.inc(batch.len() as u64);
-            store.flush()?;
+            target.flush()?;
             bar.finish_and_clear();
         }
-        StateCommand::Generate { home, keys, seed, json } => {
+        StateCommand::Generate {
+            home,
+            keys,
+            seed,
+            store,
+            json,
+        } => {
             let started = Instant::now();
-            let mut store = XianHdf5Store::create(&home)?;
+            let mut target = create_new(&home, store, "--home")?;
             let bar = progress::bar(Some(keys), "generating", "keys");
-            generate::generate(&mut store, keys, seed, |n| bar.set_position(n))?;
-            store.flush()?;
+            generate::generate(&mut target, keys, seed, |n| bar.set_position(n))?;
+            target.flush()?;
             bar.finish_and_clear();
             if json {
-                println!("{}", json!({"keys": keys, "seconds": started.elapsed().as_secs_f64()}));
+                println!(
+                    "{}",
+                    json!({"keys": keys, "store": store, "seconds": started.elapsed().as_secs_f64()})
+                );
             }
         }
-        StateCommand::Copy { from, to, preload } => {
+        StateCommand::Copy {
+            from,
+            to,
+            store,
+            preload,
+        } => {
             let source = HomeStore::open_read_only(&from)?;
-            let mut target = XianHdf5Store::create(&to)?;
+            let mut target = create_new(&to, store, "--to")?;
+            // Like a restore's staging home: synced once, at the end.
+            target.set_bulk(true);
             let mut entries = 0u64;
             let started;
             if preload {
@@ -155,18 +233,19 @@ pub fn run(cmd: StateCommand) -> anyhow::Result<()> {
                     .filter(|e| e.as_ref().map(|e| is_consensus_key(&e.key)).unwrap_or(true))
                     .map(|e| e.map(|e| (e.key, Some(e.stored))))
                     .collect::<anyhow::Result<_>>()?;
+                drop(source);
                 started = Instant::now();
-                for batch in all.chunks(10_000) {
+                for batch in all.chunks(convert::BATCH) {
                     target.write_batch(batch)?;
                     entries += batch.len() as u64;
                 }
             } else {
                 started = Instant::now();
-                let mut batch = Vec::with_capacity(10_000);
+                let mut batch = Vec::with_capacity(convert::BATCH);
                 for e in source.entries()? {
                     let e = e?;
                     batch.push((e.key, Some(e.stored)));
-                    if batch.len() == 10_000 {
+                    if batch.len() == convert::BATCH {
                         target.write_batch(&batch)?;
                         entries += batch.len() as u64;
                         batch.clear();
@@ -179,7 +258,23 @@ pub fn run(cmd: StateCommand) -> anyhow::Result<()> {
             drop(target);
             println!(
                 "{}",
-                json!({"entries": entries, "seconds": started.elapsed().as_secs_f64(), "peak_rss_bytes": peak_rss_bytes()})
+                json!({"entries": entries, "store": store, "seconds": started.elapsed().as_secs_f64(), "peak_rss_bytes": peak_rss_bytes()})
+            );
+        }
+        StateCommand::Convert { from, to, store } => {
+            let bar = progress::bar(None, "converting", "keys");
+            let report = convert::convert(&from, &to, store, |n| bar.set_position(n))?;
+            bar.finish_and_clear();
+            println!(
+                "{}",
+                json!({
+                    "from": report.from,
+                    "to": report.to,
+                    "entries": report.entries,
+                    "root": hex::encode(report.root),
+                    "seconds": report.seconds,
+                    "peak_rss_bytes": peak_rss_bytes(),
+                })
             );
         }
     }

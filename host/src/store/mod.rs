@@ -1,5 +1,6 @@
 //! State stores: where a node keeps its key/value state, and the state root over it.
 
+pub mod convert;
 pub mod generate;
 pub mod home;
 pub mod keys;

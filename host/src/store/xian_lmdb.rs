@@ -261,10 +261,58 @@ fn open_env(dir: &Path, read_only: bool) -> anyhow::Result<Arc<Shared>> {
     Ok(shared)
 }
 
+/// Test-only override of the initial map size (0: Xian's 4 GiB).
+static INITIAL_MAP_OVERRIDE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Tests only: environments opened from now on in this process start with a
+/// map of `bytes` (rounded up to a power of two) instead of 4 GiB, so a
+/// small state exercises the doubling on `MDB_MAP_FULL`. 0 restores 4 GiB.
+#[doc(hidden)]
+pub fn set_initial_map_size_for_tests(bytes: usize) {
+    INITIAL_MAP_OVERRIDE.store(bytes, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The map size of the open environment in `home`'s process view (for tests).
+#[doc(hidden)]
+pub fn map_size(store: &XianLmdbStore) -> usize {
+    store.shared.env.info().map_size
+}
+
+/// Tests only: opens a write transaction, puts `entries`, runs `hold` with
+/// the transaction still open (uncommitted), then commits.
+#[doc(hidden)]
+pub fn hold_write_txn_for_tests(
+    store: &XianLmdbStore,
+    entries: &[(&str, &str)],
+    hold: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let s = &*store.shared;
+    let mut txn = s.env.write_txn()?;
+    for (k, v) in entries {
+        s.db.put(&mut txn, k.as_bytes(), v.as_bytes())?;
+    }
+    hold();
+    txn.commit()?;
+    Ok(())
+}
+
 /// Xian's 4 GiB, or the next power of two at least twice the data file.
 fn map_size_for(file_bytes: u64) -> usize {
     let want = (file_bytes.saturating_mul(2) as usize).next_power_of_two();
-    want.max(INITIAL_MAP_SIZE)
+    let initial = match INITIAL_MAP_OVERRIDE.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => INITIAL_MAP_SIZE,
+        n => n.next_power_of_two(),
+    };
+    want.max(initial)
+}
+
+/// The LMDB line Xian's Python binding bundles (lock format 1 of mdb.RE/0.9).
+const LOCK_PEER: &str = "0.9.x";
+
+/// The LMDB version heed links, e.g. "0.9.70".
+pub fn heed_version() -> String {
+    let v = heed::lmdb_version();
+    format!("{}.{}.{}", v.major, v.minor, v.patch)
 }
 
 fn env_error(path: &Path, e: heed::Error, read_only: bool) -> anyhow::Error {
@@ -272,9 +320,14 @@ fn env_error(path: &Path, e: heed::Error, read_only: bool) -> anyhow::Error {
         heed::Error::Mdb(heed::MdbError::Invalid) => {
             " (data.mdb is not an LMDB 0.9 environment, or it is damaged)".to_string()
         }
-        heed::Error::Mdb(heed::MdbError::VersionMismatch) => {
-            " (written by an incompatible LMDB version; Xian uses LMDB 0.9)".to_string()
-        }
+        heed::Error::Mdb(heed::MdbError::VersionMismatch) => format!(
+            ": lock.mdb is in use by a process linked with another LMDB build (a Xian node's Python `lmdb` \
+             bundles LMDB {LOCK_PEER}; statesnap links LMDB {} whose lock-file format differs). The data \
+             format is the same, but both cannot have the environment open at once: stop that process \
+             (or snapshot a copy of {}) and try again",
+            heed_version(),
+            path.display()
+        ),
         heed::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied && read_only => {
             " (even a reader needs write access to lock.mdb)".to_string()
         }

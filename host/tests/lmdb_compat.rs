@@ -1,0 +1,388 @@
+//! Xian's LMDB layout against Python's `lmdb`, the binding Xian's node uses
+//! (it bundles LMDB 0.9): homes written by Python the way Xian's driver
+//! writes them read the same in statesnap and vice versa, the on-disk format
+//! is LMDB 0.9's, and a read-only open is not blocked by another process's
+//! open write transaction. Needs python3 with `lmdb` (scripts/setup.sh).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use statesnap::store::root::RootBuilder;
+use statesnap::store::{generate, xian_lmdb, HomeStore, StateStore, XianLmdbStore};
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts")
+}
+
+fn python(args: &[&str]) -> String {
+    let out = Command::new("python3").args(args).output().expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python3 {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Writes a home with scripts/xian-lmdb-home.py (Xian's driver settings).
+fn python_home(home: &Path, args: &[&str]) -> serde_json::Value {
+    let script = scripts().join("xian-lmdb-home.py");
+    let mut all = vec![p(&script), "--home", p(home)];
+    all.extend_from_slice(args);
+    let out = python(&all);
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
+}
+
+/// What Python's `lmdb` reads from a home, in its key order.
+fn python_export(home: &Path) -> Vec<(String, String)> {
+    let script = fixtures().join("../compat/lmdb_export.py");
+    parse_jsonl(&python(&[p(&script), p(home)]))
+}
+
+fn statesnap(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_statesnap"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "statesnap {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn all(store: &dyn StateStore) -> Vec<(String, String)> {
+    store
+        .entries()
+        .unwrap()
+        .map(|e| e.map(|e| (e.key, e.stored)).unwrap())
+        .collect()
+}
+
+fn root_of(entries: &[(String, String)]) -> String {
+    let mut b = RootBuilder::new();
+    for (k, v) in entries {
+        b.push(k, v).unwrap();
+    }
+    hex::encode(b.finish())
+}
+
+fn write_jsonl(path: &Path, entries: &[(String, String)]) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for (k, v) in entries {
+        serde_json::to_writer(&mut f, &serde_json::json!({"key": k, "stored": v})).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+}
+
+/// The meta page of an LMDB 0.9 data file: page header (16 bytes), then
+/// `mm_magic` = 0xBEEFC0DE and `mm_version` = 1 (MDB_DATA_VERSION).
+fn assert_lmdb_09_format(home: &Path) {
+    let data = std::fs::read(home.join("lmdb/data.mdb")).unwrap();
+    let word = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+    assert_eq!(word(16), 0xBEEF_C0DE, "{}: LMDB magic", home.display());
+    assert_eq!(word(20), 1, "{}: LMDB data format version", home.display());
+}
+
+#[test]
+fn lmdb_versions_are_both_0_9() {
+    let py = python(&[p(&fixtures().join("../compat/lmdb_export.py")), "--version"]);
+    let heed = heed::lmdb_version();
+    println!(
+        "Python lmdb bundles LMDB {}; heed links LMDB {}.{}.{} ({})",
+        py.trim(),
+        heed.major,
+        heed.minor,
+        heed.patch,
+        heed.string
+    );
+    assert!(py.trim().starts_with("0.9."), "Python's LMDB is {py}");
+    assert_eq!((heed.major, heed.minor), (0, 9));
+}
+
+#[test]
+fn a_home_python_writes_the_xian_way_reads_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("py");
+    // Batches of 2000 in generation (unsorted) order; a 64 KiB map grows several times.
+    let info = python_home(
+        &home,
+        &[
+            "--keys",
+            "20000",
+            "--seed",
+            "7",
+            "--batch",
+            "2000",
+            "--map-size",
+            "65536",
+        ],
+    );
+    assert_eq!(info["keys"], 20000);
+    assert!(info["map_size"].as_u64().unwrap() > 65536, "{info}");
+    assert_lmdb_09_format(&home);
+    let theirs = python_export(&home);
+    assert_eq!(theirs.len(), 20000);
+
+    let store = HomeStore::open_read_only(&home).unwrap();
+    assert_eq!(store.kind(), statesnap::store::StoreKind::Lmdb);
+    let ours = all(&store);
+    assert_eq!(ours, theirs, "statesnap reads exactly what Python reads");
+    for (k, v) in theirs.iter().step_by(997) {
+        assert_eq!(store.get(k).unwrap().as_deref(), Some(v.as_str()));
+    }
+    drop(store);
+    let text: String = ours.iter().map(|(_, v)| v.as_str()).collect();
+    for tag in ["__fixed__", "__big_int__", "__time__", "__bytes__"] {
+        assert!(text.contains(tag), "{tag} missing");
+    }
+    assert!(ours.iter().filter(|(k, _)| k.starts_with("currency.balances:")).count() > 6000);
+    assert!(ours.iter().filter(|(k, _)| k.starts_with("__n.")).count() > 3000);
+
+    // `statesnap state root` of the LMDB home = of the same entries in an HDF5 home.
+    let root = statesnap(&["state", "root", "--home", p(&home)]).trim().to_string();
+    assert_eq!(root, root_of(&theirs));
+    let jsonl = tmp.path().join("entries.jsonl");
+    write_jsonl(&jsonl, &theirs);
+    let h5 = tmp.path().join("h5");
+    statesnap(&[
+        "state",
+        "import",
+        "--home",
+        p(&h5),
+        "--jsonl",
+        p(&jsonl),
+        "--store",
+        "hdf5",
+    ]);
+    assert!(h5.join("contract_state").is_dir());
+    assert_eq!(statesnap(&["state", "root", "--home", p(&h5)]).trim(), root);
+}
+
+#[test]
+fn the_fixture_written_by_python_lmdb_has_the_fixture_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("py");
+    let jsonl = fixtures().join("xian-hdf5-small.entries.jsonl");
+    python_home(&home, &["--jsonl", p(&jsonl), "--batch", "64"]);
+    let expected = parse_jsonl(&std::fs::read_to_string(&jsonl).unwrap());
+    assert_eq!(all(&XianLmdbStore::open_read_only(&home).unwrap()), expected);
+    assert_eq!(
+        statesnap(&["state", "root", "--home", p(&home)]).trim(),
+        hex::encode(fixture_root())
+    );
+    // And the h5py-written fixture itself (HDF5) agrees.
+    assert_eq!(
+        statesnap(&["state", "root", "--home", p(&fixture_home())]).trim(),
+        hex::encode(fixture_root())
+    );
+}
+
+#[test]
+fn python_reads_what_statesnap_writes_including_a_map_growth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("ours");
+    xian_lmdb::set_initial_map_size_for_tests(64 << 10);
+    let mut store = XianLmdbStore::create(&home).unwrap();
+    xian_lmdb::set_initial_map_size_for_tests(0);
+    assert_eq!(xian_lmdb::map_size(&store), 64 << 10);
+    generate::generate(&mut store, 20_000, 11, |_| {}).unwrap();
+    assert!(xian_lmdb::map_size(&store) > 64 << 10, "the map grew");
+    let mut tricky: Vec<(String, Option<String>)> = [
+        ("con_x.uni:ключ:鍵", "\"\\u00fcn\\u00efc\\u00f6d\\u00e9\""),
+        ("con_x.trailing:", "\"trailing colon\""),
+        ("con_x.slash:a/b", "\"slash\""),
+        ("nodot", "1"),
+        ("__n.abc", "3"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+    .collect();
+    tricky.sort();
+    store.write_batch(&tricky).unwrap();
+    // Overwrites and deletes in the middle of the key space (not appends).
+    let ours_before = all(&store);
+    let (k1, k2) = (ours_before[100].0.clone(), ours_before[5000].0.clone());
+    store
+        .write_batch(&[(k1.clone(), Some("\"new\"".into())), (k2.clone(), None)])
+        .unwrap();
+    store.flush().unwrap();
+    let ours = all(&store);
+    assert_eq!(ours.len(), 20_000 + tricky.len() - 1);
+    assert!(ours.contains(&(k1, "\"new\"".into())) && !ours.iter().any(|(k, _)| *k == k2));
+    // While this process has it open, Python's LMDB 0.9.x cannot share the
+    // lock file (mdb.master's lock format differs); the data file is the same.
+    let script = fixtures().join("../compat/lmdb_export.py");
+    let out = Command::new("python3").arg(&script).arg(&home).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MDB_VERSION_MISMATCH"));
+    drop(store);
+    assert_lmdb_09_format(&home);
+    assert_eq!(python_export(&home), ours);
+
+    // Python's driver writes on into statesnap's environment; statesnap reads it.
+    let script = r#"
+import lmdb, os, sys
+env = lmdb.open(os.path.join(sys.argv[1], "lmdb"), map_size=4 << 30, max_dbs=1, readahead=True, writemap=False, sync=True, metasync=True)
+with env.begin(write=True) as txn:
+    txn.put(b"currency.balances:from_python", b'{"__fixed__":"1.5"}')
+    txn.delete(b"nodot")
+"#;
+    python(&["-c", script, p(&home)]);
+    let store = XianLmdbStore::open(&home).unwrap();
+    assert_eq!(
+        store.get("currency.balances:from_python").unwrap().as_deref(),
+        Some("{\"__fixed__\":\"1.5\"}")
+    );
+    assert_eq!(store.get("nodot").unwrap(), None);
+    assert_eq!(all(&store).len(), ours.len());
+}
+
+/// Run as a child process by the next test (the test binary itself, linked
+/// with statesnap's LMDB): commits two keys, then holds a write transaction
+/// with uncommitted changes open until stdin closes, then commits it.
+#[test]
+fn helper_hold_a_write_transaction() {
+    let Ok(home) = std::env::var("STATESNAP_TEST_HOLD_WRITE") else {
+        return; // only as the helper
+    };
+    let home = PathBuf::from(home);
+    let mut store = XianLmdbStore::create(&home).unwrap();
+    store
+        .write_batch(&[
+            ("currency.balances:alice".into(), Some("1".into())),
+            ("currency.balances:bob".into(), Some("2".into())),
+        ])
+        .unwrap();
+    store.flush().unwrap();
+    statesnap::store::xian_lmdb::hold_write_txn_for_tests(
+        &store,
+        &[("currency.balances:carol", "3"), ("currency.balances:alice", "100")],
+        || {
+            println!("holding");
+            std::io::stdout().flush().unwrap();
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s);
+        },
+    )
+    .unwrap();
+    println!("committed");
+}
+
+#[test]
+fn a_read_only_open_is_not_blocked_by_another_process_write_transaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("node");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_hold_a_write_transaction",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("STATESNAP_TEST_HOLD_WRITE", &home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap())
+        .filter(|l| l.ends_with("holding") || l.ends_with("committed"));
+    assert!(lines.next().unwrap().ends_with("holding"));
+
+    // The writer holds its write transaction open: reads see the committed state, at once.
+    let started = Instant::now();
+    let store = HomeStore::open_read_only(&home).unwrap();
+    let committed = vec![
+        ("currency.balances:alice".to_string(), "1".to_string()),
+        ("currency.balances:bob".to_string(), "2".to_string()),
+    ];
+    assert_eq!(all(&store), committed);
+    let root = statesnap(&["state", "root", "--home", p(&home)]).trim().to_string();
+    assert_eq!(root, root_of(&committed));
+    let out = tmp.path().join("snaps");
+    let created = statesnap(&[
+        "snapshot",
+        "create",
+        "--home",
+        p(&home),
+        "--height",
+        "1",
+        "--out",
+        p(&out),
+    ]);
+    assert!(created.contains(&root), "{created}");
+    assert!(started.elapsed() < Duration::from_secs(20), "reads were held up");
+
+    // The writer commits; a new read sees it, an older snapshot does not.
+    let view = match &store {
+        HomeStore::Lmdb(s) => s.snapshot().unwrap(),
+        _ => unreachable!(),
+    };
+    drop(child.stdin.take());
+    assert!(lines.next().unwrap().ends_with("committed"));
+    assert!(child.wait().unwrap().success());
+    assert_eq!(store.get("currency.balances:carol").unwrap().as_deref(), Some("3"));
+    assert_eq!(store.get("currency.balances:alice").unwrap().as_deref(), Some("100"));
+    assert_eq!(all(&view), committed);
+}
+
+/// Python's `lmdb` (LMDB 0.9.x, lock format 1) and statesnap's LMDB
+/// (mdb.master, lock format 2) cannot share an open environment's lock file:
+/// while a Python writer has the home open, statesnap refuses with a clear
+/// error and leaves the writer undisturbed; once it is closed statesnap reads
+/// everything it committed.
+#[test]
+fn a_home_open_in_python_is_refused_clearly_and_read_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("node");
+    let script = r#"
+import lmdb, os, sys
+os.makedirs(os.path.join(sys.argv[1], "lmdb"))
+env = lmdb.open(os.path.join(sys.argv[1], "lmdb"), map_size=4 << 30, max_dbs=1, readahead=True, writemap=False, sync=True, metasync=True)
+with env.begin(write=True) as txn:
+    txn.put(b"currency.balances:alice", b"1")
+txn = env.begin(write=True)
+txn.put(b"currency.balances:carol", b"3")
+print("holding", flush=True)
+sys.stdin.read()
+txn.commit()
+env.close()
+print("committed", flush=True)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, p(&home)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "holding");
+    let out = Command::new(env!("CARGO_BIN_EXE_statesnap"))
+        .args(["state", "root", "--home", p(&home)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another LMDB build") && err.contains("stop that process"),
+        "{err}"
+    );
+    drop(child.stdin.take());
+    assert_eq!(lines.next().unwrap().unwrap(), "committed");
+    assert!(child.wait().unwrap().success());
+    let store = HomeStore::open_read_only(&home).unwrap();
+    assert_eq!(store.get("currency.balances:carol").unwrap().as_deref(), Some("3"));
+    assert_eq!(all(&store).len(), 2);
+}
