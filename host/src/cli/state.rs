@@ -16,7 +16,7 @@ use serde_json::json;
 
 use statesnap::bench::peak_rss_bytes;
 use statesnap::progress;
-use statesnap::store::home::{detect, is_vacant};
+use statesnap::store::home::{ensure_vacant, is_vacant};
 use statesnap::store::root::{is_consensus_key, RootBuilder};
 use statesnap::store::{convert, generate, HomeStore, StateStore, StoreKind};
 
@@ -104,16 +104,7 @@ struct Line {
 
 /// A new home for `cmd`: refuses a directory that is not missing or empty.
 fn create_new(home: &Path, kind: StoreKind, flag: &str) -> anyhow::Result<HomeStore> {
-    if !is_vacant(home) {
-        let what = match detect(home) {
-            Ok(k) => format!("it already holds an {k} state home"),
-            Err(_) => "it is not empty".to_string(),
-        };
-        bail!(
-            "cannot create a state home in {}: {what}; give a missing or empty directory as {flag}",
-            home.display()
-        );
-    }
+    ensure_vacant(home, flag)?;
     HomeStore::create(home, kind)
 }
 

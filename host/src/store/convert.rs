@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use super::home::{detect, is_vacant};
+use super::home::{detect, ensure_vacant};
 use super::root::RootBuilder;
 use super::{HomeStore, StateRoot, StateStore, StoreKind};
 
@@ -40,16 +40,7 @@ pub fn convert(
 ) -> anyhow::Result<ConvertReport> {
     let started = Instant::now();
     let from_kind = detect(from)?;
-    if !is_vacant(to) {
-        let what = match detect(to) {
-            Ok(k) => format!("it already holds an {k} state home"),
-            Err(_) => "it is not empty".to_string(),
-        };
-        bail!(
-            "cannot convert into {}: {what}; give a missing or empty directory as --to",
-            to.display()
-        );
-    }
+    ensure_vacant(to, "--to")?;
     if same_dir(from, to) {
         bail!("--from and --to are the same directory ({})", from.display());
     }

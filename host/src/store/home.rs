@@ -85,6 +85,22 @@ pub fn is_vacant(dir: &Path) -> bool {
     !dir.exists() || std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
 }
 
+/// Fails unless `dir` is missing or empty (where a new home may go), saying
+/// what is there; `flag` names the option that gave the directory.
+pub fn ensure_vacant(dir: &Path, flag: &str) -> anyhow::Result<()> {
+    if is_vacant(dir) {
+        return Ok(());
+    }
+    let what = match detect(dir) {
+        Ok(k) => format!("it already holds an {k} state home"),
+        Err(_) => "it is not empty".to_string(),
+    };
+    bail!(
+        "cannot create a state home in {}: {what}; give a missing or empty directory as {flag}",
+        dir.display()
+    )
+}
+
 /// A state home of either layout.
 pub enum HomeStore {
     Lmdb(XianLmdbStore),
