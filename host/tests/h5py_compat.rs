@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fixtures, parse_jsonl};
+use common::{fixtures, parse_jsonl, statesnap_ok};
 use statesnap::store::{generate, StateStore, XianHdf5Store};
 
 /// scripts/xian-h5py-home.py: homes written with h5py as Xian's driver did.
@@ -29,20 +29,6 @@ fn h5py_export(home: &Path) -> Vec<(String, String)> {
     parse_jsonl(&run(Command::new("python3")
         .arg(fixtures().join("../compat/h5py_export.py"))
         .arg(home)))
-}
-
-fn statesnap_cli(args: &[&std::ffi::OsStr]) -> String {
-    let out = assert_cmd::Command::cargo_bin("statesnap")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "statesnap {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn walk(home: &Path, batch: Option<usize>) -> Vec<(String, String)> {
@@ -93,7 +79,7 @@ fn an_h5py_written_home_reads_as_h5py_reads_it() {
     let jsonl = tmp.path().join("entries.jsonl");
     write_jsonl(&jsonl, &ours);
     let imported = tmp.path().join("imported");
-    statesnap_cli(&[
+    statesnap_ok(&[
         "state".as_ref(),
         "import".as_ref(),
         "--home".as_ref(),
@@ -102,7 +88,7 @@ fn an_h5py_written_home_reads_as_h5py_reads_it() {
         jsonl.as_os_str(),
     ]);
     let root = |h: &Path| {
-        statesnap_cli(&["state".as_ref(), "root".as_ref(), "--home".as_ref(), h.as_os_str()])
+        statesnap_ok(&["state".as_ref(), "root".as_ref(), "--home".as_ref(), h.as_os_str()])
             .trim()
             .to_string()
     };

@@ -48,27 +48,6 @@ fn python_export(home: &Path) -> Vec<(String, String)> {
     parse_jsonl(&python(&[p(&script), p(home)]))
 }
 
-fn statesnap(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_statesnap"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "statesnap {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn all(store: &dyn StateStore) -> Vec<(String, String)> {
-    store
-        .entries()
-        .unwrap()
-        .map(|e| e.map(|e| (e.key, e.stored)).unwrap())
-        .collect()
-}
-
 fn root_of(entries: &[(String, String)]) -> String {
     let mut b = RootBuilder::new();
     for (k, v) in entries {
@@ -136,7 +115,7 @@ fn a_home_python_writes_the_xian_way_reads_the_same() {
 
     let store = HomeStore::open_read_only(&home).unwrap();
     assert_eq!(store.kind(), statesnap::store::StoreKind::Lmdb);
-    let ours = all(&store);
+    let ours = all_entries(&store);
     assert_eq!(ours, theirs, "statesnap reads exactly what Python reads");
     for (k, v) in theirs.iter().step_by(997) {
         assert_eq!(store.get(k).unwrap().as_deref(), Some(v.as_str()));
@@ -150,12 +129,12 @@ fn a_home_python_writes_the_xian_way_reads_the_same() {
     assert!(ours.iter().filter(|(k, _)| k.starts_with("__n.")).count() > 3000);
 
     // `statesnap state root` of the LMDB home = of the same entries in an HDF5 home.
-    let root = statesnap(&["state", "root", "--home", p(&home)]).trim().to_string();
+    let root = statesnap_ok(&["state", "root", "--home", p(&home)]).trim().to_string();
     assert_eq!(root, root_of(&theirs));
     let jsonl = tmp.path().join("entries.jsonl");
     write_jsonl(&jsonl, &theirs);
     let h5 = tmp.path().join("h5");
-    statesnap(&[
+    statesnap_ok(&[
         "state",
         "import",
         "--home",
@@ -166,7 +145,7 @@ fn a_home_python_writes_the_xian_way_reads_the_same() {
         "hdf5",
     ]);
     assert!(h5.join("contract_state").is_dir());
-    assert_eq!(statesnap(&["state", "root", "--home", p(&h5)]).trim(), root);
+    assert_eq!(statesnap_ok(&["state", "root", "--home", p(&h5)]).trim(), root);
 }
 
 #[test]
@@ -176,14 +155,14 @@ fn the_fixture_written_by_python_lmdb_has_the_fixture_root() {
     let jsonl = fixtures().join("xian-hdf5-small.entries.jsonl");
     python_home(&home, &["--jsonl", p(&jsonl), "--batch", "64"]);
     let expected = parse_jsonl(&std::fs::read_to_string(&jsonl).unwrap());
-    assert_eq!(all(&XianLmdbStore::open_read_only(&home).unwrap()), expected);
+    assert_eq!(all_entries(&XianLmdbStore::open_read_only(&home).unwrap()), expected);
     assert_eq!(
-        statesnap(&["state", "root", "--home", p(&home)]).trim(),
+        statesnap_ok(&["state", "root", "--home", p(&home)]).trim(),
         hex::encode(fixture_root())
     );
     // And the h5py-written fixture itself (HDF5) agrees.
     assert_eq!(
-        statesnap(&["state", "root", "--home", p(&fixture_home())]).trim(),
+        statesnap_ok(&["state", "root", "--home", p(&fixture_home())]).trim(),
         hex::encode(fixture_root())
     );
 }
@@ -211,13 +190,13 @@ fn python_reads_what_statesnap_writes_including_a_map_growth() {
     tricky.sort();
     store.write_batch(&tricky).unwrap();
     // Overwrites and deletes in the middle of the key space (not appends).
-    let ours_before = all(&store);
+    let ours_before = all_entries(&store);
     let (k1, k2) = (ours_before[100].0.clone(), ours_before[5000].0.clone());
     store
         .write_batch(&[(k1.clone(), Some("\"new\"".into())), (k2.clone(), None)])
         .unwrap();
     store.flush().unwrap();
-    let ours = all(&store);
+    let ours = all_entries(&store);
     assert_eq!(ours.len(), 20_000 + tricky.len() - 1);
     assert!(ours.contains(&(k1, "\"new\"".into())) && !ours.iter().any(|(k, _)| *k == k2));
     // While this process has it open, Python's LMDB 0.9.x cannot share the
@@ -245,7 +224,7 @@ with env.begin(write=True) as txn:
         Some("{\"__fixed__\":\"1.5\"}")
     );
     assert_eq!(store.get("nodot").unwrap(), None);
-    assert_eq!(all(&store).len(), ours.len());
+    assert_eq!(all_entries(&store).len(), ours.len());
 }
 
 /// Run as a child process by the next test (the test binary itself, linked
@@ -308,11 +287,11 @@ fn a_read_only_open_is_not_blocked_by_another_process_write_transaction() {
         ("currency.balances:alice".to_string(), "1".to_string()),
         ("currency.balances:bob".to_string(), "2".to_string()),
     ];
-    assert_eq!(all(&store), committed);
-    let root = statesnap(&["state", "root", "--home", p(&home)]).trim().to_string();
+    assert_eq!(all_entries(&store), committed);
+    let root = statesnap_ok(&["state", "root", "--home", p(&home)]).trim().to_string();
     assert_eq!(root, root_of(&committed));
     let out = tmp.path().join("snaps");
-    let created = statesnap(&[
+    let created = statesnap_ok(&[
         "snapshot",
         "create",
         "--home",
@@ -335,7 +314,7 @@ fn a_read_only_open_is_not_blocked_by_another_process_write_transaction() {
     assert!(child.wait().unwrap().success());
     assert_eq!(store.get("currency.balances:carol").unwrap().as_deref(), Some("3"));
     assert_eq!(store.get("currency.balances:alice").unwrap().as_deref(), Some("100"));
-    assert_eq!(all(&view), committed);
+    assert_eq!(all_entries(&view), committed);
 }
 
 /// Python's `lmdb` (LMDB 0.9.x, lock format 1) and statesnap's LMDB
@@ -384,5 +363,5 @@ print("committed", flush=True)
     assert!(child.wait().unwrap().success());
     let store = HomeStore::open_read_only(&home).unwrap();
     assert_eq!(store.get("currency.balances:carol").unwrap().as_deref(), Some("3"));
-    assert_eq!(all(&store).len(), 2);
+    assert_eq!(all_entries(&store).len(), 2);
 }

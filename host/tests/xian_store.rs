@@ -7,19 +7,11 @@ use common::*;
 use statesnap::store::memory::MemoryStore;
 use statesnap::store::{generate, StateStore, XianHdf5Store};
 
-fn all(store: &dyn StateStore) -> Vec<(String, String)> {
-    store
-        .entries()
-        .unwrap()
-        .map(|e| e.map(|e| (e.key, e.stored)).unwrap())
-        .collect()
-}
-
 #[test]
 fn fixture_reads_as_its_entries_file() {
     let store = XianHdf5Store::open(&fixture_home()).unwrap();
     let expected = parse_jsonl(&std::fs::read_to_string(fixtures().join("xian-hdf5-small.entries.jsonl")).unwrap());
-    assert_eq!(all(&store), expected);
+    assert_eq!(all_entries(&store), expected);
     for (k, v) in expected.iter().step_by(37) {
         assert_eq!(store.get(k).unwrap().as_deref(), Some(v.as_str()));
     }
@@ -63,7 +55,7 @@ fn writes_read_back_in_key_order_with_escapes_and_deletes() {
     store.write_batch(&batch).unwrap();
     let mut expected: Vec<(String, String)> = batch.iter().map(|(k, v)| (k.clone(), v.clone().unwrap())).collect();
     expected.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    assert_eq!(all(&store), expected);
+    assert_eq!(all_entries(&store), expected);
     // Overwrite and delete; a deleted key leaves its group but no value.
     store
         .write_batch(&[
@@ -81,7 +73,7 @@ fn writes_read_back_in_key_order_with_escapes_and_deletes() {
         store.get("x.a:b:c").unwrap().as_deref(),
         Some(format!("{}", 3).as_str())
     );
-    assert_eq!(all(&store).len(), expected.len() - 1);
+    assert_eq!(all_entries(&store).len(), expected.len() - 1);
     assert!(std::fs::read_dir(tmp.path().join("h/run_state")).unwrap().count() == 2);
 }
 
@@ -108,7 +100,7 @@ fn generated_state_is_deterministic_and_exact() {
     let tmp = tempfile::tempdir().unwrap();
     let mut h = XianHdf5Store::create(&tmp.path().join("g")).unwrap();
     generate::generate(&mut h, 5000, 1, |_| {}).unwrap();
-    let from_hdf5 = all(&h);
+    let from_hdf5 = all_entries(&h);
     let from_mem: Vec<(String, String)> = a.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     assert_eq!(from_hdf5, from_mem);
 }

@@ -107,3 +107,26 @@ pub fn parse_jsonl(text: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Every entry of a store, in its order.
+pub fn all_entries(store: &dyn StateStore) -> Vec<(String, String)> {
+    store
+        .entries()
+        .unwrap()
+        .map(|e| e.map(|e| (e.key, e.stored)).unwrap())
+        .collect()
+}
+
+/// Runs the statesnap binary, which must succeed; returns its stdout.
+pub fn statesnap_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_statesnap"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "statesnap {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
