@@ -503,12 +503,15 @@ impl<S: std::borrow::Borrow<LmdbSnapshot>> Iterator for Walk<S> {
                 return None;
             }
             if let Some(e) = self.batch.next() {
-                self.last = Some(e.key.as_bytes().to_vec());
                 return Some(Ok(e));
             }
             match self.snapshot.borrow().batch_after(self.last.as_deref(), READ_BATCH) {
                 Ok(b) if b.is_empty() => self.done = true,
-                Ok(b) => self.batch = b.into_iter(),
+                Ok(b) => {
+                    // The next seek starts after this batch's last key.
+                    self.last = b.last().map(|e| e.key.as_bytes().to_vec());
+                    self.batch = b.into_iter();
+                }
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));
