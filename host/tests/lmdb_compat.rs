@@ -1,8 +1,8 @@
 //! Xian's LMDB layout against Python's `lmdb`, the binding Xian's node uses
 //! (it bundles LMDB 0.9): homes written by Python the way Xian's driver
 //! writes them read the same in statesnap and vice versa, the on-disk format
-//! is LMDB 0.9's, and a read-only open is not blocked by another process's
-//! open write transaction. Needs python3 with `lmdb` (scripts/setup.sh).
+//! is LMDB 0.9's, and statesnap reads the home of a running Xian node (a
+//! Python writer) without blocking it. Needs python3 with `lmdb` (scripts/setup.sh).
 
 mod common;
 
@@ -85,8 +85,16 @@ fn lmdb_versions_are_both_0_9() {
         heed.patch,
         heed.string
     );
+    // Both on LMDB's 0.9 release line: the same data format and the same
+    // lock-file format (statesnap_reads_a_home_a_python_writer_is_writing
+    // shows they share one environment).
     assert!(py.trim().starts_with("0.9."), "Python's LMDB is {py}");
     assert_eq!((heed.major, heed.minor), (0, 9));
+    assert!(
+        heed.patch < 70,
+        "heed links LMDB's development branch ({}), not a 0.9 release",
+        heed.string
+    );
 }
 
 #[test]
@@ -199,12 +207,9 @@ fn python_reads_what_statesnap_writes_including_a_map_growth() {
     let ours = all_entries(&store);
     assert_eq!(ours.len(), 20_000 + tricky.len() - 1);
     assert!(ours.contains(&(k1, "\"new\"".into())) && !ours.iter().any(|(k, _)| *k == k2));
-    // While this process has it open, Python's LMDB 0.9.x cannot share the
-    // lock file (mdb.master's lock format differs); the data file is the same.
-    let script = fixtures().join("../compat/lmdb_export.py");
-    let out = Command::new("python3").arg(&script).arg(&home).output().unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("MDB_VERSION_MISMATCH"));
+    // Python reads it while this process still has it open (one lock file,
+    // one reader table), and again after.
+    assert_eq!(python_export(&home), ours);
     drop(store);
     assert_lmdb_09_format(&home);
     assert_eq!(python_export(&home), ours);
@@ -317,51 +322,101 @@ fn a_read_only_open_is_not_blocked_by_another_process_write_transaction() {
     assert_eq!(all_entries(&view), committed);
 }
 
-/// Python's `lmdb` (LMDB 0.9.x, lock format 1) and statesnap's LMDB
-/// (mdb.master, lock format 2) cannot share an open environment's lock file:
-/// while a Python writer has the home open, statesnap refuses with a clear
-/// error and leaves the writer undisturbed; once it is closed statesnap reads
-/// everything it committed.
+/// A Xian node's writer, the way Xian's driver writes (Python `lmdb`): on
+/// "block N" it commits one transaction setting every counter key to N; on
+/// "hold" it opens a write transaction and waits for "release" before
+/// committing it. It answers each command when it has returned.
+const PYTHON_WRITER: &str = r#"
+import lmdb, os, sys
+os.makedirs(os.path.join(sys.argv[1], "lmdb"), exist_ok=True)
+env = lmdb.open(os.path.join(sys.argv[1], "lmdb"), map_size=4 << 30, max_dbs=1, readahead=True, writemap=False, sync=True, metasync=True)
+keys = [b"con_counter.values:%04d" % i for i in range(int(sys.argv[2]))]
+for line in sys.stdin:
+    cmd = line.split()
+    if cmd[0] == "block":
+        with env.begin(write=True) as txn:
+            for k in keys:
+                txn.put(k, cmd[1].encode())
+        print("committed", cmd[1], flush=True)
+    elif cmd[0] == "hold":
+        txn = env.begin(write=True)
+        txn.put(keys[0], b"-1")
+        print("holding", flush=True)
+    elif cmd[0] == "release":
+        txn.commit()
+        print("released", flush=True)
+env.close()
+"#;
+
+/// The state PYTHON_WRITER leaves after block `n`.
+fn counters_at(keys: usize, n: i64) -> Vec<(String, String)> {
+    (0..keys)
+        .map(|i| (format!("con_counter.values:{i:04}"), n.to_string()))
+        .collect()
+}
+
+/// The point of reading Xian's own LMDB: statesnap opens the home of a
+/// running Xian node (a Python process writing), shares its lock file's
+/// reader table, and reads a consistent committed state while the writer
+/// goes on. The writer is never blocked, and pages statesnap's read
+/// transaction still sees are not reused under it: after the writer has
+/// committed many more blocks, the old view still reads block 1 whole.
 #[test]
-fn a_home_open_in_python_is_refused_clearly_and_read_after() {
+fn statesnap_reads_a_home_a_python_writer_is_writing() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("node");
-    let script = r#"
-import lmdb, os, sys
-os.makedirs(os.path.join(sys.argv[1], "lmdb"))
-env = lmdb.open(os.path.join(sys.argv[1], "lmdb"), map_size=4 << 30, max_dbs=1, readahead=True, writemap=False, sync=True, metasync=True)
-with env.begin(write=True) as txn:
-    txn.put(b"currency.balances:alice", b"1")
-txn = env.begin(write=True)
-txn.put(b"currency.balances:carol", b"3")
-print("holding", flush=True)
-sys.stdin.read()
-txn.commit()
-env.close()
-print("committed", flush=True)
-"#;
-    let mut child = Command::new("python3")
-        .args(["-c", script, p(&home)])
+    let keys = 300;
+    let mut writer = Command::new("python3")
+        .args(["-c", PYTHON_WRITER, p(&home), &keys.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "holding");
-    let out = Command::new(env!("CARGO_BIN_EXE_statesnap"))
-        .args(["state", "root", "--home", p(&home)])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("another LMDB build") && err.contains("stop that process"),
-        "{err}"
-    );
-    drop(child.stdin.take());
-    assert_eq!(lines.next().unwrap().unwrap(), "committed");
-    assert!(child.wait().unwrap().success());
+    let mut to_writer = writer.stdin.take().unwrap();
+    let mut from_writer = BufReader::new(writer.stdout.take().unwrap()).lines();
+    let mut ask = |cmd: &str, answer: &str| {
+        writeln!(to_writer, "{cmd}").unwrap();
+        to_writer.flush().unwrap();
+        assert_eq!(from_writer.next().unwrap().unwrap(), answer, "writer on {cmd:?}");
+    };
+    ask("block 1", "committed 1");
+
     let store = HomeStore::open_read_only(&home).unwrap();
-    assert_eq!(store.get("currency.balances:carol").unwrap().as_deref(), Some("3"));
-    assert_eq!(all_entries(&store).len(), 2);
+    let HomeStore::Lmdb(lmdb) = &store else {
+        panic!("an LMDB home")
+    };
+    let at_1 = lmdb.snapshot().unwrap();
+    assert_eq!(all_entries(&at_1), counters_at(keys, 1));
+    // The writer commits on while the read transaction is open (each
+    // commit frees block 1's pages; LMDB must not reuse them under us).
+    for n in 2..=40 {
+        ask(&format!("block {n}"), &format!("committed {n}"));
+    }
+    assert_eq!(all_entries(&at_1), counters_at(keys, 1));
+    assert_eq!(all_entries(&lmdb.snapshot().unwrap()), counters_at(keys, 40));
+
+    // With a write transaction open in the writer, the commands read the
+    // last committed block, at once.
+    ask("hold", "holding");
+    let started = Instant::now();
+    let root = statesnap_ok(&["state", "root", "--home", p(&home)]).trim().to_string();
+    assert_eq!(root, root_of(&counters_at(keys, 40)));
+    let out = tmp.path().join("snaps");
+    let created = statesnap_ok(&[
+        "snapshot",
+        "create",
+        "--home",
+        p(&home),
+        "--height",
+        "40",
+        "--out",
+        p(&out),
+    ]);
+    assert!(created.contains(&root), "{created}");
+    assert!(started.elapsed() < Duration::from_secs(30), "reads were held up");
+    ask("release", "released");
+    drop(at_1);
+    drop(store);
+    drop(to_writer);
+    assert!(writer.wait().unwrap().success());
 }

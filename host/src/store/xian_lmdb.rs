@@ -306,10 +306,8 @@ fn map_size_for(file_bytes: u64) -> usize {
     want.max(initial)
 }
 
-/// The LMDB line Xian's Python binding bundles (lock format 1 of mdb.RE/0.9).
-const LOCK_PEER: &str = "0.9.x";
-
-/// The LMDB version heed links, e.g. "0.9.70".
+/// The LMDB version statesnap links, e.g. "0.9.36" (the 0.9 release line
+/// Python's `lmdb` bundles: vendor/lmdb-sys/README.md).
 pub fn heed_version() -> String {
     let v = heed::lmdb_version();
     format!("{}.{}.{}", v.major, v.minor, v.patch)
@@ -321,10 +319,10 @@ fn env_error(path: &Path, e: heed::Error, read_only: bool) -> anyhow::Error {
             " (data.mdb is not an LMDB 0.9 environment, or it is damaged)".to_string()
         }
         heed::Error::Mdb(heed::MdbError::VersionMismatch) => format!(
-            ": lock.mdb is in use by a process linked with another LMDB build (a Xian node's Python `lmdb` \
-             bundles LMDB {LOCK_PEER}; statesnap links LMDB {} whose lock-file format differs). The data \
-             format is the same, but both cannot have the environment open at once: stop that process \
-             (or snapshot a copy of {}) and try again",
+            ": the environment is of another LMDB version than statesnap's {} (LMDB 0.9, data and lock \
+             format 1, as Xian's node writes them). Either data.mdb was written by LMDB 1.0 (for example \
+             Python's `lmdb` with lib_version=1), which LMDB 0.9 cannot read, or a process linked with \
+             another LMDB build has {} open: stop that process and try again",
             heed_version(),
             path.display()
         ),
