@@ -232,6 +232,40 @@ with env.begin(write=True) as txn:
     assert_eq!(all_entries(&store).len(), ours.len());
 }
 
+/// LMDB cannot grow its map while a snapshot holds a read transaction, so
+/// the store keeps the map at least twice the data file whenever it can: a
+/// write made while a snapshot is open (a block during a background
+/// snapshot) finds room, and the snapshot still reads its own state.
+#[test]
+fn the_map_stays_ahead_of_the_data_so_writes_during_a_snapshot_have_room() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("ours");
+    xian_lmdb::set_initial_map_size_for_tests(1 << 20);
+    let mut store = XianLmdbStore::create(&home).unwrap();
+    xian_lmdb::set_initial_map_size_for_tests(0);
+    let batch = |from: usize, n: usize| -> Vec<(String, Option<String>)> {
+        (from..from + n)
+            .map(|i| (format!("con_big.rows:{i:08}"), Some(format!("\"{}\"", "x".repeat(200)))))
+            .collect()
+    };
+    store.write_batch(&batch(0, 3_000)).unwrap(); // ~0.7 MB
+    let file = store.disk_bytes().unwrap() as usize;
+    assert!(file > 1 << 19, "the data file is {file} bytes");
+    assert!(
+        xian_lmdb::map_size(&store) >= 2 * file,
+        "the map grew ahead of the data"
+    );
+    let before = all_entries(&store);
+    let snapshot = store.snapshot().unwrap();
+    // As much again while the snapshot is open: more than the initial map held.
+    store.write_batch(&batch(3_000, 3_000)).unwrap();
+    assert_eq!(all_entries(&snapshot), before, "the snapshot reads its own state");
+    drop(snapshot);
+    assert_eq!(all_entries(&store).len(), 6_000);
+    store.write_batch(&batch(6_000, 1)).unwrap();
+    assert!(xian_lmdb::map_size(&store) >= 2 * store.disk_bytes().unwrap() as usize);
+}
+
 /// Run as a child process by the next test (the test binary itself, linked
 /// with statesnap's LMDB): commits two keys, then holds a write transaction
 /// with uncommitted changes open until stdin closes, then commits it.

@@ -184,6 +184,21 @@ impl XianLmdbStore {
         }
     }
 
+    /// Doubles the map while it is less than twice the data file, when it
+    /// can. LMDB cannot resize while a snapshot holds a read transaction,
+    /// and a full map then fails the write; kept this far ahead, a write made
+    /// during a snapshot (a block, while the node builds one) would have to
+    /// double the state to run out of room.
+    fn grow_ahead(&self) -> anyhow::Result<()> {
+        if Arc::strong_count(&self.shared) > 1 {
+            return Ok(()); // a snapshot is open: the next write tries again
+        }
+        while (self.disk_bytes()?.saturating_mul(2)) as usize > self.shared.env.info().map_size {
+            self.grow()?;
+        }
+        Ok(())
+    }
+
     /// Doubles the map, as Xian does when LMDB reports it full.
     fn grow(&self) -> anyhow::Result<()> {
         let s = &*self.shared;
@@ -401,7 +416,7 @@ impl StateStore for XianLmdbStore {
         let result = loop {
             match self.try_write(batch) {
                 Ok(Err(_map_full)) => self.grow()?,
-                Ok(Ok(())) => break Ok(()),
+                Ok(Ok(())) => break self.grow_ahead(),
                 Err(e) => break Err(e),
             }
         };
