@@ -1,6 +1,9 @@
 //! Create / verify / restore, end to end through the library, with every
-//! built-in plugin; and every way a snapshot must be refused.
+//! built-in plugin; and every way a snapshot must be refused. Where the store
+//! matters (the source and target homes, the staging home a refused restore
+//! must remove), each test runs once per store: `<test>::lmdb`, `<test>::hdf5`.
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -9,7 +12,20 @@ use common::*;
 use indicatif::ProgressBar;
 use statesnap::plugin::{Limits, Plugin, PluginRegistry};
 use statesnap::snapshot::{self, CreateOptions, CreateReport, Manifest, PluginRef, RestoreError, SnapshotDir};
-use statesnap::store::{generate, StateStore, XianHdf5Store};
+use statesnap::store::{generate, HomeStore, StateStore, StoreKind};
+
+on_both_stores!(
+    round_trip_fixture_with_each_built_in,
+    round_trip_generated_100k_with_each_built_in_and_determinism,
+    flipped_byte_in_any_chunk_is_refused,
+    truncated_chunk_is_refused,
+    swapped_chunks_are_refused,
+    wrong_app_hash_is_refused,
+    right_chunk_hashes_but_another_root_is_refused,
+    entries_out_of_order_are_refused,
+    never_replaces_a_directory_that_is_not_a_home,
+    an_interrupted_swap_is_recovered,
+);
 
 fn hidden() -> ProgressBar {
     ProgressBar::hidden()
@@ -40,18 +56,27 @@ fn try_create(home: &Path, plugin: &Plugin, params: &[(&str, &str)], out: &Path)
     )
 }
 
+/// Restores into `home` as `kind` (`None`: the layout of the home replaced,
+/// or LMDB for a new one, as the CLI does without `--store`).
 fn restore(
     reg: &PluginRegistry,
     dir: &Path,
     home: &Path,
+    kind: Option<StoreKind>,
     trusted: [u8; 32],
 ) -> Result<snapshot::RestoreSummary, RestoreError> {
-    snapshot::restore_dir(dir, home, trusted, reg, &hidden())
+    snapshot::restore_dir_with(dir, home, kind, trusted, reg, snapshot::plugin_decoder, &hidden())
 }
 
-fn generated_home(dir: &Path, keys: u64, seed: u64) -> PathBuf {
-    let home = dir.join(format!("gen-{keys}-{seed}"));
-    let mut store = XianHdf5Store::create(&home).unwrap();
+/// The layout of the existing home `home`.
+fn kind_of(home: &Path) -> StoreKind {
+    HomeStore::open_read_only(home).unwrap().kind()
+}
+
+fn generated_home(dir: &Path, keys: u64, seed: u64, kind: StoreKind) -> PathBuf {
+    let home = dir.join(format!("gen-{keys}-{seed}-{kind}"));
+    let mut store = HomeStore::create(&home, kind).unwrap();
+    store.set_bulk(true);
     generate::generate(&mut store, keys, seed, |_| {}).unwrap();
     store.flush().unwrap();
     home
@@ -61,39 +86,58 @@ fn built_in(reg: &mut PluginRegistry, name: &str) -> std::sync::Arc<Plugin> {
     reg.resolve(name).unwrap()
 }
 
-#[test]
-fn round_trip_fixture_with_each_built_in() {
+/// The fixture's state in a `kind` home (the h5py fixture, or its LMDB
+/// conversion) → snapshot → a new `kind` home: the fixture's root and entries.
+fn round_trip_fixture_with_each_built_in(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
+    let source = fixture_home_as(kind, tmp.path());
     let mut reg = registry();
     let expected = consensus_entries(&fixture_home());
     assert!(expected.len() > 100);
+    assert_eq!(
+        consensus_entries(&source),
+        expected,
+        "{kind}: the source holds the fixture"
+    );
     for name in ["zstd", "gzip", "brotli"] {
         let plugin = built_in(&mut reg, name);
-        let report = create(&fixture_home(), &plugin, &[], &tmp.path().join(format!("snaps-{name}")));
+        let report = create(&source, &plugin, &[], &tmp.path().join(format!("snaps-{name}")));
         assert_eq!(
             report.manifest.app_hash,
             fixture_root(),
-            "{name}: snapshot app hash is the fixture root"
+            "{kind}/{name}: snapshot app hash is the fixture root"
         );
-        assert_eq!(report.manifest.entries, expected.len() as u64);
+        assert_eq!(report.manifest.entries, expected.len() as u64, "{kind}/{name}");
         snapshot::verify(&report.dir).unwrap();
         let home = tmp.path().join(format!("restored-{name}"));
-        let summary = restore(&reg, &report.dir, &home, fixture_root()).unwrap();
-        assert_eq!(summary.root, fixture_root());
+        let summary = restore(&reg, &report.dir, &home, Some(kind), fixture_root()).unwrap();
+        assert_eq!(summary.root, fixture_root(), "{kind}/{name}");
+        assert_eq!(summary.entries, expected.len() as u64, "{kind}/{name}");
+        assert_eq!(kind_of(&home), kind, "{kind}/{name}: restored as {kind}");
         assert_eq!(
             consensus_entries(&home),
             expected,
-            "{name}: restored entries equal the original"
+            "{kind}/{name}: restored entries equal the original"
         );
-        assert!(no_leftovers(&home));
+        assert!(no_leftovers(&home), "{kind}/{name}");
     }
 }
 
-#[test]
-fn round_trip_generated_100k_with_each_built_in_and_determinism() {
+/// 100k generated entries in a `kind` home → snapshot (twice, identical) →
+/// a new `kind` home, with each built-in plugin.
+fn round_trip_generated_100k_with_each_built_in_and_determinism(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
-    let home = generated_home(tmp.path(), 100_000, 3);
+    let home = generated_home(tmp.path(), 100_000, 3, kind);
     let expected = consensus_entries(&home);
+    // Both stores' runs hold the same state: the generator's, as in memory.
+    let mut mem = statesnap::store::memory::MemoryStore::new();
+    generate::generate(&mut mem, 100_000, 3, |_| {}).unwrap();
+    let root = statesnap::store::root::root_of_unsorted(mem.iter()).unwrap();
+    assert_eq!(
+        statesnap::store::root::root_of_unsorted(expected.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap(),
+        root,
+        "{kind}: the generated home holds the generator's state"
+    );
     let mut reg = registry();
     for name in ["zstd", "gzip", "brotli"] {
         let plugin = built_in(&mut reg, name);
@@ -103,33 +147,41 @@ fn round_trip_generated_100k_with_each_built_in_and_determinism() {
         let b = create(&home, &plugin, &params, &tmp.path().join(format!("b-{name}")));
         assert!(
             a.manifest.chunks.len() > 2,
-            "{name}: {} chunks",
+            "{kind}/{name}: {} chunks",
             a.manifest.chunks.len()
         );
-        assert_eq!(a.hash, b.hash, "{name}: two creates give the same snapshot hash");
-        assert_eq!(a.manifest, b.manifest);
+        assert_eq!(a.hash, b.hash, "{kind}/{name}: two creates give the same snapshot hash");
+        assert_eq!(a.manifest, b.manifest, "{kind}/{name}");
+        assert_eq!(
+            a.manifest.app_hash, root,
+            "{kind}/{name}: the snapshot's app hash is the state root"
+        );
         let target = tmp.path().join(format!("restored-{name}"));
-        let summary = restore(&reg, &a.dir, &target, a.manifest.app_hash).unwrap();
-        assert_eq!(summary.entries, expected.len() as u64);
+        let summary = restore(&reg, &a.dir, &target, Some(kind), a.manifest.app_hash).unwrap();
+        assert_eq!(summary.root, root, "{kind}/{name}");
+        assert_eq!(summary.entries, expected.len() as u64, "{kind}/{name}");
+        assert_eq!(kind_of(&target), kind, "{kind}/{name}: restored as {kind}");
         assert_eq!(
             consensus_entries(&target),
             expected,
-            "{name}: restored state exports identically"
+            "{kind}/{name}: restored state exports identically"
         );
         std::fs::remove_dir_all(&target).unwrap();
     }
 }
 
-/// A snapshot with several chunks, and an existing home to restore over.
+/// A snapshot with several chunks, and an existing home of layout `kind` to
+/// restore over.
 struct Scene {
     _tmp: tempfile::TempDir,
     reg: PluginRegistry,
     snap: PathBuf,
     manifest: Manifest,
     home: PathBuf,
+    kind: StoreKind,
 }
 
-fn scene() -> Scene {
+fn scene(kind: StoreKind) -> Scene {
     let tmp = tempfile::tempdir().unwrap();
     let mut reg = registry();
     let plugin = built_in(&mut reg, "zstd");
@@ -146,26 +198,35 @@ fn scene() -> Scene {
     );
     // The node's current home: some other state that must survive a refused restore.
     let home = tmp.path().join("home");
-    let mut store = XianHdf5Store::create(&home).unwrap();
+    let mut store = HomeStore::create(&home, kind).unwrap();
     generate::generate(&mut store, 500, 9, |_| {}).unwrap();
     store.flush().unwrap();
     drop(store);
+    assert_eq!(kind_of(&home), kind);
     Scene {
         snap: report.dir.clone(),
         manifest: report.manifest,
         home,
+        kind,
         reg,
         _tmp: tmp,
     }
 }
 
 impl Scene {
-    /// Restores, expects a refusal, and checks the home was left exactly as it was.
+    /// Restores (staging a home of the scene's layout), expects a refusal, and
+    /// checks the home was left exactly as it was.
     fn refused(&self, trusted: [u8; 32]) -> RestoreError {
+        let kind = self.kind;
         let before = tree(&self.home);
-        let err = restore(&self.reg, &self.snap, &self.home, trusted).expect_err("restore must be refused");
-        assert_eq!(tree(&self.home), before, "home changed by a refused restore ({err})");
-        assert!(no_leftovers(&self.home), "staging left behind after: {err}");
+        let err = restore(&self.reg, &self.snap, &self.home, Some(kind), trusted)
+            .expect_err(&format!("{kind}: restore must be refused"));
+        assert_eq!(
+            tree(&self.home),
+            before,
+            "{kind}: home changed by a refused restore ({err})"
+        );
+        assert!(no_leftovers(&self.home), "{kind}: staging left behind after: {err}");
         err
     }
 
@@ -173,20 +234,27 @@ impl Scene {
         SnapshotDir::open(&self.snap).unwrap().chunk_path(i)
     }
 
-    /// After a refusal the same process still restores a good snapshot.
+    /// After a refusal the same process still restores a good snapshot; with
+    /// no layout given, the replaced home's is kept.
     fn still_healthy(&self) {
+        let kind = self.kind;
         let good = self.snap.parent().unwrap().join("good");
         let mut reg = registry();
         let plugin = built_in(&mut reg, "gzip");
         let report = create(&fixture_home(), &plugin, &[], &good);
-        restore(&self.reg, &report.dir, &self.home, fixture_root()).unwrap();
-        assert_eq!(consensus_entries(&self.home), consensus_entries(&fixture_home()));
+        restore(&self.reg, &report.dir, &self.home, None, fixture_root()).unwrap();
+        assert_eq!(kind_of(&self.home), kind, "{kind}: the replaced home's layout is kept");
+        assert_eq!(
+            consensus_entries(&self.home),
+            consensus_entries(&fixture_home()),
+            "{kind}"
+        );
+        assert!(no_leftovers(&self.home), "{kind}");
     }
 }
 
-#[test]
-fn flipped_byte_in_any_chunk_is_refused() {
-    let s = scene();
+fn flipped_byte_in_any_chunk_is_refused(kind: StoreKind) {
+    let s = scene(kind);
     for i in 0..s.manifest.chunks.len() as u32 {
         let path = s.chunk(i);
         let original = std::fs::read(&path).unwrap();
@@ -196,43 +264,40 @@ fn flipped_byte_in_any_chunk_is_refused() {
         std::fs::write(&path, &bad).unwrap();
         match s.refused(fixture_root()) {
             RestoreError::ChunkHash { index, .. } => assert_eq!(index, i),
-            e => panic!("chunk {i}: unexpected error {e}"),
+            e => panic!("{kind}: chunk {i}: unexpected error {e}"),
         }
         std::fs::write(&path, &original).unwrap();
     }
     s.still_healthy();
 }
 
-#[test]
-fn truncated_chunk_is_refused() {
-    let s = scene();
+fn truncated_chunk_is_refused(kind: StoreKind) {
+    let s = scene(kind);
     let path = s.chunk(1);
     let data = std::fs::read(&path).unwrap();
     std::fs::write(&path, &data[..data.len() - 10]).unwrap();
     let e = s.refused(fixture_root());
-    assert!(matches!(e, RestoreError::ChunkHash { index: 1, .. }), "{e}");
-    assert!(e.to_string().contains("chunk 1"), "{e}");
+    assert!(matches!(e, RestoreError::ChunkHash { index: 1, .. }), "{kind}: {e}");
+    assert!(e.to_string().contains("chunk 1"), "{kind}: {e}");
 }
 
-#[test]
-fn swapped_chunks_are_refused() {
-    let s = scene();
+fn swapped_chunks_are_refused(kind: StoreKind) {
+    let s = scene(kind);
     let (a, b) = (s.chunk(0), s.chunk(1));
     let (da, db) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     std::fs::write(&a, &db).unwrap();
     std::fs::write(&b, &da).unwrap();
     let e = s.refused(fixture_root());
-    assert!(matches!(e, RestoreError::ChunkHash { index: 0, .. }), "{e}");
+    assert!(matches!(e, RestoreError::ChunkHash { index: 0, .. }), "{kind}: {e}");
 }
 
-#[test]
-fn wrong_app_hash_is_refused() {
-    let s = scene();
+fn wrong_app_hash_is_refused(kind: StoreKind) {
+    let s = scene(kind);
     let mut wrong = fixture_root();
     wrong[0] ^= 0xff;
     let e = s.refused(wrong);
-    assert!(matches!(e, RestoreError::AppHashMismatch { .. }), "{e}");
-    assert!(e.to_string().contains(&hex::encode(wrong)), "{e}");
+    assert!(matches!(e, RestoreError::AppHashMismatch { .. }), "{kind}: {e}");
+    assert!(e.to_string().contains(&hex::encode(wrong)), "{kind}: {e}");
     s.still_healthy();
 }
 
@@ -245,9 +310,8 @@ fn rewrite_manifest(dir: &Path, edit: impl FnOnce(&mut Manifest)) -> Manifest {
     m
 }
 
-#[test]
-fn right_chunk_hashes_but_another_root_is_refused() {
-    let s = scene();
+fn right_chunk_hashes_but_another_root_is_refused(kind: StoreKind) {
+    let s = scene(kind);
     let mut other = fixture_root();
     other[31] ^= 0x55;
     // The forger claims the chunks hold the state `other`, and the node trusts `other`.
@@ -255,25 +319,24 @@ fn right_chunk_hashes_but_another_root_is_refused() {
     let e = s.refused(other);
     match e {
         RestoreError::RootMismatch { expected, got } => {
-            assert_eq!(expected, hex::encode(other));
-            assert_eq!(got, hex::encode(fixture_root()));
+            assert_eq!(expected, hex::encode(other), "{kind}");
+            assert_eq!(got, hex::encode(fixture_root()), "{kind}");
         }
-        e => panic!("unexpected {e}"),
+        e => panic!("{kind}: unexpected {e}"),
     }
     s.still_healthy();
 }
 
-#[test]
-fn entries_out_of_order_are_refused() {
+fn entries_out_of_order_are_refused(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
     let mut reg = registry();
     let unsorted = reg.add_file(&testplugin("unsorted")).unwrap();
     let report = create(&fixture_home(), &unsorted, &[], &tmp.path().join("snaps"));
     let home = tmp.path().join("home");
-    let e = restore(&reg, &report.dir, &home, fixture_root()).unwrap_err();
-    assert!(matches!(e, RestoreError::Entries(_)), "{e}");
-    assert!(e.to_string().contains("ascending"), "{e}");
-    assert!(!home.exists() && no_leftovers(&home));
+    let e = restore(&reg, &report.dir, &home, Some(kind), fixture_root()).unwrap_err();
+    assert!(matches!(e, RestoreError::Entries(_)), "{kind}: {e}");
+    assert!(e.to_string().contains("ascending"), "{kind}: {e}");
+    assert!(!home.exists() && no_leftovers(&home), "{kind}");
 }
 
 /// A snapshot made by a well-behaved plugin whose manifest is retargeted at
@@ -312,7 +375,7 @@ fn hostile_case(name: &str, limits: Limits, expect: impl Fn(&str) -> bool) {
     let home = tmp.path().join("home");
     copy_tree(&fixture_home(), &home);
     let before = tree(&home);
-    let e = restore(&reg, &snap, &home, fixture_root()).unwrap_err();
+    let e = restore(&reg, &snap, &home, None, fixture_root()).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, RestoreError::Plugin(_)), "{name}: {msg}");
     assert!(expect(&msg), "{name}: restore error: {msg}");
@@ -323,7 +386,7 @@ fn hostile_case(name: &str, limits: Limits, expect: impl Fn(&str) -> bool) {
     let good = tmp.path().join("good");
     let zstd = reg.resolve("zstd").unwrap();
     let report = create(&fixture_home(), &zstd, &[], &good);
-    restore(&reg, &report.dir, &home, fixture_root()).unwrap();
+    restore(&reg, &report.dir, &home, None, fixture_root()).unwrap();
 }
 
 fn small_limits() -> Limits {
@@ -392,9 +455,10 @@ fn conformance_check_passes_built_ins_and_fails_nondeterminism() {
     assert!(!det.passed && det.detail.contains("hidden state"), "{det:?}");
 }
 
+/// Refused before any store is touched: one store is enough.
 #[test]
 fn plugin_from_an_unknown_snapshot_is_named() {
-    let s = scene();
+    let s = scene(StoreKind::Hdf5);
     rewrite_manifest(&s.snap, |m| m.plugin.sha256 = [9; 32]);
     let e = s.refused(fixture_root());
     assert!(
@@ -403,34 +467,40 @@ fn plugin_from_an_unknown_snapshot_is_named() {
     );
 }
 
-#[test]
-fn never_replaces_a_directory_that_is_not_a_home() {
-    let s = scene();
+fn never_replaces_a_directory_that_is_not_a_home(kind: StoreKind) {
+    let s = scene(kind);
     let precious = s.snap.parent().unwrap().join("precious");
     std::fs::create_dir_all(&precious).unwrap();
     std::fs::write(precious.join("notes.txt"), b"keep me").unwrap();
-    let e = restore(&s.reg, &s.snap, &precious, fixture_root()).unwrap_err();
-    assert!(e.to_string().contains("not a Xian state home"), "{e}");
+    let before = tree(&precious);
+    for target in [Some(kind), None] {
+        let e = restore(&s.reg, &s.snap, &precious, target, fixture_root()).unwrap_err();
+        assert!(matches!(e, RestoreError::Target(_)), "{kind}: {e}");
+        assert!(e.to_string().contains("not a Xian state home"), "{kind}: {e}");
+        assert_eq!(tree(&precious), before, "{kind}: the directory is left as it was");
+        assert!(no_leftovers(&precious), "{kind}");
+    }
     assert_eq!(std::fs::read(precious.join("notes.txt")).unwrap(), b"keep me");
 }
 
-#[test]
-fn an_interrupted_swap_is_recovered() {
-    let s = scene();
+fn an_interrupted_swap_is_recovered(kind: StoreKind) {
+    let s = scene(kind);
     // A process killed between moving the home aside and moving the new one in.
     let before = tree(&s.home);
     let aside = s.home.with_file_name(".home.statesnap-replaced");
     std::fs::rename(&s.home, &aside).unwrap();
-    restore(&s.reg, &s.snap, &s.home, [0; 32]).unwrap_err();
-    assert_eq!(tree(&s.home), before, "the old home is back");
-    assert!(no_leftovers(&s.home));
+    restore(&s.reg, &s.snap, &s.home, Some(kind), [0; 32]).unwrap_err();
+    assert_eq!(tree(&s.home), before, "{kind}: the old home is back");
+    assert!(no_leftovers(&s.home), "{kind}");
+    assert_eq!(kind_of(&s.home), kind);
+    // And a good restore over it then replaces it.
+    s.still_healthy();
 }
 
 /// The h5py-written fixture (HDF5) → snapshot → LMDB home → snapshot → HDF5
 /// home: the same root, the same entries, the same snapshot hash throughout.
 #[test]
 fn round_trip_across_stores_keeps_root_entries_and_snapshot_hash() {
-    use statesnap::store::{HomeStore, StoreKind};
     let tmp = tempfile::tempdir().unwrap();
     let mut reg = registry();
     let plugin = built_in(&mut reg, "zstd");

@@ -1,6 +1,8 @@
 //! The state root against the vectors made by Xian's own code, the h5py
-//! fixture, and a naive reference treap.
+//! fixture (through each store: the HDF5 fixture itself, and its LMDB
+//! conversion), and a naive reference treap.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -8,7 +10,9 @@ use statesnap::store::root::{
     empty_root, is_consensus_key, leaf_hash, priority, root_of_unsorted, RootBuilder, RootError, StateRoot,
 };
 use statesnap::store::value::{canonical_bytes, ValueError};
-use statesnap::store::StateStore;
+use statesnap::store::{HomeStore, StateStore, StoreKind};
+
+on_both_stores!(fixture_root_through_the_store);
 
 fn vectors() -> serde_json::Value {
     let text = std::fs::read_to_string(fixtures().join("vectors/xian-state-root-v2.json")).unwrap();
@@ -60,9 +64,10 @@ fn every_vector_case() {
     assert_eq!(hex32(cases[0]["root"].as_str().unwrap()), empty_root());
 }
 
-#[test]
-fn fixture_root_through_the_store() {
-    let store = statesnap::store::XianHdf5Store::open(&fixture_home()).unwrap();
+fn fixture_root_through_the_store(kind: StoreKind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = HomeStore::open_read_only(&fixture_home_as(kind, tmp.path())).unwrap();
+    assert_eq!(store.kind(), kind);
     let mut b = RootBuilder::new();
     let mut n = 0;
     for e in store.entries().unwrap() {
@@ -70,8 +75,8 @@ fn fixture_root_through_the_store() {
         b.push(&e.key, &e.stored).unwrap();
         n += 1;
     }
-    assert_eq!(n, 400);
-    assert_eq!(b.finish(), fixture_root());
+    assert_eq!(n, 400, "{kind}");
+    assert_eq!(b.finish(), fixture_root(), "{kind}");
 }
 
 #[test]

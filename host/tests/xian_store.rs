@@ -1,28 +1,56 @@
-//! The Xian HDF5 store: reading h5py's fixture (both string forms), writing
-//! and reading back every escaping case, key order, deletes, the generator.
+//! The Xian stores, LMDB and HDF5: reading h5py's fixture (both string
+//! forms; for LMDB, its conversion), writing and reading back every escaping
+//! case, key order, deletes, the generator. Each store-facing test runs once
+//! per store (`<test>::lmdb`, `<test>::hdf5`).
 
+#[macro_use]
 mod common;
 
 use common::*;
 use statesnap::store::memory::MemoryStore;
-use statesnap::store::{generate, StateStore, XianHdf5Store};
+use statesnap::store::{generate, HomeStore, StateStore, StoreKind, XianHdf5Store, XianLmdbStore};
 
+on_both_stores!(
+    writes_read_back_in_key_order_with_escapes_and_deletes,
+    generated_state_is_deterministic_and_exact,
+    not_a_home_is_a_clear_error,
+);
+
+/// `store` holds exactly the fixture's entries file, in order, and answers gets.
+fn check_fixture_entries(store: &dyn StateStore, what: &str) {
+    let expected = parse_jsonl(&std::fs::read_to_string(fixtures().join("xian-hdf5-small.entries.jsonl")).unwrap());
+    assert_eq!(expected.len(), 400);
+    assert_eq!(all_entries(store), expected, "{what}");
+    for (k, v) in expected.iter().step_by(37) {
+        assert_eq!(store.get(k).unwrap().as_deref(), Some(v.as_str()), "{what}: {k}");
+    }
+    assert_eq!(store.get("currency.balances:nobody").unwrap(), None, "{what}");
+    assert_eq!(store.get("no_such_contract.x").unwrap(), None, "{what}");
+}
+
+/// HDF5 only: the fixture is h5py's own files.
 #[test]
 fn fixture_reads_as_its_entries_file() {
     let store = XianHdf5Store::open(&fixture_home()).unwrap();
-    let expected = parse_jsonl(&std::fs::read_to_string(fixtures().join("xian-hdf5-small.entries.jsonl")).unwrap());
-    assert_eq!(all_entries(&store), expected);
-    for (k, v) in expected.iter().step_by(37) {
-        assert_eq!(store.get(k).unwrap().as_deref(), Some(v.as_str()));
-    }
-    assert_eq!(store.get("currency.balances:nobody").unwrap(), None);
-    assert_eq!(store.get("no_such_contract.x").unwrap(), None);
+    check_fixture_entries(&store, "h5py fixture");
 }
 
+/// The LMDB counterpart: the fixture converted into an LMDB home reads the same.
 #[test]
-fn writes_read_back_in_key_order_with_escapes_and_deletes() {
+fn fixture_converted_to_lmdb_reads_as_its_entries_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut store = XianHdf5Store::create(&tmp.path().join("h")).unwrap();
+    let home = fixture_home_as(StoreKind::Lmdb, tmp.path());
+    let store = XianLmdbStore::open_read_only(&home).unwrap();
+    check_fixture_entries(&store, "fixture converted to LMDB");
+    drop(store);
+    let store = XianLmdbStore::open(&home).unwrap();
+    check_fixture_entries(&store, "fixture converted to LMDB, opened read-write");
+}
+
+fn writes_read_back_in_key_order_with_escapes_and_deletes(kind: StoreKind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = HomeStore::create(&tmp.path().join("h"), kind).unwrap();
+    assert_eq!(store.kind(), kind);
     let keys = [
         "x.a",
         "x.a:b",
@@ -55,7 +83,7 @@ fn writes_read_back_in_key_order_with_escapes_and_deletes() {
     store.write_batch(&batch).unwrap();
     let mut expected: Vec<(String, String)> = batch.iter().map(|(k, v)| (k.clone(), v.clone().unwrap())).collect();
     expected.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    assert_eq!(all_entries(&store), expected);
+    assert_eq!(all_entries(&store), expected, "{kind}");
     // Overwrite and delete; a deleted key leaves its group but no value.
     store
         .write_batch(&[
@@ -66,19 +94,30 @@ fn writes_read_back_in_key_order_with_escapes_and_deletes() {
         .unwrap();
     store.flush().unwrap();
     drop(store);
-    let store = XianHdf5Store::open(&tmp.path().join("h")).unwrap();
-    assert_eq!(store.get("x.a").unwrap().as_deref(), Some("\"new\""));
-    assert_eq!(store.get("x.a:b").unwrap(), None);
+    let store = HomeStore::open(&tmp.path().join("h")).unwrap();
+    assert_eq!(store.kind(), kind, "the home reopens as {kind}");
+    assert_eq!(store.get("x.a").unwrap().as_deref(), Some("\"new\""), "{kind}");
+    assert_eq!(store.get("x.a:b").unwrap(), None, "{kind}");
+    assert_eq!(store.get("x.zz").unwrap(), None, "{kind}");
     assert_eq!(
         store.get("x.a:b:c").unwrap().as_deref(),
-        Some(format!("{}", 3).as_str())
+        Some(format!("{}", 3).as_str()),
+        "{kind}"
     );
-    assert_eq!(all_entries(&store).len(), expected.len() - 1);
-    assert!(std::fs::read_dir(tmp.path().join("h/run_state")).unwrap().count() == 2);
+    expected.retain(|(k, _)| k != "x.a:b");
+    for (k, v) in expected.iter_mut() {
+        if k == "x.a" {
+            *v = "\"new\"".into();
+        }
+    }
+    assert_eq!(all_entries(&store), expected, "{kind}: after overwrite and delete");
+    match kind {
+        StoreKind::Hdf5 => assert!(std::fs::read_dir(tmp.path().join("h/run_state")).unwrap().count() == 2),
+        StoreKind::Lmdb => assert!(tmp.path().join("h/lmdb/data.mdb").is_file()),
+    }
 }
 
-#[test]
-fn generated_state_is_deterministic_and_exact() {
+fn generated_state_is_deterministic_and_exact(kind: StoreKind) {
     let mut a = MemoryStore::new();
     let mut b = MemoryStore::new();
     let mut c = MemoryStore::new();
@@ -95,22 +134,54 @@ fn generated_state_is_deterministic_and_exact() {
     assert!(a.iter().any(|(k, _)| k.starts_with("__n.")));
     assert!(a.iter().any(|(k, _)| k.starts_with("__latest_block.")));
     // Every value has a canonical form (the generator never writes __delta__).
-    statesnap::store::root::root_of_unsorted(a.iter()).unwrap();
-    // Through HDF5, the same state.
+    let root = statesnap::store::root::root_of_unsorted(a.iter()).unwrap();
+    // Through the store, the same state, and read back from disk.
     let tmp = tempfile::tempdir().unwrap();
-    let mut h = XianHdf5Store::create(&tmp.path().join("g")).unwrap();
+    let home = tmp.path().join("g");
+    let mut h = HomeStore::create(&home, kind).unwrap();
     generate::generate(&mut h, 5000, 1, |_| {}).unwrap();
-    let from_hdf5 = all_entries(&h);
     let from_mem: Vec<(String, String)> = a.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    assert_eq!(from_hdf5, from_mem);
+    assert_eq!(all_entries(&h), from_mem, "{kind}");
+    h.flush().unwrap();
+    drop(h);
+    let h = HomeStore::open_read_only(&home).unwrap();
+    assert_eq!(h.kind(), kind);
+    assert_eq!(all_entries(&h), from_mem, "{kind}: reopened");
+    assert_eq!(
+        statesnap::store::root::root_of_unsorted(all_entries(&h).iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap(),
+        root,
+        "{kind}: the same root"
+    );
 }
 
-#[test]
-fn not_a_home_is_a_clear_error() {
+fn not_a_home_is_a_clear_error(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
-    let e = XianHdf5Store::open(tmp.path()).err().unwrap().to_string();
-    assert!(e.contains("not a Xian state home"), "{e}");
+    let (e, want) = match kind {
+        StoreKind::Hdf5 => (XianHdf5Store::open(tmp.path()).err(), "not a Xian state home"),
+        StoreKind::Lmdb => (XianLmdbStore::open(tmp.path()).err(), "not an LMDB state home"),
+    };
+    let e = e.unwrap().to_string();
+    assert!(e.contains(want), "{kind}: {e}");
+    if kind == StoreKind::Lmdb {
+        let e = XianLmdbStore::open_read_only(tmp.path()).err().unwrap().to_string();
+        assert!(e.contains(want), "{kind} read-only: {e}");
+    }
+    // Whichever store, a directory with neither layout is not a home.
+    let e = HomeStore::open(tmp.path()).err().unwrap().to_string();
+    assert!(e.contains("not a Xian state home"), "{kind}: {e}");
     std::fs::write(tmp.path().join("f"), b"x").unwrap();
-    let e = XianHdf5Store::create(tmp.path()).err().unwrap().to_string();
-    assert!(e.contains("not empty"), "{e}");
+    let e = match kind {
+        StoreKind::Hdf5 => XianHdf5Store::create(tmp.path()).err(),
+        StoreKind::Lmdb => XianLmdbStore::create(tmp.path()).err(),
+    };
+    let e = e.unwrap().to_string();
+    assert!(e.contains("not empty"), "{kind}: {e}");
+    let e = HomeStore::create(tmp.path(), kind).err().unwrap().to_string();
+    assert!(e.contains("not empty"), "{kind}: {e}");
+    assert_eq!(
+        std::fs::read(tmp.path().join("f")).unwrap(),
+        b"x",
+        "{kind}: the file is left alone"
+    );
 }

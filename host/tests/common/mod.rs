@@ -6,7 +6,26 @@ use std::path::{Path, PathBuf};
 
 use statesnap::plugin::{Limits, PluginEngine, PluginRegistry};
 use statesnap::store::root::is_consensus_key;
-use statesnap::store::{HomeStore, StateStore};
+use statesnap::store::{HomeStore, StateStore, StoreKind};
+
+/// Each named test fn (taking a [`StoreKind`]), once per store, as
+/// `<test>::lmdb` and `<test>::hdf5`, so a failure names its store. Bring it
+/// in with `#[macro_use] mod common;`.
+#[allow(unused_macros)]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn lmdb() {
+                super::$name(statesnap::store::StoreKind::Lmdb)
+            }
+            #[test]
+            fn hdf5() {
+                super::$name(statesnap::store::StoreKind::Hdf5)
+            }
+        }
+    )*};
+}
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
@@ -15,6 +34,23 @@ pub fn fixtures() -> PathBuf {
 /// The small h5py-written fixture home.
 pub fn fixture_home() -> PathBuf {
     fixtures().join("xian-hdf5-small")
+}
+
+/// The fixture's state in a home of `kind`: for HDF5 the h5py-written
+/// fixture itself (read it, don't write it); for LMDB its conversion, by the
+/// library's `store::convert`, into a new home `dir/fixture-lmdb`.
+pub fn fixture_home_as(kind: StoreKind, dir: &Path) -> PathBuf {
+    match kind {
+        StoreKind::Hdf5 => fixture_home(),
+        StoreKind::Lmdb => {
+            let home = dir.join("fixture-lmdb");
+            let report = statesnap::store::convert::convert(&fixture_home(), &home, kind, |_| {}).unwrap();
+            assert_eq!((report.from, report.to), (StoreKind::Hdf5, StoreKind::Lmdb));
+            assert_eq!(report.root, fixture_root(), "the converted fixture keeps its root");
+            assert_eq!(HomeStore::open_read_only(&home).unwrap().kind(), StoreKind::Lmdb);
+            home
+        }
+    }
 }
 
 pub fn fixture_root() -> [u8; 32] {
