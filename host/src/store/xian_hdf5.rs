@@ -45,6 +45,7 @@ use hdf5_sys::h5t::{
 use super::keys::{key_path, KeyPath, DIRS};
 use super::{Entry, StateStore};
 
+mod spill;
 mod walk;
 
 const VALUE: &CStr = c"value";

@@ -16,8 +16,9 @@
 //!   `batch` smallest items above the last one handed out in a bounded heap.
 //!   Native order is bytewise stored-name order in symbol-table groups
 //!   (h5py's default format), so there a pass stops as soon as no later name
-//!   can make the batch; compact and dense (hash-ordered) groups are read to
-//!   the end each pass, so a group with n children costs n/batch passes.
+//!   can make the batch. Compact and dense groups (link storage, hash
+//!   order) are listed in one pass and sorted in runs of `batch` items
+//!   spilled to temporary files and merged (spill.rs).
 //! * Each child is opened by the object address its link carries
 //!   (`H5Oopen_by_addr`), never by name: a lookup by name in a large
 //!   symbol-table group goes through its name heap, which a bounded metadata
@@ -27,7 +28,7 @@
 //!   children; at most two handles are open per level.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,7 @@ use hdf5_sys::h5l::{H5L_info_t, H5L_type_t, H5Literate};
 use hdf5_sys::h5o::{H5Oclose, H5Oopen, H5Oopen_by_addr};
 use hdf5_sys::h5p::H5P_DEFAULT;
 
+use super::spill::{Runs, Sorted};
 use super::{check, h5sync, open_read, path_or_root, read_value, Id};
 use crate::store::keys::{decode_file, decode_group, is_run_state, DIRS};
 use crate::store::Entry;
@@ -97,14 +99,14 @@ impl Iterator for Walk {
 }
 
 /// One of the two items of a child (a file at the top, else a group).
-struct Item {
+pub(super) struct Item {
     /// The decoded name, followed by the separator for the subtree item.
-    key: Box<str>,
-    subtree: bool,
+    pub(super) key: Box<str>,
+    pub(super) subtree: bool,
     /// The child's object address (hard links); other links are opened by name.
-    addr: Option<haddr_t>,
+    pub(super) addr: Option<haddr_t>,
     /// The stored name when it differs from the decoded one.
-    stored: Option<Box<str>>,
+    pub(super) stored: Option<Box<str>>,
 }
 
 impl Item {
@@ -163,7 +165,8 @@ struct Frame {
     sep: u8,
     /// Native order is bytewise stored-name order (symbol-table groups), so a pass can stop early.
     sorted_natively: bool,
-    batch: VecDeque<Item>,
+    /// The items of the current batch (or, for link storage, of the group).
+    items: Sorted,
     /// The last item of the last batch: the next pass selects above it.
     after: Option<Box<str>>,
     /// No items are left beyond `batch`.
@@ -218,7 +221,7 @@ impl Frame {
             prefix: String::new(),
             sep: b'.',
             sorted_natively: false,
-            batch: items.into(),
+            items: Sorted::Memory(items.into()),
             after: None,
             exhausted: true,
             held: None,
@@ -227,12 +230,16 @@ impl Frame {
 
     /// The next item, running a pass over the group when the batch is used up.
     fn next(&mut self, batch: usize) -> anyhow::Result<Option<Item>> {
-        if self.batch.is_empty() && !self.exhausted {
+        if self.items.is_empty() && !self.exhausted {
             // Link storage iterates in hash order: a pass per batch would
             // read the whole group each time, so it is listed in one pass
-            // (as HDF5's own name-order iteration does).
-            let batch = if self.sorted_natively { batch } else { usize::MAX };
-            self.refill(batch).with_context(|| {
+            // and sorted in runs of a batch each (spill.rs).
+            let listed = if self.sorted_natively {
+                self.refill(batch)
+            } else {
+                self.list_all(batch)
+            };
+            listed.with_context(|| {
                 format!(
                     "listing {}, group {}",
                     self.file_path.display(),
@@ -240,7 +247,35 @@ impl Frame {
                 )
             })?;
         }
-        Ok(self.batch.pop_front())
+        self.items.next()
+    }
+
+    /// One pass over a group in link storage: all its items, sorted in runs.
+    fn list_all(&mut self, batch: usize) -> anyhow::Result<()> {
+        let group = self.group.as_ref().expect("the top frame is one batch").0;
+        let mut list = List {
+            runs: Runs::new(batch),
+            sep: self.sep,
+            error: None,
+        };
+        let mut idx: hsize_t = 0;
+        let ret = h5sync(|| unsafe {
+            H5Literate(
+                group,
+                H5_index_t::H5_INDEX_NAME,
+                H5_iter_order_t::H5_ITER_NATIVE,
+                &mut idx,
+                Some(list_link),
+                (&raw mut list).cast(),
+            )
+        });
+        if let Some(e) = list.error {
+            return Err(e);
+        }
+        check(ret)?;
+        self.exhausted = true;
+        self.items = list.runs.finish()?;
+        Ok(())
     }
 
     /// One native-order pass keeping the `cap` smallest items above `after`.
@@ -273,7 +308,7 @@ impl Frame {
         self.exhausted = pass.heap.len() < cap;
         let items = pass.heap.into_sorted_vec();
         self.after = items.last().map(|i| i.key.clone());
-        self.batch = items.into();
+        self.items = Sorted::Memory(items.into());
         Ok(())
     }
 
@@ -371,7 +406,7 @@ impl Frame {
             prefix,
             sep: b':',
             sorted_natively: info.storage_type == H5G_storage_type_t::H5G_STORAGE_TYPE_SYMBOL_TABLE,
-            batch: VecDeque::new(),
+            items: Sorted::empty(),
             after: None,
             exhausted: false,
             held: None,
@@ -443,6 +478,59 @@ impl Pass<'_> {
         self.heap.len() == self.cap
             && s.first().is_some_and(|&b| b > b':')
             && self.heap.peek().is_some_and(|top| s > top.key.as_bytes())
+    }
+}
+
+/// The state of a link-storage pass, shared with `list_link`.
+struct List {
+    runs: Runs,
+    sep: u8,
+    error: Option<anyhow::Error>,
+}
+
+impl List {
+    fn offer(&mut self, stored: &[u8], info: &H5L_info_t) -> anyhow::Result<()> {
+        let stored = std::str::from_utf8(stored)
+            .map_err(|_| anyhow!("group name {:?} is not UTF-8", String::from_utf8_lossy(stored)))?;
+        let decoded = decode_group(stored)?;
+        let addr = (info.type_ == H5L_type_t::H5L_TYPE_HARD).then(|| {
+            let mut u = info.u;
+            unsafe { *u.address() }
+        });
+        let stored: Option<Box<str>> = (*decoded != *stored).then(|| stored.into());
+        let mut subtree_key = String::with_capacity(decoded.len() + 1);
+        subtree_key.push_str(&decoded);
+        subtree_key.push(self.sep as char);
+        self.runs.push(Item {
+            key: subtree_key.into(),
+            subtree: true,
+            addr,
+            stored: stored.clone(),
+        })?;
+        self.runs.push(Item {
+            key: decoded.into(),
+            subtree: false,
+            addr,
+            stored,
+        })
+    }
+}
+
+unsafe extern "C" fn list_link(
+    _group: hid_t,
+    name: *const c_char,
+    info: *const H5L_info_t,
+    data: *mut c_void,
+) -> herr_t {
+    // SAFETY: `data` is the `List` `list_all` passed, alive and unaliased for the iteration.
+    let list = unsafe { &mut *data.cast::<List>() };
+    let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+    match list.offer(name, unsafe { &*info }) {
+        Ok(()) => 0,
+        Err(e) => {
+            list.error = Some(e);
+            -1
+        }
     }
 }
 
