@@ -9,7 +9,6 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use statesnap::store::root::RootBuilder;
@@ -266,6 +265,27 @@ fn the_map_stays_ahead_of_the_data_so_writes_during_a_snapshot_have_room() {
     assert!(xian_lmdb::map_size(&store) >= 2 * store.disk_bytes().unwrap() as usize);
 }
 
+/// `state root` and `snapshot create` of `home` (into `out`, at `height`):
+/// the state root, which the snapshot must carry. Callers run it while
+/// another process holds a write transaction open and release it only after,
+/// so these returning at all shows the readers were not held up.
+fn root_and_snapshot(home: &Path, out: &Path, height: u64) -> String {
+    let root = statesnap_ok(&["state", "root", "--home", p(home)]).trim().to_string();
+    let height = height.to_string();
+    let created = statesnap_ok(&[
+        "snapshot",
+        "create",
+        "--home",
+        p(home),
+        "--height",
+        &height,
+        "--out",
+        p(out),
+    ]);
+    assert!(created.contains(&root), "{created}");
+    root
+}
+
 /// Run as a child process by the next test (the test binary itself, linked
 /// with statesnap's LMDB): commits two keys, then holds a write transaction
 /// with uncommitted changes open until stdin closes, then commits it.
@@ -319,29 +339,16 @@ fn a_read_only_open_is_not_blocked_by_another_process_write_transaction() {
         .filter(|l| l.ends_with("holding") || l.ends_with("committed"));
     assert!(lines.next().unwrap().ends_with("holding"));
 
-    // The writer holds its write transaction open: reads see the committed state, at once.
-    let started = Instant::now();
+    // The writer holds its write transaction open (until stdin closes, below):
+    // reads see the committed state and are not held up.
     let store = HomeStore::open_read_only(&home).unwrap();
     let committed = vec![
         ("currency.balances:alice".to_string(), "1".to_string()),
         ("currency.balances:bob".to_string(), "2".to_string()),
     ];
     assert_eq!(all_entries(&store), committed);
-    let root = statesnap_ok(&["state", "root", "--home", p(&home)]).trim().to_string();
+    let root = root_and_snapshot(&home, &tmp.path().join("snaps"), 1);
     assert_eq!(root, root_of(&committed));
-    let out = tmp.path().join("snaps");
-    let created = statesnap_ok(&[
-        "snapshot",
-        "create",
-        "--home",
-        p(&home),
-        "--height",
-        "1",
-        "--out",
-        p(&out),
-    ]);
-    assert!(created.contains(&root), "{created}");
-    assert!(started.elapsed() < Duration::from_secs(20), "reads were held up");
 
     // The writer commits; a new read sees it, an older snapshot does not.
     let view = match &store {
@@ -432,22 +439,8 @@ fn statesnap_reads_a_home_a_python_writer_is_writing() {
     // With a write transaction open in the writer, the commands read the
     // last committed block, at once.
     ask("hold", "holding");
-    let started = Instant::now();
-    let root = statesnap_ok(&["state", "root", "--home", p(&home)]).trim().to_string();
+    let root = root_and_snapshot(&home, &tmp.path().join("snaps"), 40);
     assert_eq!(root, root_of(&counters_at(keys, 40)));
-    let out = tmp.path().join("snaps");
-    let created = statesnap_ok(&[
-        "snapshot",
-        "create",
-        "--home",
-        p(&home),
-        "--height",
-        "40",
-        "--out",
-        p(&out),
-    ]);
-    assert!(created.contains(&root), "{created}");
-    assert!(started.elapsed() < Duration::from_secs(30), "reads were held up");
     ask("release", "released");
     drop(at_1);
     drop(store);

@@ -2,6 +2,7 @@
 //! recovery, background snapshots, and every answer of the snapshot calls,
 //! each on both stores (LMDB and HDF5).
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -14,22 +15,6 @@ use statesnap::snapshot::{Manifest, SnapshotDir};
 use statesnap::store::{generate, root, HomeStore, StateStore, StoreKind, XianHdf5Store};
 
 const CHAIN: &str = "test-chain";
-
-/// Each test, once per store: `<test>::lmdb` and `<test>::hdf5`.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn lmdb() {
-                super::$name(statesnap::store::StoreKind::Lmdb)
-            }
-            #[test]
-            fn hdf5() {
-                super::$name(statesnap::store::StoreKind::Hdf5)
-            }
-        }
-    )*};
-}
 
 on_both_stores!(
     blocks_apply_signed_patches_and_the_app_hash_is_the_state_root,

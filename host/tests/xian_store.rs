@@ -185,3 +185,30 @@ fn not_a_home_is_a_clear_error(kind: StoreKind) {
         "{kind}: the file is left alone"
     );
 }
+
+/// HDF5 locks the files it opens; a child process started while one is
+/// open must not inherit the descriptor (and with it the lock, which would
+/// outlive this process's close and make the next open of the file fail
+/// with "unable to lock file" until the child exits).
+#[test]
+fn hdf5_files_are_not_inherited_by_child_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = XianHdf5Store::create(tmp.path()).unwrap();
+    store
+        .write_batch(&[("con_a.b".to_string(), Some("1".to_string()))])
+        .unwrap();
+    assert_eq!(store.get("con_a.b").unwrap().as_deref(), Some("1"));
+    let held: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| t.contains("contract_state"))
+        .collect();
+    assert!(!held.is_empty(), "the store holds its file open");
+    let child = std::process::Command::new("sh")
+        .args(["-c", "ls -l /proc/$$/fd"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&child.stdout);
+    assert!(!listing.contains("contract_state"), "the child inherited: {listing}");
+}

@@ -28,7 +28,7 @@ use hdf5_sys::h5::{hbool_t, herr_t, H5free_memory};
 use hdf5_sys::h5a::{
     H5Aclose, H5Acreate2, H5Adelete, H5Aexists, H5Aget_space, H5Aget_type, H5Aopen, H5Aread, H5Awrite,
 };
-use hdf5_sys::h5f::{H5F_scope_t, H5Fclose, H5Fflush, H5Fopen, H5F_ACC_RDWR};
+use hdf5_sys::h5f::{H5F_scope_t, H5Fclose, H5Fflush, H5Fget_vfd_handle, H5Fopen, H5F_ACC_RDWR};
 use hdf5_sys::h5g::{H5Gclose, H5Gcreate2, H5Gopen2};
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5l::H5Lexists;
@@ -151,6 +151,7 @@ impl XianHdf5Store {
                 File::with_options()
                     .with_fapl(|f| small_cache(f).libver_bounds(LibraryVersion::V18, LibraryVersion::V18))
                     .create_excl(&path)
+                    .map(not_inherited)
             } else {
                 return Ok(None);
             }
@@ -495,6 +496,28 @@ fn after_crash_recovery(path: &Path, open: impl Fn() -> hdf5::Result<File>) -> h
         }
         other => other,
     }
+    .map(not_inherited)
+}
+
+/// Marks the file's descriptor close-on-exec. HDF5 opens files without it
+/// and locks them (`flock`), so a child process started meanwhile (a test,
+/// the bench, a testnet's CometBFT) would inherit the descriptor and with it
+/// the lock, which then outlives this process's close: reopening the file
+/// fails with "unable to lock file" until that child exits.
+fn not_inherited(file: File) -> File {
+    #[cfg(unix)]
+    h5sync(|| unsafe {
+        let mut handle: *mut c_void = std::ptr::null_mut();
+        // The sec2 driver's handle is a pointer to its int descriptor.
+        if H5Fget_vfd_handle(file.id(), H5P_DEFAULT, &mut handle) >= 0 && !handle.is_null() {
+            let fd = *handle.cast::<libc::c_int>();
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    });
+    file
 }
 
 /// What `h5clear -s` does: open with the `clear_status_flags` access

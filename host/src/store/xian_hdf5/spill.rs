@@ -46,16 +46,8 @@ impl Runs {
 
     fn spill(&mut self) -> anyhow::Result<()> {
         self.pending.sort_unstable();
-        let mut file = tempfile::tempfile().context("creating a temporary file to sort a large group in")?;
-        let mut out = BufWriter::new(&mut file);
-        for item in self.pending.drain(..) {
-            write_item(&mut out, &item)?;
-        }
-        out.flush()
-            .context("writing a large group's sorted run to a temporary file")?;
-        drop(out);
-        file.seek(SeekFrom::Start(0))?;
-        self.files.push(file);
+        let run = write_run(self.pending.drain(..).map(Ok))?;
+        self.files.push(run);
         if self.files.len() == MAX_RUNS {
             self.merge_runs()?;
         }
@@ -67,16 +59,8 @@ impl Runs {
     /// items once more; with the default batch that is past 8M children).
     fn merge_runs(&mut self) -> anyhow::Result<()> {
         let mut merged = Sorted::merge(std::mem::take(&mut self.files))?;
-        let mut file = tempfile::tempfile().context("creating a temporary file to sort a large group in")?;
-        let mut out = BufWriter::new(&mut file);
-        while let Some(item) = merged.next()? {
-            write_item(&mut out, &item)?;
-        }
-        out.flush()
-            .context("writing a large group's sorted run to a temporary file")?;
-        drop(out);
-        file.seek(SeekFrom::Start(0))?;
-        self.files.push(file);
+        let run = write_run(std::iter::from_fn(|| merged.next().transpose()))?;
+        self.files.push(run);
         Ok(())
     }
 
@@ -145,6 +129,20 @@ impl Sorted {
             }
         }
     }
+}
+
+/// Writes sorted items to a new temporary file, rewound for reading.
+fn write_run(items: impl Iterator<Item = anyhow::Result<Item>>) -> anyhow::Result<File> {
+    let mut file = tempfile::tempfile().context("creating a temporary file to sort a large group in")?;
+    let mut out = BufWriter::new(&mut file);
+    for item in items {
+        write_item(&mut out, &item?)?;
+    }
+    out.flush()
+        .context("writing a large group's sorted run to a temporary file")?;
+    drop(out);
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
 }
 
 const SUBTREE: u8 = 1;

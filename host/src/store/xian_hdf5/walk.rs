@@ -258,17 +258,7 @@ impl Frame {
             sep: self.sep,
             error: None,
         };
-        let mut idx: hsize_t = 0;
-        let ret = h5sync(|| unsafe {
-            H5Literate(
-                group,
-                H5_index_t::H5_INDEX_NAME,
-                H5_iter_order_t::H5_ITER_NATIVE,
-                &mut idx,
-                Some(list_link),
-                (&raw mut list).cast(),
-            )
-        });
+        let ret = iterate_links(group, list_link, (&raw mut list).cast());
         if let Some(e) = list.error {
             return Err(e);
         }
@@ -290,17 +280,7 @@ impl Frame {
             scratch: Vec::new(),
             error: None,
         };
-        let mut idx: hsize_t = 0;
-        let ret = h5sync(|| unsafe {
-            H5Literate(
-                group,
-                H5_index_t::H5_INDEX_NAME,
-                H5_iter_order_t::H5_ITER_NATIVE,
-                &mut idx,
-                Some(visit_link),
-                (&raw mut pass).cast(),
-            )
-        });
+        let ret = iterate_links(group, visit_link, (&raw mut pass).cast());
         if let Some(e) = pass.error {
             return Err(e);
         }
@@ -479,6 +459,24 @@ impl Pass<'_> {
             && s.first().is_some_and(|&b| b > b':')
             && self.heap.peek().is_some_and(|top| s > top.key.as_bytes())
     }
+}
+
+type LinkCallback = unsafe extern "C" fn(hid_t, *const c_char, *const H5L_info_t, *mut c_void) -> herr_t;
+
+/// One pass over `group`'s links in native order, calling `callback` with `data`.
+fn iterate_links(group: hid_t, callback: LinkCallback, data: *mut c_void) -> herr_t {
+    let mut idx: hsize_t = 0;
+    // SAFETY: `data` is what `callback` expects, alive for the call.
+    h5sync(|| unsafe {
+        H5Literate(
+            group,
+            H5_index_t::H5_INDEX_NAME,
+            H5_iter_order_t::H5_ITER_NATIVE,
+            &mut idx,
+            Some(callback),
+            data,
+        )
+    })
 }
 
 /// The state of a link-storage pass, shared with `list_link`.
