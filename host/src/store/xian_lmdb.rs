@@ -498,6 +498,9 @@ struct Touched(Option<(usize, usize)>);
 
 impl Touched {
     fn cover(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return; // an empty slice's address need not be in the map
+        }
         let (lo, hi) = (bytes.as_ptr() as usize, bytes.as_ptr() as usize + bytes.len());
         self.0 = Some(self.0.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
     }
@@ -507,8 +510,11 @@ impl Touched {
     /// map is a shared file mapping it only reads). A walk touches every page
     /// of the file once; without this its resident set would grow to the
     /// whole file (375 MB at 3M keys) although it allocates little.
-    fn release(&mut self) {
+    fn release(&mut self, map_size: usize) {
         let Some((lo, hi)) = self.0.take() else { return };
+        if hi - lo > map_size {
+            return; // cannot be one span of the map: leave memory alone
+        }
         #[cfg(target_os = "linux")]
         {
             // SAFETY: sysconf has no preconditions.
@@ -567,7 +573,7 @@ impl<S: std::borrow::Borrow<LmdbSnapshot>> Iterator for Walk<S> {
             self.since_release += 1;
             if self.since_release == RELEASE_EVERY {
                 self.since_release = 0;
-                self.touched.release();
+                self.touched.release(self.snapshot.borrow().shared.env.info().map_size);
             }
             match self
                 .snapshot
