@@ -409,16 +409,12 @@ struct Pass<'a> {
 impl Pass<'_> {
     /// Considers one link; `false` stops the pass.
     fn offer(&mut self, stored: &[u8], info: &H5L_info_t) -> anyhow::Result<bool> {
-        let stored = std::str::from_utf8(stored)
-            .map_err(|_| anyhow!("group name {:?} is not UTF-8", String::from_utf8_lossy(stored)))?;
+        let stored = link_name(stored)?;
         if self.sorted_natively && self.beyond_batch(stored) {
             return Ok(false);
         }
         let decoded = decode_group(stored)?;
-        let addr = (info.type_ == H5L_type_t::H5L_TYPE_HARD).then(|| {
-            let mut u = info.u;
-            unsafe { *u.address() }
-        });
+        let addr = link_addr(info);
         self.scratch.clear();
         self.scratch.extend_from_slice(decoded.as_bytes());
         for subtree in [false, true] {
@@ -461,6 +457,20 @@ impl Pass<'_> {
     }
 }
 
+/// A link's stored name, which must be UTF-8.
+fn link_name(stored: &[u8]) -> anyhow::Result<&str> {
+    std::str::from_utf8(stored).map_err(|_| anyhow!("group name {:?} is not UTF-8", String::from_utf8_lossy(stored)))
+}
+
+/// The object address a hard link carries (other links are opened by name).
+fn link_addr(info: &H5L_info_t) -> Option<haddr_t> {
+    (info.type_ == H5L_type_t::H5L_TYPE_HARD).then(|| {
+        let mut u = info.u;
+        // SAFETY: a hard link's `u` holds its address.
+        unsafe { *u.address() }
+    })
+}
+
 type LinkCallback = unsafe extern "C" fn(hid_t, *const c_char, *const H5L_info_t, *mut c_void) -> herr_t;
 
 /// One pass over `group`'s links in native order, calling `callback` with `data`.
@@ -488,13 +498,9 @@ struct List {
 
 impl List {
     fn offer(&mut self, stored: &[u8], info: &H5L_info_t) -> anyhow::Result<()> {
-        let stored = std::str::from_utf8(stored)
-            .map_err(|_| anyhow!("group name {:?} is not UTF-8", String::from_utf8_lossy(stored)))?;
+        let stored = link_name(stored)?;
         let decoded = decode_group(stored)?;
-        let addr = (info.type_ == H5L_type_t::H5L_TYPE_HARD).then(|| {
-            let mut u = info.u;
-            unsafe { *u.address() }
-        });
+        let addr = link_addr(info);
         let stored: Option<Box<str>> = (*decoded != *stored).then(|| stored.into());
         let mut subtree_key = String::with_capacity(decoded.len() + 1);
         subtree_key.push_str(&decoded);
