@@ -256,13 +256,8 @@ impl Frame {
         let mut list = List {
             runs: Runs::new(batch),
             sep: self.sep,
-            error: None,
         };
-        let ret = iterate_links(group, list_link, (&raw mut list).cast());
-        if let Some(e) = list.error {
-            return Err(e);
-        }
-        check(ret)?;
+        iterate_links(group, &mut list)?;
         self.exhausted = true;
         self.items = list.runs.finish()?;
         Ok(())
@@ -278,13 +273,8 @@ impl Frame {
             sorted_natively: self.sorted_natively,
             heap: BinaryHeap::with_capacity(cap.min(4096)),
             scratch: Vec::new(),
-            error: None,
         };
-        let ret = iterate_links(group, visit_link, (&raw mut pass).cast());
-        if let Some(e) = pass.error {
-            return Err(e);
-        }
-        check(ret)?;
+        iterate_links(group, &mut pass)?;
         self.exhausted = pass.heap.len() < cap;
         let items = pass.heap.into_sorted_vec();
         self.after = items.last().map(|i| i.key.clone());
@@ -394,7 +384,7 @@ impl Frame {
     }
 }
 
-/// The state of one pass, shared with `visit_link`.
+/// The state of one pass over a symbol-table group.
 struct Pass<'a> {
     after: Option<&'a [u8]>,
     cap: usize,
@@ -403,12 +393,17 @@ struct Pass<'a> {
     /// The smallest items seen so far above `after`, largest on top.
     heap: BinaryHeap<Item>,
     scratch: Vec<u8>,
-    error: Option<anyhow::Error>,
+}
+
+impl LinkVisitor for Pass<'_> {
+    /// Considers one link; `false` stops the pass.
+    fn offer(&mut self, stored: &[u8], info: &H5L_info_t) -> anyhow::Result<bool> {
+        self.consider(stored, info)
+    }
 }
 
 impl Pass<'_> {
-    /// Considers one link; `false` stops the pass.
-    fn offer(&mut self, stored: &[u8], info: &H5L_info_t) -> anyhow::Result<bool> {
+    fn consider(&mut self, stored: &[u8], info: &H5L_info_t) -> anyhow::Result<bool> {
         let stored = link_name(stored)?;
         if self.sorted_natively && self.beyond_batch(stored) {
             return Ok(false);
@@ -471,33 +466,64 @@ fn link_addr(info: &H5L_info_t) -> Option<haddr_t> {
     })
 }
 
-type LinkCallback = unsafe extern "C" fn(hid_t, *const c_char, *const H5L_info_t, *mut c_void) -> herr_t;
+/// What a pass over a group's links does with each link.
+trait LinkVisitor {
+    /// Considers one link (its stored name); `false` stops the pass.
+    fn offer(&mut self, stored: &[u8], info: &H5L_info_t) -> anyhow::Result<bool>;
+}
 
-/// One pass over `group`'s links in native order, calling `callback` with `data`.
-fn iterate_links(group: hid_t, callback: LinkCallback, data: *mut c_void) -> herr_t {
+/// One pass over `group`'s links in native order, each offered to `visitor`.
+fn iterate_links<V: LinkVisitor>(group: hid_t, visitor: &mut V) -> anyhow::Result<()> {
+    struct Ctx<'a, V> {
+        visitor: &'a mut V,
+        error: Option<anyhow::Error>,
+    }
+    unsafe extern "C" fn visit<V: LinkVisitor>(
+        _group: hid_t,
+        name: *const c_char,
+        info: *const H5L_info_t,
+        data: *mut c_void,
+    ) -> herr_t {
+        // SAFETY: `data` is the `Ctx` `iterate_links` passed, alive and unaliased for the iteration.
+        let ctx = unsafe { &mut *data.cast::<Ctx<V>>() };
+        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+        match ctx.visitor.offer(name, unsafe { &*info }) {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(e) => {
+                ctx.error = Some(e);
+                -1
+            }
+        }
+    }
+    let mut ctx = Ctx { visitor, error: None };
     let mut idx: hsize_t = 0;
-    // SAFETY: `data` is what `callback` expects, alive for the call.
-    h5sync(|| unsafe {
+    // SAFETY: `visit::<V>` reads `ctx` as the `Ctx<V>` it is, alive for the call.
+    let ret = h5sync(|| unsafe {
         H5Literate(
             group,
             H5_index_t::H5_INDEX_NAME,
             H5_iter_order_t::H5_ITER_NATIVE,
             &mut idx,
-            Some(callback),
-            data,
+            Some(visit::<V>),
+            (&raw mut ctx).cast(),
         )
-    })
+    });
+    if let Some(e) = ctx.error {
+        return Err(e);
+    }
+    check(ret)?;
+    Ok(())
 }
 
-/// The state of a link-storage pass, shared with `list_link`.
+/// The state of a link-storage pass.
 struct List {
     runs: Runs,
     sep: u8,
-    error: Option<anyhow::Error>,
 }
 
-impl List {
-    fn offer(&mut self, stored: &[u8], info: &H5L_info_t) -> anyhow::Result<()> {
+impl LinkVisitor for List {
+    fn offer(&mut self, stored: &[u8], info: &H5L_info_t) -> anyhow::Result<bool> {
         let stored = link_name(stored)?;
         let decoded = decode_group(stored)?;
         let addr = link_addr(info);
@@ -516,43 +542,7 @@ impl List {
             subtree: false,
             addr,
             stored,
-        })
-    }
-}
-
-unsafe extern "C" fn list_link(
-    _group: hid_t,
-    name: *const c_char,
-    info: *const H5L_info_t,
-    data: *mut c_void,
-) -> herr_t {
-    // SAFETY: `data` is the `List` `list_all` passed, alive and unaliased for the iteration.
-    let list = unsafe { &mut *data.cast::<List>() };
-    let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-    match list.offer(name, unsafe { &*info }) {
-        Ok(()) => 0,
-        Err(e) => {
-            list.error = Some(e);
-            -1
-        }
-    }
-}
-
-unsafe extern "C" fn visit_link(
-    _group: hid_t,
-    name: *const c_char,
-    info: *const H5L_info_t,
-    data: *mut c_void,
-) -> herr_t {
-    // SAFETY: `data` is the `Pass` `refill` passed, alive and unaliased for the iteration.
-    let pass = unsafe { &mut *data.cast::<Pass>() };
-    let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-    match pass.offer(name, unsafe { &*info }) {
-        Ok(true) => 0,
-        Ok(false) => 1,
-        Err(e) => {
-            pass.error = Some(e);
-            -1
-        }
+        })?;
+        Ok(true)
     }
 }
