@@ -174,13 +174,20 @@ fn the_fixture_written_by_python_lmdb_has_the_fixture_root() {
     );
 }
 
+/// A new LMDB home whose map starts at `bytes` instead of Xian's 4 GiB, so
+/// a small state reaches the map's growth.
+fn create_with_initial_map(home: &Path, bytes: usize) -> XianLmdbStore {
+    xian_lmdb::set_initial_map_size_for_tests(bytes);
+    let store = XianLmdbStore::create(home);
+    xian_lmdb::set_initial_map_size_for_tests(0);
+    store.unwrap()
+}
+
 #[test]
 fn python_reads_what_statesnap_writes_including_a_map_growth() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("ours");
-    xian_lmdb::set_initial_map_size_for_tests(64 << 10);
-    let mut store = XianLmdbStore::create(&home).unwrap();
-    xian_lmdb::set_initial_map_size_for_tests(0);
+    let mut store = create_with_initial_map(&home, 64 << 10);
     assert_eq!(xian_lmdb::map_size(&store), 64 << 10);
     generate::generate(&mut store, 20_000, 11, |_| {}).unwrap();
     assert!(xian_lmdb::map_size(&store) > 64 << 10, "the map grew");
@@ -239,9 +246,7 @@ with env.begin(write=True) as txn:
 fn the_map_stays_ahead_of_the_data_so_writes_during_a_snapshot_have_room() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("ours");
-    xian_lmdb::set_initial_map_size_for_tests(1 << 20);
-    let mut store = XianLmdbStore::create(&home).unwrap();
-    xian_lmdb::set_initial_map_size_for_tests(0);
+    let mut store = create_with_initial_map(&home, 1 << 20);
     let batch = |from: usize, n: usize| -> Vec<(String, Option<String>)> {
         (from..from + n)
             .map(|i| (format!("con_big.rows:{i:08}"), Some(format!("\"{}\"", "x".repeat(200)))))

@@ -398,12 +398,6 @@ struct Pass<'a> {
 impl LinkVisitor for Pass<'_> {
     /// Considers one link; `false` stops the pass.
     fn offer(&mut self, stored: &[u8], info: &H5L_info_t) -> anyhow::Result<bool> {
-        self.consider(stored, info)
-    }
-}
-
-impl Pass<'_> {
-    fn consider(&mut self, stored: &[u8], info: &H5L_info_t) -> anyhow::Result<bool> {
         let stored = link_name(stored)?;
         if self.sorted_natively && self.beyond_batch(stored) {
             return Ok(false);
@@ -432,7 +426,9 @@ impl Pass<'_> {
         }
         Ok(true)
     }
+}
 
+impl Pass<'_> {
     /// Whether `key` is above `after` and below the largest item of a full heap.
     fn wants(&self, key: &[u8]) -> bool {
         self.after.is_none_or(|a| key > a)
