@@ -23,6 +23,12 @@ if ! command -v cargo >/dev/null; then
     say "cargo not found: install Rust with rustup (https://rustup.rs) and run this again"
     exit 1
 fi
+# The toolchain of rust-toolchain.toml (the built-in plugins' bytes depend on it).
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if ! rustup toolchain list | grep -q "^$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)-"; then
+    say "installing the Rust toolchain pinned by rust-toolchain.toml"
+    rustup toolchain install
+fi
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     say "adding the wasm32-wasip2 Rust target"
     rustup target add wasm32-wasip2
@@ -36,5 +42,5 @@ if ! python3 -c 'import lmdb' 2>/dev/null; then
     say "installing lmdb (Python, the binding Xian's node uses) for the LMDB compatibility tests"
     python3 -m pip install -q lmdb || python3 -m pip install -q --break-system-packages lmdb
 fi
-"$(dirname "${BASH_SOURCE[0]}")/install-cometbft.sh"
+scripts/install-cometbft.sh
 say "ready"

@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The built-in plugins the host embeds (plugins/dist/) are what their source
+# builds, byte for byte, with the pinned toolchain.
+scripts/build-plugins.sh --check
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 log=$(mktemp)

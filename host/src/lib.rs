@@ -12,6 +12,7 @@ pub mod bench_network;
 pub mod bench_node;
 pub mod chain;
 pub mod demo_network;
+mod durable;
 pub mod node;
 pub mod plugin;
 pub mod progress;

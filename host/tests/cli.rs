@@ -559,3 +559,51 @@ fn bench_from_h5py_fails_clearly_without_the_script() {
     ]);
     assert!(e.contains("--source h5py needs python3 with h5py"), "{e}");
 }
+
+/// A host failure is not a verdict: when this machine cannot run a plugin
+/// (here the OS refuses the memory an instance reserves, under `ulimit -v`),
+/// `plugin check` and the governance check `gov propose` runs say it is this
+/// host failing, and never that the plugin fails the check (which, in a
+/// node, would be recorded in state as a refusal other nodes do not share).
+#[test]
+fn a_host_failure_is_an_error_not_a_verdict_on_the_plugin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("key.json");
+    ok(&["key", "new", "--out", p(&key)]);
+    let zstd = wasm("statesnap-plugin-zstd");
+    let bin = env!("CARGO_BIN_EXE_statesnap");
+    let limited = |args: &[&str]| {
+        // 3 GB of address space: enough to start, not for a wasm instance's
+        // 4 GiB reservation.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v 3000000 && exec \"$0\" \"$@\"")
+            .arg(bin)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "statesnap {args:?} succeeded under ulimit");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (out, err) = limited(&["plugin", "check", p(&zstd), "--keys", "100"]);
+    assert!(err.contains("this host failed while running plugin"), "{err}");
+    assert!(!out.contains("[FAIL]") && !err.contains("trapped"), "{out}{err}");
+
+    let (_, err) = limited(&[
+        "gov",
+        "propose",
+        "--plugin",
+        p(&zstd),
+        "--format",
+        "1",
+        "--rpc",
+        "http://127.0.0.1:9",
+        "--key",
+        p(&key),
+    ]);
+    assert!(err.contains("could not run the conformance check"), "{err}");
+    assert!(!err.contains("would be refused"), "{err}");
+}

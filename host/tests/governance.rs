@@ -189,7 +189,7 @@ fn a_format_passes_activates_and_restores_on_a_node_without_the_plugin() {
             n.sign(&v[2], Action::Vote(2)), // no such proposal
         ],
     );
-    assert_eq!(codes, [code::OK, code::OK, code::NOT_VALIDATOR, code::GOVERNANCE]);
+    assert_eq!(codes, [code::OK, code::OK, code::NOT_VALIDATOR, code::NO_SUCH_PROPOSAL]);
     let p = &gov(&node)["proposals"][0];
     assert_eq!(
         (p["yes_power"].as_u64(), p["status"].as_str()),
@@ -202,7 +202,7 @@ fn a_format_passes_activates_and_restores_on_a_node_without_the_plugin() {
         &mut hashes,
         &[n.sign(&v[0], Action::Vote(1)), n.sign(&v[2], Action::Vote(1))],
     );
-    assert_eq!(codes, [code::GOVERNANCE, code::OK]);
+    assert_eq!(codes, [code::ALREADY_VOTED, code::OK]);
     let status = gov(&node);
     assert_eq!(status["proposals"][0]["status"], "passed");
     assert_eq!(status["proposals"][0]["activation_height"], 5);
@@ -212,7 +212,7 @@ fn a_format_passes_activates_and_restores_on_a_node_without_the_plugin() {
     // Height 4: a vote after passing is refused; the snapshot is still format 1 only.
     assert_eq!(
         block(&node, &mut hashes, &[n.sign(&v[3], Action::Vote(1))]),
-        [code::GOVERNANCE]
+        [code::PROPOSAL_PASSED]
     );
     let formats_at = |node: &Node, h: u64| -> Vec<u32> {
         let mut f: Vec<u32> = node
@@ -358,7 +358,7 @@ fn a_proposal_without_enough_votes_expires_and_never_activates() {
     // Height 5 is past the expiry (1 + 3): the third vote comes too late.
     assert_eq!(
         block(&node, &mut hashes, &[n.sign(&v[2], Action::Vote(1))]),
-        [code::GOVERNANCE]
+        [code::PROPOSAL_EXPIRED]
     );
     for _ in 6..=8 {
         block(&node, &mut hashes, &[]);
@@ -371,6 +371,6 @@ fn a_proposal_without_enough_votes_expires_and_never_activates() {
     assert_eq!(formats, [1, 1]);
     // CheckTx refuses what the block would: the mempool stays clean.
     let late = n.sign(&v[3], Action::Vote(1));
-    assert_eq!(node.check_tx(&late).code, code::GOVERNANCE);
+    assert_eq!(node.check_tx(&late).code, code::PROPOSAL_EXPIRED);
     assert!(node.check_tx(&late).log.contains("expired"));
 }

@@ -3,6 +3,8 @@
 //! restart, and a node whose binary has no built-in plugins joining by state
 //! sync from a self-describing snapshot. Needs cometbft (scripts/setup.sh).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -159,8 +161,7 @@ fn validators_vote_in_a_new_format_and_a_node_without_it_syncs_from_it() {
 
     // A plugin failing conformance is refused at proposal time by the nodes
     // (sent raw: the CLI would refuse it before sending).
-    let nondet =
-        std::fs::read(Path::new(env!("STATESNAP_PLUGIN_WASM_DIR")).join("statesnap_testplugin_nondet.wasm")).unwrap();
+    let nondet = std::fs::read(common::testplugin("nondet")).unwrap();
     let rpc = net.0.rpc("node1").unwrap();
     let v1 = keys::read(&key_file(&net.0, "node1")).unwrap();
     let account = v1.verifying_key().to_bytes();

@@ -25,6 +25,7 @@ on_both_stores!(
     a_snapshot_of_another_state_is_rejected_after_its_last_chunk,
     a_view_reads_its_height_after_later_blocks,
     a_clean_stop_saves_the_index_for_a_fast_start,
+    a_snapshot_job_that_panics_or_traps_leaves_nothing_and_the_next_runs,
 );
 
 fn key(seed: u8) -> SigningKey {
@@ -544,7 +545,8 @@ fn a_view_reads_its_height_after_later_blocks(kind: StoreKind) {
             })
             .chain([set(&format!("con.new:{h}"), "1")])
             .collect();
-        let (outcomes, _) = chain.finalize_block(h, &[patch(&a, h - 1, ops)], &conformance).unwrap();
+        let prepared = statesnap::node::execute::prepare(&patch(&a, h - 1, ops), CHAIN, &conformance).unwrap();
+        let (outcomes, _) = chain.finalize_block(h, &[prepared]).unwrap();
         assert_eq!(outcomes[0].code, 0, "{}", outcomes[0].log);
         chain.commit().unwrap();
     }
@@ -594,4 +596,67 @@ fn a_clean_stop_saves_the_index_for_a_fast_start(kind: StoreKind) {
         vec![set("con.s:4", "1"), Op::Delete { key: "con.s:1".into() }],
     )];
     assert_eq!(block(&node, 4, &next), block(&rebuilt, 4, &next));
+}
+
+/// Supervised snapshot jobs: a job that panics mid-way (test hook) and jobs
+/// whose plugin traps are logged and counted, leave no unfinished snapshot
+/// behind, and the next interval runs (no "skipping": the service is idle).
+fn a_snapshot_job_that_panics_or_traps_leaves_nothing_and_the_next_runs(kind: StoreKind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let genesis = genesis_home(tmp.path(), 20_000);
+    let unfinished = |home: &Path| -> Vec<String> {
+        std::fs::read_dir(home.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect()
+    };
+    let run = |home: &Path, config: NodeConfig, hooks: TestHooks, blocks: u64| -> (Vec<u64>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let node = Node::open(home, config, common::registry(), metrics.clone(), hooks).unwrap();
+        node.init_chain(CHAIN, 1, &app_state(&genesis), &[([9; 32], 10)])
+            .unwrap();
+        for h in 1..=blocks {
+            block(&node, h, &[]);
+            // One job at a time, so no height is skipped for being busy.
+            node.wait_for_snapshots();
+        }
+        let heights = node.list_snapshots().iter().map(|s| s.height).collect();
+        (heights, metrics)
+    };
+
+    // The job of height 2 panics in its encoder after writing chunks.
+    let home = tmp.path().join("panics");
+    let hooks = TestHooks {
+        panic_snapshot_at: Some(2),
+        ..TestHooks::default()
+    };
+    let mut c = config(kind, 2);
+    c.snapshot_params.insert("chunk_bytes".into(), "20000".into());
+    let (heights, metrics) = run(&home, c, hooks, 6);
+    assert_eq!(heights, [6, 4], "{kind}: heights 4 and 6 were made after 2 panicked");
+    assert_eq!(metrics.snapshot_jobs_panicked.get(), 1, "{kind}");
+    assert_eq!(metrics.snapshots_failed.get(), 1, "{kind}");
+    assert_eq!(metrics.snapshots_created.get(), 2, "{kind}");
+    assert!(unfinished(&home).is_empty(), "{kind}: {:?}", unfinished(&home));
+
+    // A plugin that traps in every write: every interval tries, fails
+    // cleanly and leaves nothing.
+    let home = tmp.path().join("traps");
+    let mut c = config(kind, 2);
+    c.snapshot_plugin = common::testplugin("trap").display().to_string();
+    c.snapshot_params.clear();
+    let (heights, metrics) = run(&home, c, TestHooks::default(), 6);
+    assert!(heights.is_empty(), "{kind}: {heights:?}");
+    assert_eq!(
+        metrics.snapshots_failed.get(),
+        3,
+        "{kind}: heights 2, 4 and 6 each failed"
+    );
+    assert_eq!(
+        metrics.snapshot_jobs_panicked.get(),
+        0,
+        "{kind}: a trap is an error, not a panic"
+    );
+    assert!(unfinished(&home).is_empty(), "{kind}: {:?}", unfinished(&home));
 }

@@ -539,3 +539,101 @@ fn round_trip_across_stores_keeps_root_entries_and_snapshot_hash() {
     assert_eq!(c.hash, a.hash);
     assert_eq!(c.manifest.app_hash, fixture_root());
 }
+
+/// Bounded reads: a chunk (or manifest) that is a link to a device never
+/// ends, and the restore and the verifier refuse it without reading it.
+#[test]
+fn a_snapshot_file_that_never_ends_is_refused_unread() {
+    let s = scene(StoreKind::Lmdb);
+    let chunk = s.chunk(1);
+    let saved = std::fs::read(&chunk).unwrap();
+    std::fs::remove_file(&chunk).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &chunk).unwrap();
+    let e = s.refused(fixture_root());
+    assert!(
+        e.to_string().contains("chunk 1") && e.to_string().contains("not a regular file"),
+        "{e}"
+    );
+    let e = format!("{:#}", snapshot::verify(&s.snap).unwrap_err());
+    assert!(e.contains("character device"), "{e}");
+    std::fs::remove_file(&chunk).unwrap();
+    std::fs::write(&chunk, saved).unwrap();
+
+    let manifest = s.snap.join("manifest.bin");
+    std::fs::remove_file(&manifest).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &manifest).unwrap();
+    let e = s.refused(fixture_root());
+    assert!(
+        e.to_string().contains("the manifest") && e.to_string().contains("not a regular file"),
+        "{e}"
+    );
+}
+
+/// A chunk file larger than the manifest's snapshot size, or than any chunk
+/// may be (CometBFT's 16,000,000 bytes), is refused by its size, unread: a
+/// sparse 3 GB file costs nothing to refuse.
+#[test]
+fn an_oversized_chunk_is_refused_by_its_size() {
+    let s = scene(StoreKind::Lmdb);
+    let grow = |len: u64| {
+        let f = std::fs::OpenOptions::new().write(true).open(s.chunk(0)).unwrap();
+        f.set_len(len).unwrap();
+    };
+    grow(3_000_000_000);
+    let e = s.refused(fixture_root()).to_string();
+    let limit = s.manifest.snapshot_bytes;
+    assert!(
+        e.contains(&format!("is 3000000000 bytes, over the limit of {limit} bytes")),
+        "{e}"
+    );
+    let e = format!("{:#}", snapshot::verify(&s.snap).unwrap_err());
+    assert!(e.contains("over the limit"), "{e}");
+
+    // A manifest that allows more than a chunk may hold: the chunk limit holds.
+    let chunks = s.manifest.chunks.len() as u64;
+    rewrite_manifest(&s.snap, |m| {
+        m.snapshot_bytes = chunks * snapshot::MAX_CHUNK_BYTES as u64
+    });
+    grow(20_000_000);
+    let e = s.refused(fixture_root()).to_string();
+    assert!(e.contains("is 20000000 bytes, over the limit of 16000000 bytes"), "{e}");
+}
+
+/// A snapshot whose chunks hold more entries or bytes than its manifest says
+/// is stopped in the chunk where the count is passed, not after the last.
+#[test]
+fn a_snapshot_holding_more_than_its_manifest_says_is_stopped_at_once() {
+    let s = scene(StoreKind::Lmdb);
+    let honest = s.manifest.clone();
+    rewrite_manifest(&s.snap, |m| m.entries = 5);
+    let e = s.refused(fixture_root());
+    assert!(matches!(e, RestoreError::Entries(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("chunk 0 takes the state past the manifest's 5 entries"),
+        "{e}"
+    );
+
+    rewrite_manifest(&s.snap, |m| {
+        *m = Manifest {
+            state_bytes: 100,
+            ..honest.clone()
+        }
+    });
+    let e = s.refused(fixture_root()).to_string();
+    assert!(
+        e.contains("chunk 0 takes the state past") && e.contains("of 100 bytes"),
+        "{e}"
+    );
+}
+
+/// A snapshot whose state cannot fit on the disk is refused before anything
+/// is written.
+#[test]
+fn a_state_larger_than_the_free_disk_is_refused_before_writing() {
+    let s = scene(StoreKind::Lmdb);
+    rewrite_manifest(&s.snap, |m| m.state_bytes = 1 << 60);
+    let e = s.refused(fixture_root());
+    assert!(matches!(e, RestoreError::Target(_)), "{e}");
+    assert!(e.to_string().contains("bytes are free on the file system"), "{e}");
+}

@@ -23,14 +23,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ed25519_dalek::SigningKey;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::keys;
 use super::tx::{code, nonce_key, parse_nonce, Action, Op, Tx, TxBody};
 use crate::rpc::RpcClient;
 use crate::store::generate::{big_int, fixed, time};
+use crate::store::prng::Prng;
 
 /// Where transactions go: a node (its RPC) or a fake in tests.
 pub trait Submitter: Sync {
@@ -253,7 +252,7 @@ pub fn run_load<S: Submitter>(
                 pool: &pool,
                 counters: &counters,
                 stop,
-                rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ (w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                rng: Prng::new(cfg.seed ^ (w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
                 nonces: HashMap::new(),
             };
             scope.spawn(move || worker.run(rx));
@@ -323,7 +322,7 @@ struct Worker<'a, S> {
     pool: &'a [String],
     counters: &'a Counters,
     stop: &'a AtomicBool,
-    rng: ChaCha8Rng,
+    rng: Prng,
     /// Next nonce per account index; absent means "ask the node".
     nonces: HashMap<usize, u64>,
 }
@@ -384,15 +383,15 @@ impl<S: Submitter> Worker<'_, S> {
 /// Typical Xian writes by account `pool[from]`: currency and token transfers,
 /// allowances (nested keys), revocations (deletes), and the occasional
 /// `__time__` / `__big_int__` value.
-pub fn typical_ops(rng: &mut impl Rng, from: usize, pool: &[String]) -> Vec<Op> {
+pub fn typical_ops(rng: &mut Prng, from: usize, pool: &[String]) -> Vec<Op> {
     let me = &pool[from];
     let to = if pool.len() > 1 {
-        pool[(from + rng.random_range(1..pool.len())) % pool.len()].clone()
+        pool[(from + 1 + rng.index(pool.len() - 1)) % pool.len()].clone()
     } else {
-        hex::encode(rng.random::<[u8; 32]>()) // someone outside the pool
+        hex::encode(rng.bytes32()) // someone outside the pool
     };
-    let token = rng.random_range(0..8u32);
-    match rng.random_range(0..100u32) {
+    let token = rng.range(0, 8);
+    match rng.range(0, 100) {
         0..=44 => vec![
             set(format!("currency.balances:{me}"), fixed(rng)),
             set(format!("currency.balances:{to}"), fixed(rng)),
@@ -407,8 +406,8 @@ pub fn typical_ops(rng: &mut impl Rng, from: usize, pool: &[String]) -> Vec<Op> 
         }],
         85..=92 => vec![
             set(
-                format!("con_dao.votes:{}:{me}", rng.random_range(0..16u32)),
-                if rng.random_bool(0.7) { "true" } else { "false" }.into(),
+                format!("con_dao.votes:{}:{me}", rng.range(0, 16)),
+                if rng.chance(7, 10) { "true" } else { "false" }.into(),
             ),
             set(format!("con_dao.last_vote:{me}"), time(rng)),
         ],
@@ -510,7 +509,7 @@ mod tests {
     fn typical_ops_are_valid_patches() {
         let keys: Vec<SigningKey> = (0..3).map(|i| keys::derive(1, i)).collect();
         let pool: Vec<String> = keys.iter().map(|k| keys::account_hex(&k.verifying_key())).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut rng = Prng::new(5);
         let (mut deletes, mut times, mut big_ints) = (0, 0, 0);
         for i in 0..2000 {
             let from = i % pool.len();
@@ -538,7 +537,7 @@ mod tests {
     #[test]
     fn a_one_account_pool_still_has_a_counterparty_key() {
         let pool = vec![hex::encode([1u8; 32])];
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut rng = Prng::new(1);
         for _ in 0..50 {
             assert!(!typical_ops(&mut rng, 0, &pool).is_empty());
         }

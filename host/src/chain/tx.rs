@@ -85,8 +85,24 @@ pub mod code {
     pub const TOO_LARGE: u32 = 8;
     pub const EMPTY: u32 = 9;
     pub const NOT_VALIDATOR: u32 = 10;
+    /// A proposal's activation delay or expiry is out of range.
     pub const GOVERNANCE: u32 = 11;
     pub const PLUGIN_REFUSED: u32 = 12;
+    /// The proposal's format number is already approved.
+    pub const FORMAT_TAKEN: u32 = 13;
+    /// A vote for a proposal that does not exist.
+    pub const NO_SUCH_PROPOSAL: u32 = 14;
+    /// A vote for a proposal that already passed.
+    pub const PROPOSAL_PASSED: u32 = 15;
+    /// A vote after the proposal's expiry height.
+    pub const PROPOSAL_EXPIRED: u32 = 16;
+    /// A second vote of a validator on one proposal.
+    pub const ALREADY_VOTED: u32 = 17;
+    /// The governance registry in state is malformed (never for valid state).
+    pub const REGISTRY_CORRUPT: u32 = 18;
+    /// CheckTx only, never in a block: this node failed to check the
+    /// transaction (its disk, or its plugin engine on valid code).
+    pub const NODE_FAILURE: u32 = 99;
 }
 
 /// What the signature covers.
@@ -231,6 +247,18 @@ pub enum TxError {
     Governance(String),
     #[error("the plugin is refused: {0}")]
     PluginRefused(String),
+    #[error("{0}")]
+    FormatTaken(String),
+    #[error("{0}")]
+    NoSuchProposal(String),
+    #[error("{0}")]
+    ProposalPassed(String),
+    #[error("{0}")]
+    ProposalExpired(String),
+    #[error("{0}")]
+    AlreadyVoted(String),
+    #[error("the governance registry in state is malformed: {0}")]
+    RegistryCorrupt(String),
 }
 
 impl TxError {
@@ -249,6 +277,12 @@ impl TxError {
             TxError::NotValidator(_) => code::NOT_VALIDATOR,
             TxError::Governance(_) => code::GOVERNANCE,
             TxError::PluginRefused(_) => code::PLUGIN_REFUSED,
+            TxError::FormatTaken(_) => code::FORMAT_TAKEN,
+            TxError::NoSuchProposal(_) => code::NO_SUCH_PROPOSAL,
+            TxError::ProposalPassed(_) => code::PROPOSAL_PASSED,
+            TxError::ProposalExpired(_) => code::PROPOSAL_EXPIRED,
+            TxError::AlreadyVoted(_) => code::ALREADY_VOTED,
+            TxError::RegistryCorrupt(_) => code::REGISTRY_CORRUPT,
         }
     }
 }
@@ -417,8 +451,9 @@ fn check_tx_size(len: usize, max: usize) -> Result<(), TxError> {
     Ok(())
 }
 
-/// The rules on a proposal alone (sizes and ranges); the node adds the
-/// stateful ones and the plugin's conformance check.
+/// The rules on a proposal alone (sizes and ranges); the node unpacks the
+/// plugin ([`Proposal::plugin`], once) and adds the stateful rules and the
+/// plugin's conformance check.
 pub fn check_proposal(p: &Proposal) -> Result<(), TxError> {
     if p.plugin_gzip.len() > MAX_PLUGIN_GZIP_BYTES {
         return Err(TxError::TooLarge {
@@ -429,7 +464,6 @@ pub fn check_proposal(p: &Proposal) -> Result<(), TxError> {
             max: MAX_PLUGIN_GZIP_BYTES,
         });
     }
-    p.plugin()?;
     for (what, n) in [("activation delay", p.activation_delay), ("expiry", p.expires_after)] {
         if n == 0 || n > MAX_GOV_BLOCKS {
             return Err(TxError::Governance(format!(

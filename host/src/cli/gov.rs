@@ -93,6 +93,7 @@ fn propose(a: ProposeArgs) -> anyhow::Result<()> {
     eprintln!("gov: running the conformance check every node will run on this plugin…");
     let description = Conformance::new()?
         .verdict(&wasm)
+        .context("this machine could not run the conformance check")?
         .map_err(|why| anyhow::anyhow!("the plugin would be refused: {why}"))?;
     if description.format != a.format {
         bail!(

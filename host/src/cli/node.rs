@@ -58,6 +58,7 @@ pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
         corrupt_chunks: args.test_corrupt_chunks,
         chunk_delay_ms: args.test_chunk_delay_ms,
         forge_approvals: args.test_forge_approvals,
+        panic_snapshot_at: None,
     };
     let node = Arc::new(Node::open(&args.home, config, plugins.registry()?, metrics, hooks)?);
     stop_cleanly_on_signals(node.clone())?;

@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex, Weak};
 use anyhow::{anyhow, bail, Context};
 
 use super::checkpoint::Checkpoint;
-use super::execute::{apply_tx, Writes};
+use super::execute::{apply, Prepared, Writes};
 use super::genesis::{validator_key, AppState};
-use super::governance::{Conformance, GovContext, ValidatorSet};
+use super::governance::{GovContext, ValidatorSet};
 use super::index_file;
 use super::view::{lock, lock_slot, BeforeImages, SharedStore, StateView};
 use super::wal::{Wal, WalRecord};
@@ -320,11 +320,13 @@ impl Chain {
     /// FinalizeBlock: executes `txs` on the committed state and returns each
     /// one's outcome and the app hash after the block. Nothing is written
     /// until [`commit`](Self::commit).
-    pub fn finalize_block<T: AsRef<[u8]>>(
+    /// Executes block `height` of transactions prepared beforehand
+    /// (`execute::prepare`, outside the chain lock); a transaction its rules
+    /// refused on its own is `Err` and gets its code.
+    pub fn finalize_block(
         &mut self,
         height: u64,
-        txs: &[T],
-        conformance: &Conformance,
+        txs: &[Result<Prepared, TxError>],
     ) -> anyhow::Result<(Vec<TxOutcome>, [u8; 32])> {
         if height != self.height + 1 {
             bail!(
@@ -342,14 +344,16 @@ impl Chain {
             let gov = GovContext {
                 height,
                 validators: &validators,
-                conformance,
                 executing: true,
             };
             for tx in txs {
-                let result = apply_tx(tx.as_ref(), &self.chain_id, &gov, |key| match overlay.get(key) {
-                    Some(v) => Ok(v.clone()),
-                    None => store.get(key),
-                })?;
+                let result = match tx {
+                    Ok(prepared) => apply(prepared, &gov, |key| match overlay.get(key) {
+                        Some(v) => Ok(v.clone()),
+                        None => store.get(key),
+                    })?,
+                    Err(e) => Err(e.clone()),
+                };
                 outcomes.push(TxOutcome::of(&result));
                 if let Ok(writes) = result {
                     overlay.extend(writes);

@@ -110,9 +110,9 @@ impl Checkpoint {
         let path = state.join(FILE);
         let tmp = state.join(format!(".{FILE}.tmp"));
         let text = serde_json::to_string_pretty(self).expect("a checkpoint serializes");
-        crate::snapshot::write_synced(&tmp, text.as_bytes())?;
+        crate::durable::write_synced(&tmp, text.as_bytes())?;
         std::fs::rename(&tmp, &path).with_context(|| format!("moving {} into place", path.display()))?;
-        crate::snapshot::sync_dir(state)
+        crate::durable::sync_dir(state)
     }
 }
 

@@ -27,11 +27,7 @@ use crate::chain::tx::{Proposal, TxError};
 use crate::plugin::{check, Description, Limits, PluginEngine};
 use crate::store::treap::MerkleTreap;
 
-/// Keys of the generated state the conformance check round-trips.
-pub const CHECK_KEYS: u64 = 1000;
-/// Fuel one plugin call may use during the conformance check: plenty for
-/// the small check state, and it bounds what a hostile plugin costs.
-pub const CHECK_FUEL_PER_CALL: u64 = 10_000_000_000;
+pub use crate::plugin::check::{CHAIN_CHECK_FUEL_PER_CALL as CHECK_FUEL_PER_CALL, CHAIN_CHECK_KEYS as CHECK_KEYS};
 
 /// The validator set as state holds it: public key hex → voting power.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,10 +61,14 @@ impl ValidatorSet {
     }
 }
 
+/// The chain's verdict on a proposed plugin: its description if it passes
+/// the conformance check, else why not. The same on every node.
+pub type Verdict = Result<Description, String>;
+
 /// The conformance check, with its consensus limits and its verdicts cached.
 pub struct Conformance {
     engine: PluginEngine,
-    verdicts: Mutex<HashMap<[u8; 32], Result<Description, String>>>,
+    verdicts: Mutex<HashMap<[u8; 32], Verdict>>,
 }
 
 impl Conformance {
@@ -83,13 +83,25 @@ impl Conformance {
         })
     }
 
-    /// The plugin's description if it passes, else why not.
-    pub fn verdict(&self, wasm: &[u8]) -> Result<Description, String> {
+    /// The chain's verdict on `wasm`. `Err(_)` is this host failing (its
+    /// engine could not compile or run valid code: out of memory, say),
+    /// which another node would not share: it is never a verdict, never
+    /// cached, and the caller must treat it as its own error.
+    pub fn verdict(&self, wasm: &[u8]) -> anyhow::Result<Verdict> {
         let sha = crate::plugin::sha256(wasm);
         if let Some(v) = self.verdicts.lock().expect("verdict cache lock").get(&sha) {
-            return v.clone();
+            return Ok(v.clone());
         }
-        let verdict = self.run(wasm);
+        let verdict = match self.run(wasm) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(
+                    sha256 = %hex::encode(sha),
+                    "governance: this node failed to run the conformance check (not a verdict on the plugin): {e:#}"
+                );
+                return Err(e);
+            }
+        };
         match &verdict {
             Ok(d) => {
                 tracing::info!(plugin = %d.name, format = d.format, sha256 = %hex::encode(sha), "governance: proposed plugin passed the conformance check")
@@ -102,19 +114,23 @@ impl Conformance {
             .lock()
             .expect("verdict cache lock")
             .insert(sha, verdict.clone());
-        verdict
+        Ok(verdict)
     }
 
-    fn run(&self, wasm: &[u8]) -> Result<Description, String> {
-        let plugin = self.engine.load(wasm, "proposed plugin").map_err(|e| e.to_string())?;
-        let report = check::check(&plugin, CHECK_KEYS).map_err(|e| format!("{e:#}"))?;
-        match report.items.iter().find(|i| !i.passed) {
+    fn run(&self, wasm: &[u8]) -> anyhow::Result<Verdict> {
+        let plugin = match self.engine.load(wasm, "proposed plugin") {
+            Ok(p) => p,
+            Err(e) if e.is_host_failure() => return Err(e.into()),
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let report = check::check(&plugin, CHECK_KEYS)?;
+        Ok(match report.items.iter().find(|i| !i.passed) {
             None => Ok(plugin.description().clone()),
             Some(failed) => Err(format!(
                 "it fails the conformance check `{}`: {} (run `statesnap plugin check FILE.wasm`)",
                 failed.name, failed.detail
             )),
-        }
+        })
     }
 }
 
@@ -123,7 +139,6 @@ pub struct GovContext<'a> {
     /// The height of the block the transaction runs in.
     pub height: u64,
     pub validators: &'a ValidatorSet,
-    pub conformance: &'a Conformance,
     /// FinalizeBlock (log what happens), not CheckTx (a dry run).
     pub executing: bool,
 }
@@ -141,13 +156,16 @@ fn read_record<T>(
         None => Ok(None),
         Some(stored) => parse(key, &stored)
             .map(Some)
-            .map_err(|e| TxError::Governance(e.to_string())),
+            .map_err(|e| TxError::RegistryCorrupt(e.to_string())),
     })
 }
 
-/// The writes of a `Propose` by `proposer`.
+/// The writes of a `Propose` by `proposer`, whose plugin (unpacked) is
+/// `wasm` and the chain's verdict on it `verdict` (`execute::prepare`).
 pub fn propose(
     proposal: &Proposal,
+    wasm: &[u8],
+    verdict: &Verdict,
     proposer: &[u8; 32],
     ctx: &GovContext<'_>,
     read: &mut Read<'_>,
@@ -160,18 +178,14 @@ pub fn propose(
         Err(e) => return Ok(Err(e)),
     };
     if let Some(a) = approved {
-        return Ok(Err(TxError::Governance(format!(
+        return Ok(Err(TxError::FormatTaken(format!(
             "format {} is already approved (plugin {} {}, proposal {}); a new plugin needs a new format number",
             proposal.format, a.name, a.version, a.proposal
         ))));
     }
-    let wasm = match proposal.plugin() {
-        Ok(w) => w,
-        Err(e) => return Ok(Err(e)),
-    };
-    let description = match ctx.conformance.verdict(&wasm) {
-        Ok(d) => d,
-        Err(why) => return Ok(Err(TxError::PluginRefused(why))),
+    let description = match verdict {
+        Ok(d) => d.clone(),
+        Err(why) => return Ok(Err(TxError::PluginRefused(why.clone()))),
     };
     if description.format != proposal.format {
         return Ok(Err(TxError::PluginRefused(format!(
@@ -183,10 +197,14 @@ pub fn propose(
         None => 1,
         Some(s) => match s.trim().parse::<u64>() {
             Ok(n) => n + 1,
-            Err(_) => return Ok(Err(TxError::Governance(format!("the proposal counter holds {s:?}")))),
+            Err(_) => {
+                return Ok(Err(TxError::RegistryCorrupt(format!(
+                    "the proposal counter holds {s:?}"
+                ))))
+            }
         },
     };
-    let sha = crate::plugin::sha256(&wasm);
+    let sha = crate::plugin::sha256(wasm);
     let record = ProposalRecord {
         activation_delay: proposal.activation_delay,
         activation_height: 0,
@@ -216,7 +234,7 @@ pub fn propose(
             pieces: wasm.len().div_ceil(registry::PIECE_BYTES) as u64,
             version: description.version,
         };
-        writes.extend(plugin_writes(&sha, &wasm, &meta));
+        writes.extend(plugin_writes(&sha, wasm, &meta));
     }
     Ok(Ok(writes))
 }
@@ -232,30 +250,34 @@ pub fn vote(
     if power == 0 {
         return Ok(Err(TxError::NotValidator(hex::encode(voter))));
     }
-    let refuse = |why: String| Ok(Err(TxError::Governance(why)));
+    let refuse = |e: TxError| Ok(Err(e));
     let mut record = match read_record(read, &proposal_key(id), ProposalRecord::parse)? {
         Ok(Some(r)) => r,
-        Ok(None) => return refuse(format!("there is no proposal {id}; `statesnap gov status` lists them")),
+        Ok(None) => {
+            return refuse(TxError::NoSuchProposal(format!(
+                "there is no proposal {id}; `statesnap gov status` lists them"
+            )))
+        }
         Err(e) => return Ok(Err(e)),
     };
     if record.status == STATUS_PASSED {
-        return refuse(format!(
+        return refuse(TxError::ProposalPassed(format!(
             "proposal {id} already passed at height {}; format {} activates at height {}",
             record.passed_height, record.format, record.activation_height
-        ));
+        )));
     }
     if ctx.height > record.expires_height {
-        return refuse(format!(
+        return refuse(TxError::ProposalExpired(format!(
             "proposal {id} expired at height {} without passing; propose again",
             record.expires_height
-        ));
+        )));
     }
     let key = vote_key(id, voter);
     if read(&key)?.is_some() {
-        return refuse(format!(
+        return refuse(TxError::AlreadyVoted(format!(
             "validator {} already voted for proposal {id}",
             hex::encode(voter)
-        ));
+        )));
     }
     record.votes += 1;
     record.yes_power += power;
@@ -265,10 +287,10 @@ pub fn vote(
         match read_record(read, &format_key(record.format), FormatApproval::parse)? {
             Ok(None) => {}
             Ok(Some(a)) => {
-                return refuse(format!(
+                return refuse(TxError::FormatTaken(format!(
                     "format {} was approved meanwhile by proposal {}; proposal {id} can no longer pass",
                     record.format, a.proposal
-                ))
+                )))
             }
             Err(e) => return Ok(Err(e)),
         }

@@ -53,7 +53,7 @@ pub fn save(state: &Path, treap: &MerkleTreap, height: u64) -> anyhow::Result<()
     })();
     result.with_context(|| format!("writing {} (is the disk full?)", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("moving {} into place", path.display()))?;
-    crate::snapshot::sync_dir(state)
+    crate::durable::sync_dir(state)
 }
 
 /// Loads and removes the saved treap, if there is one for exactly this

@@ -9,6 +9,7 @@
 //! | `statesnap_block_seconds` | FinalizeBlock + Commit time per block (histogram) |
 //! | `statesnap_txs_applied_total`, `statesnap_txs_refused_total` | transactions in blocks |
 //! | `statesnap_snapshots_created_total`, `statesnap_snapshots_failed_total` | background snapshots |
+//! | `statesnap_snapshot_jobs_panicked_total` | snapshot jobs that panicked (also counted as failed) |
 //! | `statesnap_snapshot_creation_seconds` | time to build one (histogram) |
 //! | `statesnap_snapshot_last_height` | height of the newest snapshot made |
 //! | `statesnap_chunks_served_total` | chunks handed to peers (LoadSnapshotChunk) |
@@ -41,6 +42,7 @@ pub struct Metrics {
     pub txs_refused: Counter,
     pub snapshots_created: Counter,
     pub snapshots_failed: Counter,
+    pub snapshot_jobs_panicked: Counter,
     pub snapshot_seconds: Histogram,
     pub snapshot_last_height: Gauge,
     pub chunks_served: Counter,
@@ -77,6 +79,7 @@ impl Metrics {
             txs_refused: Counter::default(),
             snapshots_created: Counter::default(),
             snapshots_failed: Counter::default(),
+            snapshot_jobs_panicked: Counter::default(),
             snapshot_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
             snapshot_last_height: Gauge::default(),
             chunks_served: Counter::default(),
@@ -111,6 +114,11 @@ impl Metrics {
             "snapshots_failed",
             "Snapshot creations that failed",
             m.snapshots_failed.clone(),
+        );
+        r.register(
+            "snapshot_jobs_panicked",
+            "Background snapshot jobs that panicked (logged, their output removed; the next interval runs)",
+            m.snapshot_jobs_panicked.clone(),
         );
         r.register(
             "snapshot_creation_seconds",

@@ -76,6 +76,9 @@ pub struct TestHooks {
     /// Advertise self-describing snapshots with forged approvals (a hostile
     /// peer), one kind per snapshot height (see `SnapshotService::forge`).
     pub forge_approvals: bool,
+    /// Make the background snapshot job of this height panic mid-way (in its
+    /// encoder thread, after its first chunks are written).
+    pub panic_snapshot_at: Option<u64>,
 }
 
 /// A running node.
@@ -154,6 +157,10 @@ impl Node {
             tracing::warn!("TEST MODE: advertising snapshots with forged plugin approvals");
             snapshots.forge_approvals();
         }
+        if let Some(height) = hooks.panic_snapshot_at {
+            tracing::warn!(height, "TEST MODE: the snapshot job of this height will panic");
+            snapshots.panic_at(height);
+        }
         metrics.height.set(chain.height() as i64);
         metrics.state_keys.set(chain.keys() as i64);
         tracing::info!(
@@ -219,40 +226,51 @@ impl Node {
     /// CheckTx: whether a transaction may enter the mempool. Nonces count the
     /// account's transactions already admitted since the last commit.
     pub fn check_tx(&self, bytes: &[u8]) -> TxOutcome {
-        let chain = self.chain();
-        let mut nonces = self.mempool_nonces.lock().expect("mempool lock");
-        let result = chain.validator_set().and_then(|validators| {
-            let gov = GovContext {
-                height: chain.height() + 1,
-                validators: &validators,
-                conformance: &self.conformance,
-                executing: false,
-            };
-            execute::apply_tx(bytes, chain.chain_id(), &gov, |key| match nonces.get(key) {
-                Some(n) => Ok(Some(n.to_string())),
-                None => chain.get(key),
-            })
-        });
-        match result {
-            Ok(Ok(writes)) => {
-                // The nonce is the one run-state key a transaction writes.
-                for (key, value) in writes {
-                    if let (true, Some(n)) = (key.starts_with("__n."), value.and_then(|v| v.parse().ok())) {
-                        nonces.insert(key, n);
+        // The heavy part (signature, unpacking and checking a proposed
+        // plugin) runs before the chain lock is taken, so blocks never wait
+        // on it.
+        let result = match execute::prepare(bytes, &self.chain_id(), &self.conformance) {
+            Ok(Ok(prepared)) => {
+                let chain = self.chain();
+                let mut nonces = self.mempool_nonces.lock().expect("mempool lock");
+                chain.validator_set().and_then(|validators| {
+                    let gov = GovContext {
+                        height: chain.height() + 1,
+                        validators: &validators,
+                        executing: false,
+                    };
+                    let result = execute::apply(&prepared, &gov, |key| match nonces.get(key) {
+                        Some(n) => Ok(Some(n.to_string())),
+                        None => chain.get(key),
+                    })?;
+                    if let Ok(writes) = &result {
+                        // The nonce is the one run-state key a transaction writes.
+                        for (key, value) in writes {
+                            if let (true, Some(n)) =
+                                (key.starts_with("__n."), value.as_ref().and_then(|v| v.parse().ok()))
+                            {
+                                nonces.insert(key.clone(), n);
+                            }
+                        }
                     }
-                }
-                TxOutcome {
-                    code: 0,
-                    log: String::new(),
-                }
+                    Ok(result)
+                })
             }
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Ok(_)) => TxOutcome {
+                code: 0,
+                log: String::new(),
+            },
             Ok(Err(e)) => TxOutcome {
                 code: e.code(),
                 log: e.to_string(),
             },
             Err(e) => TxOutcome {
-                code: u32::MAX,
-                log: format!("the node could not read its state: {e:#}"),
+                code: tx::code::NODE_FAILURE,
+                log: format!("this node failed to check the transaction (not a verdict on it): {e:#}"),
             },
         }
     }
@@ -274,23 +292,45 @@ impl Node {
         out
     }
 
+    /// The chain's id (the lock is held only to copy it).
+    fn chain_id(&self) -> String {
+        self.chain().chain_id().to_string()
+    }
+
     /// ProcessProposal: accept a block only if every transaction in it is
     /// well formed and signed for this chain (nonces are checked when it
-    /// runs: a stale one is refused there, not the block).
+    /// runs: a stale one is refused there, not the block), and this node can
+    /// reach the verdict on every plugin it proposes. A node that cannot (its
+    /// engine fails on valid code) votes against the block rather than halt
+    /// in FinalizeBlock; the verdicts it reaches are cached for FinalizeBlock.
     pub fn process_proposal<T: AsRef<[u8]>>(&self, txs: &[T]) -> bool {
-        let chain = self.chain();
-        txs.iter().all(|tx| {
-            tx::decode_and_verify(tx.as_ref())
-                .and_then(|t| t.validate(chain.chain_id()))
-                .is_ok()
-        })
+        let chain_id = self.chain_id();
+        txs.iter()
+            .all(|tx| match execute::prepare(tx.as_ref(), &chain_id, &self.conformance) {
+                Ok(Ok(_)) => true,
+                Ok(Err(_)) => false,
+                Err(e) => {
+                    tracing::error!(
+                        "ProcessProposal: rejecting the block, this node cannot check a transaction in it: {e:#}"
+                    );
+                    false
+                }
+            })
     }
 
     /// FinalizeBlock: executes a block; returns each transaction's outcome
-    /// and the new app hash.
+    /// and the new app hash. `Err(_)` is this node failing (its disk, or its
+    /// engine on a proposed plugin): it cannot compute the block and stops.
     pub fn finalize_block<T: AsRef<[u8]>>(&self, height: u64, txs: &[T]) -> anyhow::Result<(Vec<TxOutcome>, [u8; 32])> {
         *self.block_started.lock().expect("timer lock") = Some(Instant::now());
-        let outcome = self.chain().finalize_block(height, txs, &self.conformance)?;
+        // Signatures and conformance checks first, outside the chain lock.
+        let chain_id = self.chain_id();
+        let prepared = txs
+            .iter()
+            .map(|tx| execute::prepare(tx.as_ref(), &chain_id, &self.conformance))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("checking the block's transactions")?;
+        let outcome = self.chain().finalize_block(height, &prepared)?;
         let applied = outcome.0.iter().filter(|o| o.code == 0).count() as u64;
         self.metrics.txs_applied.inc_by(applied);
         self.metrics.txs_refused.inc_by(outcome.0.len() as u64 - applied);

@@ -6,6 +6,9 @@
 //! one is still running is skipped with a warning (as the Cosmos SDK does),
 //! so a slow disk never queues up work or memory. Which formats a job makes
 //! is decided by `formats` from the state of its height.
+//!
+//! Jobs are supervised: an error or a panic in one is logged and counted,
+//! its unfinished output removed, and the next interval runs as usual.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +22,7 @@ use super::formats::{FormatPlanner, Producer};
 use super::metrics::Metrics;
 use super::view::StateView;
 use crate::plugin::{Plugin, PluginEngine};
-use crate::snapshot::{self, list_snapshots, CreateOptions, Manifest, PluginRef, SnapshotDir};
+use crate::snapshot::{self, list_snapshots, CreateOptions, Manifest, PluginRef, SnapshotDir, MAX_CHUNK_BYTES};
 
 /// CometBFT lists at most this many snapshots from a peer.
 pub const MAX_ADVERTISED: usize = 10;
@@ -48,6 +51,8 @@ pub struct SnapshotService {
     corrupt_chunks: bool,
     /// Test only: advertise forged approvals.
     forge: bool,
+    /// Test only: the job of this height panics mid-way.
+    panic_at: Option<u64>,
 }
 
 /// Format numbers a forging node advertises a "proof for another format" under.
@@ -95,6 +100,7 @@ impl SnapshotService {
             worker: Mutex::default(),
             corrupt_chunks: false,
             forge: false,
+            panic_at: None,
         })
     }
 
@@ -109,6 +115,12 @@ impl SnapshotService {
     /// that is not the approved plugin. Peers must refuse all three.
     pub fn forge_approvals(&mut self) {
         self.forge = true;
+    }
+
+    /// Test only: the job of `height` panics in its encoder thread after
+    /// writing its first chunks (see [`Job::supervised`]).
+    pub fn panic_at(&mut self, height: u64) {
+        self.panic_at = Some(height);
     }
 
     fn forged(&self, mut m: Manifest) -> Manifest {
@@ -150,13 +162,14 @@ impl SnapshotService {
             keep_recent: self.keep_recent,
             planner: self.planner.clone(),
             metrics: self.metrics.clone(),
+            panic: self.panic_at == Some(view.height),
         };
-        let busy = self.busy.clone();
+        let idle = Idle(self.busy.clone());
         let handle = std::thread::Builder::new()
             .name(format!("snapshot-{}", view.height))
             .spawn(move || {
-                job.run(&view, &chain_id);
-                busy.store(false, Ordering::SeqCst);
+                let _idle = idle;
+                job.supervised(&view, &chain_id);
             })
             .expect("spawning the snapshot thread");
         let mut worker = self.worker.lock().expect("snapshot worker lock");
@@ -210,7 +223,7 @@ impl SnapshotService {
         let Ok(snap) = SnapshotDir::open(&dir) else {
             return Vec::new();
         };
-        match std::fs::read(snap.chunk_path(index)) {
+        match snap.read_chunk(index, MAX_CHUNK_BYTES as u64) {
             Ok(mut chunk) => {
                 self.metrics.chunks_served.inc();
                 if self.corrupt_chunks && !chunk.is_empty() {
@@ -218,8 +231,20 @@ impl SnapshotService {
                 }
                 chunk
             }
-            Err(_) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(height, format, index, "not serving a chunk: {e:#}");
+                Vec::new()
+            }
         }
+    }
+}
+
+/// Marks the service idle when the job's thread ends, however it ends.
+struct Idle(Arc<AtomicBool>);
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -229,9 +254,34 @@ struct Job {
     keep_recent: u32,
     planner: Arc<FormatPlanner>,
     metrics: Arc<Metrics>,
+    /// Test only: panic mid-way.
+    panic: bool,
 }
 
 impl Job {
+    /// Runs the job; a panic anywhere in it (a bug: plugin failures are
+    /// errors, not panics) is logged and counted, and the snapshot it left
+    /// unfinished is removed, so the node keeps snapshotting.
+    fn supervised(&self, view: &StateView, chain_id: &str) {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(view, chain_id)));
+        if let Err(panic) = ran {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            self.metrics.snapshot_jobs_panicked.inc();
+            self.metrics.snapshots_failed.inc();
+            tracing::error!(
+                height = view.height,
+                "snapshot: the job panicked ({what}); its unfinished snapshot is removed and the next interval runs as usual"
+            );
+            if let Err(e) = remove_unfinished_of_this_process(&self.dir) {
+                tracing::warn!("snapshot: removing the unfinished snapshot failed: {e:#}");
+            }
+        }
+    }
+
     fn run(&self, view: &StateView, chain_id: &str) {
         let producers = match self.planner.plan(view) {
             Ok(p) => p,
@@ -291,7 +341,13 @@ impl Job {
             name: d.name.clone(),
             version: d.version.clone(),
         };
-        let encoder = Box::new(producer.plugin.writer(&producer.params)?);
+        let mut encoder: Box<dyn snapshot::ChunkEncoder> = Box::new(producer.plugin.writer(&producer.params)?);
+        if self.panic {
+            encoder = Box::new(PanicsMidway {
+                inner: encoder,
+                writes: 0,
+            });
+        }
         let mut opts = CreateOptions::new(chain_id, view.height, producer.params.clone());
         opts.ship = producer.ship.clone();
         let report = snapshot::create(
@@ -335,12 +391,44 @@ impl Job {
 /// Removes snapshot directories a crash left unfinished (never listed, but
 /// taking space).
 fn remove_unfinished(dir: &Path) -> anyhow::Result<()> {
+    remove_unfinished_where(dir, |_| true)
+}
+
+/// Removes the unfinished snapshot directories this process was writing
+/// (their names end in its pid).
+fn remove_unfinished_of_this_process(dir: &Path) -> anyhow::Result<()> {
+    let suffix = format!("-{}", std::process::id());
+    remove_unfinished_where(dir, |name| name.ends_with(&suffix))
+}
+
+fn remove_unfinished_where(dir: &Path, mine: impl Fn(&str) -> bool) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with(snapshot::TMP_PREFIX) && mine(&name) {
             tracing::info!(dir = %entry.path().display(), "removing an unfinished snapshot");
-            std::fs::remove_dir_all(entry.path())?;
+            std::fs::remove_dir_all(entry.path()).with_context(|| format!("removing {}", entry.path().display()))?;
         }
     }
     Ok(())
+}
+
+/// Test only: an encoder that panics at its third batch, once chunks are on
+/// disk (a bug in the encoding pipeline, as the supervisor sees it).
+struct PanicsMidway {
+    inner: Box<dyn snapshot::ChunkEncoder>,
+    writes: u32,
+}
+
+impl snapshot::ChunkEncoder for PanicsMidway {
+    fn write(&mut self, batch: &[u8]) -> Result<Vec<Vec<u8>>, crate::plugin::PluginError> {
+        self.writes += 1;
+        if self.writes == 3 {
+            panic!("test hook: the snapshot encoder panics mid-way");
+        }
+        self.inner.write(batch)
+    }
+    fn finish(&mut self) -> Result<Vec<Vec<u8>>, crate::plugin::PluginError> {
+        self.inner.finish()
+    }
 }

@@ -432,12 +432,12 @@ impl StateSync {
                     Err(e) => self.failed(e),
                 }
             }
-            Err(RestoreError::ChunkHash { .. }) => {
+            Err(e @ (RestoreError::ChunkHash { .. } | RestoreError::Oversized { .. })) => {
                 let reject_senders = bad_chunk_from(&self.metrics, sender);
                 ChunkAnswer::Retry {
                     refetch: vec![index],
                     reject_senders,
-                    reason: format!("chunk {index} from peer {sender:?} does not match its hash in the manifest"),
+                    reason: format!("chunk {index} from peer {sender:?} refused: {e}"),
                 }
             }
             Err(RestoreError::ChunkOrder { expected, .. }) => ChunkAnswer::Retry {

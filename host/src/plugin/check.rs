@@ -14,6 +14,16 @@ use crate::store::memory::MemoryStore;
 use crate::store::root::is_consensus_key;
 use crate::store::StateStore;
 
+/// Keys of the generated state the chain's conformance check round-trips
+/// (governance runs it on every proposed plugin: a consensus constant).
+pub const CHAIN_CHECK_KEYS: u64 = 1000;
+/// Fuel one plugin call may use in the chain's check: plenty for the small
+/// check state, and it bounds what a hostile plugin costs.
+pub const CHAIN_CHECK_FUEL_PER_CALL: u64 = 10_000_000_000;
+/// The seed of the checked state ([`generate`], version
+/// [`GENERATOR_VERSION`](crate::store::generate::GENERATOR_VERSION)).
+const CHECK_SEED: u64 = 7;
+
 /// One check and how it went.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckItem {
@@ -82,9 +92,24 @@ fn record(items: &mut Vec<CheckItem>, name: &'static str, result: Result<String,
     items.push(CheckItem { name, passed, detail });
 }
 
-/// Runs the conformance checks on `plugin` with a generated state of `keys` keys.
+/// The entries a reader gave back, and the fuel it spent.
+type Decoded = (Vec<(String, String)>, u64);
+
+/// A plugin failure as a failed check item, unless it is the host failing:
+/// that is not a finding about the plugin, so it ends the check as an error.
+fn finding(e: PluginError) -> anyhow::Result<String> {
+    if e.is_host_failure() {
+        Err(e.into())
+    } else {
+        Ok(e.to_string())
+    }
+}
+
+/// Runs the conformance checks on `plugin` with a generated state of `keys`
+/// keys. `Err(_)` is this host failing ([`PluginError::is_host_failure`]),
+/// never a finding about the plugin.
 pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
-    let (batches, expected) = sample_batches(keys, 7)?;
+    let (batches, expected) = sample_batches(keys, CHECK_SEED)?;
     let params = plugin.description().params.clone();
     let mut items = Vec::new();
     let mut report = CheckReport {
@@ -116,7 +141,7 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
     let (chunks, used_writer) = match first {
         Ok(r) => r,
         Err(e) => {
-            item("encode", Err(e.to_string()));
+            item("encode", Err(finding(e)?));
             report.items = items;
             return Ok(report);
         }
@@ -139,28 +164,40 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
     );
     let reused = used_writer.another(&params).and_then(|mut w| encode(&mut w, &batches));
     let fresh = plugin.writer(&params).and_then(|mut w| encode(&mut w, &batches));
-    item(
-        "deterministic",
-        match (reused, fresh) {
-            (Ok(a), Ok(b)) if a == chunks && b == chunks => Ok("three runs gave identical chunks".into()),
-            (Ok(a), Ok(_)) if a != chunks => {
-                Err("a second snapshot in the same instance differs: output depends on hidden state".into())
-            }
-            (Ok(_), Ok(_)) => Err("two fresh instances gave different chunks".into()),
-            (Err(e), _) | (_, Err(e)) => Err(format!("a repeated run failed: {e}")),
-        },
-    );
+    let deterministic = match (reused, fresh) {
+        (Ok(a), Ok(b)) if a == chunks && b == chunks => Ok("three runs gave identical chunks".into()),
+        (Ok(a), Ok(_)) if a != chunks => {
+            Err("a second snapshot in the same instance differs: output depends on hidden state".into())
+        }
+        (Ok(_), Ok(_)) => Err("two fresh instances gave different chunks".into()),
+        (Err(e), _) | (_, Err(e)) => Err(format!("a repeated run failed: {}", finding(e)?)),
+    };
+    item("deterministic", deterministic);
 
     // Decode and compare with the input.
     let started = Instant::now();
-    let decoded = (|| -> Result<(Vec<(String, String)>, u64), String> {
-        let mut r = plugin.reader(&params).map_err(|e| e.to_string())?;
+    // Inner errors are findings; the outer one is the host failing.
+    let decoded = (|| -> anyhow::Result<Result<Decoded, String>> {
+        let mut r = match plugin.reader(&params) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(finding(e)?)),
+        };
         let mut out = Vec::new();
         for c in &chunks {
-            r.feed(c).map_err(|e| e.to_string())?;
-            while let Some(b) = r.next_batch(1 << 20).map_err(|e| e.to_string())? {
+            if let Err(e) = r.feed(c) {
+                return Ok(Err(finding(e)?));
+            }
+            loop {
+                let b = match r.next_batch(1 << 20) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => break,
+                    Err(e) => return Ok(Err(finding(e)?)),
+                };
                 for item in statesnap_plugin_sdk::entries(&b) {
-                    let (k, v) = item.map_err(|e| e.to_string())?;
+                    let (k, v) = match item {
+                        Ok(kv) => kv,
+                        Err(e) => return Ok(Err(e.to_string())),
+                    };
                     out.push((
                         String::from_utf8_lossy(k).into_owned(),
                         String::from_utf8_lossy(v).into_owned(),
@@ -168,9 +205,11 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
                 }
             }
         }
-        r.finish().map_err(|e| e.to_string())?;
-        Ok((out, r.fuel_used()))
-    })();
+        if let Err(e) = r.finish() {
+            return Ok(Err(finding(e)?));
+        }
+        Ok(Ok((out, r.fuel_used())))
+    })()?;
     report.decode_seconds = started.elapsed().as_secs_f64();
     item(
         "round trip",
@@ -207,4 +246,61 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
     );
     report.items = items;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::plugin::{Limits, PluginEngine, BUILT_IN};
+
+    /// The chain's check state, pinned: the SHA-256 of the exact framed
+    /// batches every node hands a proposed plugin. If this fails the
+    /// generator changed, and with it every node's verdict on every plugin:
+    /// that is a new GENERATOR_VERSION and a coordinated upgrade, never a
+    /// silent change.
+    #[test]
+    fn the_chain_check_state_is_pinned() {
+        let (batches, entries) = sample_batches(CHAIN_CHECK_KEYS, CHECK_SEED).unwrap();
+        let mut h = Sha256::new();
+        for b in &batches {
+            h.update((b.len() as u64).to_be_bytes());
+            h.update(b);
+        }
+        assert_eq!(crate::store::generate::GENERATOR_VERSION, 1);
+        assert_eq!(entries.len(), GOLDEN_CHECK_ENTRIES);
+        assert_eq!(hex::encode(h.finalize()), GOLDEN_CHECK_STATE_SHA256);
+    }
+
+    /// The fuel each built-in plugin spends on the chain's check, pinned: the
+    /// verdict depends on fuel (a plugin over the limit is refused), so the
+    /// fuel a plugin uses must not drift with the wasmtime version or the
+    /// host's build. Fails when wasmtime's fuel accounting or a built-in
+    /// (plugins/dist) changes: re-pin only knowing that.
+    #[test]
+    fn the_fuel_of_each_built_in_on_the_chain_check_is_pinned() {
+        let engine = PluginEngine::new(Limits {
+            fuel_per_call: CHAIN_CHECK_FUEL_PER_CALL,
+            ..Limits::default()
+        })
+        .unwrap();
+        let mut got = Vec::new();
+        for (name, wasm) in BUILT_IN {
+            let plugin = engine.load(wasm, name).unwrap();
+            let report = check(&plugin, CHAIN_CHECK_KEYS).unwrap();
+            assert!(report.passed(), "{name}: {:?}", report.items);
+            got.push((name.to_string(), report.encode_fuel, report.decode_fuel));
+        }
+        let want: Vec<(String, u64, u64)> = GOLDEN_FUEL.iter().map(|(n, e, d)| (n.to_string(), *e, *d)).collect();
+        assert_eq!(got, want);
+    }
+
+    const GOLDEN_CHECK_ENTRIES: usize = 997;
+    const GOLDEN_CHECK_STATE_SHA256: &str = "d98ee9292762c50dd640281424e9477ebeb6bb316bf97f62fc0efed6680602cc";
+    const GOLDEN_FUEL: &[(&str, u64, u64)] = &[
+        ("zstd", 28_791_731, 12_456_575),
+        ("gzip", 19_518_247, 11_032_861),
+        ("brotli", 256_601_061, 11_658_688),
+    ];
 }

@@ -1,5 +1,30 @@
 //! What can go wrong with a plugin, each case naming the plugin.
 
+/// Why a plugin refused a call: the WIT contract's `plugin-error` cases,
+/// plus the host's own refusal to run a codec natively it does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectKind {
+    /// The chunks or entries it was given are not valid for its format.
+    InvalidInput,
+    /// A parameter is unknown or out of range.
+    InvalidParams,
+    /// The plugin failed on its own (a bug it caught).
+    Internal,
+    /// The host has no native build of this codec (benchmarks only).
+    NotBuiltIn,
+}
+
+impl std::fmt::Display for RejectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RejectKind::InvalidInput => "invalid input",
+            RejectKind::InvalidParams => "invalid parameters",
+            RejectKind::Internal => "internal error",
+            RejectKind::NotBuiltIn => "not built in",
+        })
+    }
+}
+
 /// An error from loading or calling a format plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -55,9 +80,31 @@ pub enum PluginError {
     Rejected {
         plugin: String,
         call: &'static str,
-        kind: &'static str,
+        kind: RejectKind,
         message: String,
     },
     #[error("plugin {plugin} describes itself badly: {reason}")]
     BadDescription { plugin: String, reason: String },
+    /// The plugin is valid WebAssembly, but this host could not compile it.
+    #[error("this host failed to compile plugin {plugin} (valid WebAssembly): {reason}")]
+    Compile { plugin: String, reason: String },
+    /// This host ran out of a resource (memory, file descriptors) while
+    /// running the plugin: the host's failure, not the plugin's.
+    #[error("this host failed while running plugin {plugin} in `{call}`: {reason}")]
+    Host {
+        plugin: String,
+        call: &'static str,
+        reason: String,
+    },
+}
+
+impl PluginError {
+    /// Whether this is the host failing rather than the plugin: another node
+    /// would not fail the same way, so it is never a verdict on the plugin
+    /// (governance must not record it; the node reports it as its own error).
+    /// Everything else is decided by the plugin's bytes and the host's fixed
+    /// limits alone, the same on every node.
+    pub fn is_host_failure(&self) -> bool {
+        matches!(self, PluginError::Compile { .. } | PluginError::Host { .. })
+    }
 }

@@ -15,7 +15,7 @@ mod registry;
 mod runtime;
 mod sandbox;
 
-pub use error::PluginError;
+pub use error::{PluginError, RejectKind};
 pub use limits::Limits;
 pub use registry::{PluginRegistry, BUILT_IN};
 pub use runtime::{Description, Plugin, PluginEngine, PluginReader, PluginWriter, CONTRACT_VERSION};

@@ -4,16 +4,16 @@
 
 use statesnap_plugin_sdk::{Format, FormatReader, FormatWriter};
 
-use super::{Plugin, PluginError};
+use super::{Plugin, PluginError, RejectKind};
 use crate::snapshot::{ChunkDecoder, ChunkEncoder};
 
 struct Native<T>(T, &'static str);
 
 fn wrap(label: &'static str, call: &'static str, e: statesnap_plugin_sdk::PluginError) -> PluginError {
     let (kind, message) = match e {
-        statesnap_plugin_sdk::PluginError::InvalidInput(m) => ("invalid input", m),
-        statesnap_plugin_sdk::PluginError::InvalidParams(m) => ("invalid parameters", m),
-        statesnap_plugin_sdk::PluginError::Internal(m) => ("internal error", m),
+        statesnap_plugin_sdk::PluginError::InvalidInput(m) => (RejectKind::InvalidInput, m),
+        statesnap_plugin_sdk::PluginError::InvalidParams(m) => (RejectKind::InvalidParams, m),
+        statesnap_plugin_sdk::PluginError::Internal(m) => (RejectKind::Internal, m),
     };
     PluginError::Rejected {
         plugin: label.to_string(),
@@ -73,7 +73,7 @@ pub fn decoder(plugin: &Plugin, params: &[(String, String)]) -> Result<Box<dyn C
     let not_built_in = || PluginError::Rejected {
         plugin: plugin.label().to_string(),
         call: "native",
-        kind: "not built in",
+        kind: RejectKind::NotBuiltIn,
         message: unknown(name).to_string(),
     };
     Ok(match name {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime::component::{Component, Linker, ResourceAny};
 use wasmtime::{Config, Engine, Store, Trap};
 
-use super::error::PluginError;
+use super::error::{PluginError, RejectKind};
 use super::limits::Limits;
 use super::sandbox::Sandbox;
 
@@ -79,9 +79,22 @@ impl PluginEngine {
         if let Some(p) = self.compiled.lock().unwrap().get(&sha256) {
             return Ok(p.clone());
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::NotAComponent {
-            plugin: label.to_string(),
-            reason: first_line(&format!("{e:#}")),
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            let reason = first_line(&format!("{e:#}"));
+            // wasmtime validates and translates first (under the engine's
+            // fixed features: the same answer on every node), then compiles;
+            // a failure after translation is this host's.
+            if is_invalid_wasm(&e) {
+                PluginError::NotAComponent {
+                    plugin: label.to_string(),
+                    reason,
+                }
+            } else {
+                PluginError::Compile {
+                    plugin: label.to_string(),
+                    reason,
+                }
+            }
         })?;
         self.check_contract(&component, label)?;
         let pre = self
@@ -198,7 +211,7 @@ impl Plugin {
                     return Err(PluginError::Rejected {
                         plugin: self.label.clone(),
                         call: "params",
-                        kind: "invalid-params",
+                        kind: RejectKind::InvalidParams,
                         message: format!(
                             "unknown parameter `{name}` (known: {})",
                             params.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
@@ -285,9 +298,9 @@ impl Instance {
     fn plugin_result<T>(&self, call: &'static str, r: Result<T, wit::PluginError>) -> Result<T, PluginError> {
         r.map_err(|e| {
             let (kind, message) = match e {
-                wit::PluginError::InvalidInput(m) => ("invalid input", m),
-                wit::PluginError::InvalidParams(m) => ("invalid parameters", m),
-                wit::PluginError::Internal(m) => ("internal error", m),
+                wit::PluginError::InvalidInput(m) => (RejectKind::InvalidInput, m),
+                wit::PluginError::InvalidParams(m) => (RejectKind::InvalidParams, m),
+                wit::PluginError::Internal(m) => (RejectKind::Internal, m),
             };
             PluginError::Rejected {
                 plugin: self.label.clone(),
@@ -472,6 +485,19 @@ fn classify(
             limit: limits.memory_bytes,
         };
     }
+    let os_refused = e
+        .chain()
+        .any(|c| c.is::<std::io::Error>() || c.to_string().contains("(os error "));
+    if e.downcast_ref::<Trap>().is_none() && (call == "instantiate" || os_refused) {
+        // Not the plugin's doing: instantiating a plugin that passed linking
+        // fails only when the OS refuses the host memory (mmap), and an OS
+        // error is the host's anywhere.
+        return PluginError::Host {
+            plugin,
+            call,
+            reason: first_line(&format!("{e:#}")),
+        };
+    }
     let mut message = match e.downcast_ref::<Trap>() {
         Some(trap) => trap.to_string(),
         None => first_line(&format!("{e:#}")),
@@ -480,6 +506,16 @@ fn classify(
         message = format!("{message} (plugin said: {line})");
     }
     PluginError::Trap { plugin, call, message }
+}
+
+/// Whether `Component::new` refused the bytes themselves (not valid
+/// WebAssembly for this engine's features), as opposed to failing to compile
+/// valid ones. wasmtime reports validation and translation errors
+/// under the context "failed to parse WebAssembly module" (pinned by
+/// the test `plugin_errors_tell_the_host_failing_from_the_plugin`).
+fn is_invalid_wasm(e: &wasmtime::Error) -> bool {
+    e.chain()
+        .any(|c| c.to_string().starts_with("failed to parse WebAssembly module"))
 }
 
 fn validate_description(d: &Description, plugin: &str) -> Result<(), PluginError> {

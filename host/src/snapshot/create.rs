@@ -5,7 +5,6 @@
 //! root, one thread runs the encoder, one hashes and writes chunks. Memory stays
 //! bounded by the channels between them, whatever the state's size.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,6 +17,7 @@ use super::approval::Approval;
 use super::codec::ChunkEncoder;
 use super::layout::{chunk_path, dir_name, manifest_path, TMP_PREFIX};
 use super::manifest::{Manifest, PluginRef, MANIFEST_VERSION};
+use crate::durable::{sync_dir, write_synced};
 use crate::store::root::RootBuilder;
 use crate::store::StateStore;
 
@@ -210,18 +210,4 @@ fn build(
         }
         Ok((root, entries, state_bytes, chunks, snapshot_bytes, fuel_used))
     })
-}
-
-/// Writes a file and makes it durable before it can be renamed into place.
-pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {} (is the disk full?)", path.display()))
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::manifest::Manifest;
+use super::manifest::{Manifest, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};
 
 const MANIFEST_FILE: &str = "manifest.bin";
 /// Prefix of directories still being written (never listed).
@@ -23,7 +23,9 @@ impl SnapshotDir {
     /// Opens a snapshot directory. `path` may also be a directory holding
     /// exactly one snapshot (what `snapshot create --out` was given).
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        if path.join(MANIFEST_FILE).is_file() {
+        // Any manifest.bin names the snapshot; reading it checks it is a
+        // plain file of bounded size.
+        if path.join(MANIFEST_FILE).exists() {
             return Ok(SnapshotDir {
                 path: path.to_path_buf(),
             });
@@ -58,8 +60,11 @@ impl SnapshotDir {
     }
 
     pub fn manifest_bytes(&self) -> anyhow::Result<Vec<u8>> {
-        let p = self.path.join(MANIFEST_FILE);
-        std::fs::read(&p).with_context(|| format!("reading {}", p.display()))
+        read_bounded(
+            &self.path.join(MANIFEST_FILE),
+            MAX_METADATA_BYTES as u64,
+            "the manifest",
+        )
     }
 
     pub fn manifest(&self) -> anyhow::Result<Manifest> {
@@ -70,9 +75,67 @@ impl SnapshotDir {
         chunk_path(&self.path, index)
     }
 
-    pub fn read_chunk(&self, index: u32) -> anyhow::Result<Vec<u8>> {
-        let p = self.chunk_path(index);
-        std::fs::read(&p).with_context(|| format!("reading chunk {index} ({})", p.display()))
+    /// Chunk `index`, refused unread when it is larger than any chunk can
+    /// be ([`MAX_CHUNK_BYTES`]) or than `limit` (what the manifest leaves
+    /// for it), and never read past the bound whatever the file claims.
+    pub fn read_chunk(&self, index: u32, limit: u64) -> anyhow::Result<Vec<u8>> {
+        let bound = limit.min(MAX_CHUNK_BYTES as u64);
+        read_bounded(&self.chunk_path(index), bound, &format!("chunk {index}"))
+    }
+}
+
+/// Reads a snapshot file of at most `limit` bytes. The file must be a
+/// regular file (a chunk linked to a device or a pipe never ends); its size is
+/// checked before reading, and the read stops one byte past the limit in
+/// case the file grows meanwhile.
+pub(crate) fn read_bounded(path: &Path, limit: u64, what: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {what} ({})", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {what} ({})", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{what} ({}) is not a regular file but a {}: snapshot files are plain files; the snapshot is malformed",
+            path.display(),
+            file_kind(&meta.file_type())
+        );
+    }
+    let too_big = |size: u64| {
+        anyhow::anyhow!(
+            "{what} ({}) is {size} bytes, over the limit of {limit} bytes (a chunk is at most {MAX_CHUNK_BYTES} bytes, \
+             CometBFT's limit, and no more than the manifest's snapshot size leaves): the snapshot is malformed; \
+             nothing more of it was read",
+            path.display()
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what} ({})", path.display()))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "directory"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_fifo() {
+        "named pipe"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
     }
 }
 

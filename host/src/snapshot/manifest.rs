@@ -14,6 +14,10 @@ pub const MANIFEST_VERSION: u32 = 2;
 /// must leave room for the rest of the message.
 pub const MAX_METADATA_BYTES: usize = 3_900_000;
 
+/// CometBFT refuses chunk messages over 16,000,000 bytes, so no chunk of any
+/// snapshot is larger: every chunk read is bounded by this.
+pub const MAX_CHUNK_BYTES: usize = 16_000_000;
+
 /// The plugin that made a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginRef {
@@ -84,6 +88,13 @@ impl Manifest {
         if m.chunks.is_empty() {
             anyhow::bail!("manifest lists no chunks");
         }
+        if m.snapshot_bytes > m.chunks.len() as u64 * MAX_CHUNK_BYTES as u64 {
+            anyhow::bail!(
+                "manifest claims {} snapshot bytes in {} chunks, more than chunks of at most {MAX_CHUNK_BYTES} bytes can hold",
+                m.snapshot_bytes,
+                m.chunks.len()
+            );
+        }
         if m.approval.is_some() && m.chunks.len() < 2 {
             anyhow::bail!("manifest ships a plugin (chunk 0) but lists no state chunks after it");
         }
@@ -135,5 +146,15 @@ mod tests {
             .to_string()
             .contains("version 1"));
         assert_ne!(m.hash(), v1.hash());
+    }
+
+    #[test]
+    fn a_snapshot_size_no_chunks_can_hold_is_refused() {
+        let mut m = sample();
+        m.snapshot_bytes = 2 * MAX_CHUNK_BYTES as u64;
+        assert!(Manifest::decode(&m.encode()).is_ok());
+        m.snapshot_bytes += 1;
+        let e = Manifest::decode(&m.encode()).unwrap_err().to_string();
+        assert!(e.contains("more than chunks of at most 16000000 bytes can hold"), "{e}");
     }
 }

@@ -18,9 +18,9 @@ mod verify;
 pub use approval::{Approval, ApprovalError};
 pub use codec::{ChunkDecoder, ChunkEncoder};
 pub use create::{create, CreateOptions, CreateReport};
-pub(crate) use create::{sync_dir, write_synced};
+pub(crate) use layout::TMP_PREFIX;
 pub use layout::{list_snapshots, SnapshotDir};
-pub use manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_METADATA_BYTES};
+pub use manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};
 pub use restore::{
     load_shipped_plugin, plugin_decoder, recover_interrupted_swap, restore_dir, restore_dir_with, staging_path,
     swap_into_place, DecoderChoice, RestoreError, RestoreSummary, Restorer,

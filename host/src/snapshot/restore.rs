@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::codec::ChunkDecoder;
 use super::layout::SnapshotDir;
-use super::manifest::Manifest;
+use super::manifest::{Manifest, MAX_CHUNK_BYTES};
 use crate::plugin::{Plugin, PluginError, PluginRegistry};
 use crate::store::home::{detect, is_vacant};
 use crate::store::root::{is_consensus_key, leaf_hash, RootBuilder, RootError};
@@ -38,6 +38,10 @@ pub enum RestoreError {
     AppHashMismatch { claimed: String, trusted: String },
     #[error("chunk {index} has SHA-256 {got}, but the manifest lists {expected}: the chunk is corrupt or forged; fetch it again from another peer")]
     ChunkHash { index: u32, expected: String, got: String },
+    #[error("chunk {index} is {len} bytes, over the {limit} bytes it may have (a chunk is at most {} bytes, and the manifest's snapshot size leaves no more): refused unread", MAX_CHUNK_BYTES)]
+    Oversized { index: u32, len: u64, limit: u64 },
+    #[error("the snapshot's files cannot be used: {0}")]
+    Unreadable(String),
     #[error("chunk {index} arrived, but chunk {expected} is the next one expected")]
     ChunkOrder { index: u32, expected: u32 },
     #[error(transparent)]
@@ -91,6 +95,8 @@ pub struct Restorer {
     next: u32,
     entries: u64,
     state_bytes: u64,
+    /// Bytes of the chunks applied so far.
+    chunk_bytes: u64,
     staging: PathBuf,
     pending: WriteBatch,
     pending_bytes: usize,
@@ -126,6 +132,7 @@ impl Restorer {
                 .with_context(|| format!("removing stale staging home {}", staging.display()))
                 .map_err(RestoreError::Store)?;
         }
+        check_free_space(&manifest, staging)?;
         let (tx, rx) = bounded::<WriteBatch>(4);
         let dir = staging.to_path_buf();
         let writer = std::thread::Builder::new()
@@ -147,6 +154,7 @@ impl Restorer {
             next: 0,
             entries: 0,
             state_bytes: 0,
+            chunk_bytes: 0,
             staging: staging.to_path_buf(),
             pending: Vec::new(),
             pending_bytes: 0,
@@ -183,6 +191,12 @@ impl Restorer {
         self.entries
     }
 
+    /// Bytes the manifest leaves for the chunks still to come: the bound on
+    /// the next chunk's size.
+    pub fn snapshot_bytes_left(&self) -> u64 {
+        self.manifest.snapshot_bytes.saturating_sub(self.chunk_bytes)
+    }
+
     /// Checks chunk `index` against the manifest, then decodes it and writes its
     /// entries. A chunk with a wrong hash is refused before the plugin sees it
     /// and leaves the restore as it was, so the right chunk can still be applied.
@@ -199,6 +213,14 @@ impl Restorer {
                 expected: self.next,
             });
         };
+        let left = self.snapshot_bytes_left().min(MAX_CHUNK_BYTES as u64);
+        if chunk.len() as u64 > left {
+            return Err(RestoreError::Oversized {
+                index,
+                len: chunk.len() as u64,
+                limit: left,
+            });
+        }
         let got: [u8; 32] = Sha256::digest(chunk).into();
         if &got != expected {
             return Err(RestoreError::ChunkHash {
@@ -207,6 +229,7 @@ impl Restorer {
                 got: hex::encode(got),
             });
         }
+        self.chunk_bytes += chunk.len() as u64;
         if index == 0 && self.manifest.approval.is_some() {
             // The shipped plugin (its hash is the approved one, checked in
             // `begin`): the caller loaded it to make the decoder.
@@ -215,13 +238,13 @@ impl Restorer {
         }
         self.decoder.feed(chunk)?;
         while let Some(batch) = self.decoder.next_batch(DECODE_BATCH_BYTES)? {
-            self.take_entries(&batch)?;
+            self.take_entries(index, &batch)?;
         }
         self.next += 1;
         Ok(())
     }
 
-    fn take_entries(&mut self, batch: &[u8]) -> Result<(), RestoreError> {
+    fn take_entries(&mut self, chunk: u32, batch: &[u8]) -> Result<(), RestoreError> {
         for item in statesnap_plugin_sdk::entries(batch) {
             let (key, value) = item.map_err(|e| RestoreError::Entries(format!("the plugin returned a {e}")))?;
             let key = std::str::from_utf8(key)
@@ -262,6 +285,15 @@ impl Restorer {
             }
             self.entries += 1;
             self.state_bytes += (key.len() + value.len()) as u64;
+            // A snapshot that holds more than its manifest says is refused
+            // at once, before the excess reaches the disk.
+            if self.entries > self.manifest.entries || self.state_bytes > self.manifest.state_bytes {
+                return Err(RestoreError::Entries(format!(
+                    "chunk {chunk} takes the state past the manifest's {} entries of {} bytes \
+                     (at {} entries of {} bytes): the snapshot lies about its size; stopped before writing more",
+                    self.manifest.entries, self.manifest.state_bytes, self.entries, self.state_bytes
+                )));
+            }
             self.pending_bytes += key.len() + value.len();
             self.pending.push((key.to_string(), Some(value.to_string())));
             if self.pending_bytes >= WRITE_BATCH_BYTES {
@@ -346,6 +378,24 @@ impl Drop for Restorer {
     }
 }
 
+/// Refuses a restore whose state cannot fit: its keys and values alone are
+/// `state_bytes`, a lower bound of what any store needs for them, so this never
+/// refuses a restore that could succeed (and a manifest that lies low is
+/// stopped by the entry and byte counts as the chunks arrive).
+fn check_free_space(manifest: &Manifest, staging: &Path) -> Result<(), RestoreError> {
+    let dir = crate::durable::parent_of(staging);
+    let free = crate::durable::free_bytes(dir).map_err(RestoreError::Store)?;
+    if manifest.state_bytes > free {
+        return Err(RestoreError::Target(format!(
+            "the snapshot's state is {} bytes of keys and values, but only {free} bytes are free on the file system of {}; \
+             free space there (or restore elsewhere) and try again",
+            manifest.state_bytes,
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The staging home used when restoring into `home`: a hidden sibling, so the
 /// final rename stays on one file system.
 pub fn staging_path(home: &Path) -> PathBuf {
@@ -375,6 +425,10 @@ pub fn swap_into_place(staging: &Path, home: &Path) -> anyhow::Result<()> {
         }
         return Err(e).with_context(|| format!("moving the restored state into {}", home.display()));
     }
+    // The renames are durable only once their directory is: without this a
+    // crash could bring back the old home, or no home, after the node has
+    // answered that the restore is done.
+    crate::durable::sync_dir(crate::durable::parent_of(home))?;
     if had_home {
         std::fs::remove_dir_all(&old).with_context(|| format!("removing the replaced home {}", old.display()))?;
     }
@@ -471,7 +525,9 @@ pub fn restore_dir_with(
         (None, Some(approval)) => {
             // Nothing runs before the approval is proven against `trusted`.
             super::approval::verify(&manifest, approval, &trusted)?;
-            let wasm = snap.read_chunk(0).map_err(RestoreError::Store)?;
+            let wasm = snap
+                .read_chunk(0, manifest.snapshot_bytes)
+                .map_err(|e| RestoreError::Unreadable(format!("{e:#}")))?;
             load_shipped_plugin(registry, &manifest, &wasm)?
         }
         (None, None) => {
@@ -497,7 +553,9 @@ pub fn restore_dir_with(
     progress.set_length(chunks as u64);
     let mut restorer = Restorer::begin(manifest, trusted, decoder, &staging, kind)?;
     for index in 0..chunks {
-        let chunk = snap.read_chunk(index).map_err(RestoreError::Store)?;
+        let chunk = snap
+            .read_chunk(index, restorer.snapshot_bytes_left())
+            .map_err(|e| RestoreError::Unreadable(format!("{e:#}")))?;
         restorer.apply_chunk(index, &chunk)?;
         progress.inc(1);
     }

@@ -23,7 +23,7 @@ pub fn verify(dir: &Path) -> anyhow::Result<VerifyReport> {
     let manifest = snap.manifest()?;
     let mut bytes = 0u64;
     for (index, expected) in manifest.chunks.iter().enumerate() {
-        let chunk = snap.read_chunk(index as u32)?;
+        let chunk = snap.read_chunk(index as u32, manifest.snapshot_bytes.saturating_sub(bytes))?;
         let got: [u8; 32] = Sha256::digest(&chunk).into();
         if &got != expected {
             bail!(

@@ -5,6 +5,7 @@ pub mod generate;
 pub mod home;
 pub mod keys;
 pub mod memory;
+pub mod prng;
 pub mod root;
 pub mod treap;
 pub mod value;

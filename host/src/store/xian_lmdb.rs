@@ -110,8 +110,8 @@ impl XianLmdbStore {
             bulk: false,
         };
         // The directory entries of the new environment survive a power cut.
-        sync_dir(&dir)?;
-        sync_dir(home)?;
+        crate::durable::sync_dir(&dir)?;
+        crate::durable::sync_dir(home)?;
         Ok(store)
     }
 
@@ -360,12 +360,6 @@ fn read_txn(shared: &Arc<Shared>) -> anyhow::Result<RoTxn<'static, WithoutTls>> 
         }
         other => other.with_context(|| format!("reading {}", shared.path.display())),
     }
-}
-
-fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {} to disk", dir.display()))
 }
 
 /// A stored value as text: Xian writes UTF-8.

@@ -58,9 +58,75 @@ pub fn fixture_root() -> [u8; 32] {
     hex::decode(hex_root.trim()).unwrap().try_into().unwrap()
 }
 
-/// A built test or reference plugin's wasm file, by crate name.
+/// A plugin's wasm file, by crate name: a built-in's committed artifact
+/// (`plugins/dist/`, what the binary embeds), or a test fixture or the
+/// template, built for wasm32-wasip2 on first use.
 pub fn wasm(crate_name: &str) -> PathBuf {
-    Path::new(env!("STATESNAP_PLUGIN_WASM_DIR")).join(format!("{}.wasm", crate_name.replace('-', "_")))
+    if let Some(name) = crate_name.strip_prefix("statesnap-plugin-") {
+        let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/dist/{name}.wasm"));
+        if dist.is_file() {
+            return dist;
+        }
+    }
+    fixture_plugin_dir().join(format!("{}.wasm", crate_name.replace('-', "_")))
+}
+
+/// Builds every test-fixture plugin (`tests/plugins/*`) and the plugin
+/// template once per test process, with the same settings the built-ins are
+/// built with, in `<target>/plugins` (a target directory of its own: sharing
+/// the outer build's would wait on its lock). Cargo's lock serialises test
+/// processes that build at once.
+fn fixture_plugin_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("plugins");
+        let mut packages = Vec::new();
+        for parent in ["tests/plugins", "examples"] {
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join(parent))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.join("Cargo.toml").is_file())
+                .collect();
+            dirs.sort();
+            for dir in dirs {
+                let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+                let name = manifest
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("name = "))
+                    .unwrap_or_else(|| panic!("no package name in {}", dir.display()));
+                packages.push(name.trim_matches('"').to_string());
+            }
+        }
+        let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(&root)
+            .args([
+                "build",
+                "--locked",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR");
+        for p in &packages {
+            cmd.args(["-p", p]);
+        }
+        let out = cmd.output().expect("could not run cargo to build the test plugins");
+        assert!(
+            out.status.success(),
+            "building the test plugins ({}) for wasm32-wasip2 failed; scripts/setup.sh installs the target:\n{}",
+            packages.join(", "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join("wasm32-wasip2/release")
+    })
+    .clone()
 }
 
 pub fn testplugin(name: &str) -> PathBuf {
