@@ -163,6 +163,20 @@ fn plugin_commands() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("contract 2.0.0"));
 }
 
+/// What the binary embeds is the committed artifact byte for byte, whatever
+/// profile built it (these tests run a release build; `cargo build` makes a
+/// debug one): `plugin export` of each built-in equals plugins/dist/.
+#[test]
+fn the_binary_embeds_the_committed_plugin_artifacts() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["zstd", "gzip", "brotli"] {
+        let out = tmp.path().join(format!("{name}.wasm"));
+        ok(&["plugin", "export", name, "--out", p(&out)]);
+        let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/dist/{name}.wasm"));
+        assert!(std::fs::read(&out).unwrap() == std::fs::read(&dist).unwrap(), "{name}");
+    }
+}
+
 #[test]
 fn the_plugin_template_passes_the_check_and_round_trips() {
     let template = wasm("statesnap-plugin-template");

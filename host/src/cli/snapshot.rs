@@ -8,8 +8,8 @@ use serde_json::json;
 use std::time::Instant;
 
 use statesnap::bench::peak_rss_bytes;
-use statesnap::plugin::native;
 use statesnap::progress;
+use statesnap::snapshot::native;
 use statesnap::snapshot::{self, ChunkEncoder, CreateOptions, DecoderChoice, PluginRef, SnapshotDir};
 use statesnap::store::{HomeStore, StoreKind};
 

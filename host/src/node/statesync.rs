@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::metrics::Metrics;
 use crate::plugin::PluginRegistry;
-use crate::snapshot::{approval, load_shipped_plugin, Manifest, RestoreError, RestoreSummary, Restorer};
+use crate::snapshot::{load_shipped_plugin, Manifest, RestoreError, RestoreSummary, Restorer};
 use crate::store::root::StateRoot;
 use crate::store::treap::MerkleTreap;
 use crate::store::StoreKind;
@@ -216,7 +216,7 @@ impl StateSync {
         // A shipped plugin's approval is checked first, whether or not the
         // plugin is local: a snapshot with a forged proof is bad either way.
         if let Some(approval) = &manifest.approval {
-            if let Err(e) = approval::verify(&manifest, approval, &trusted) {
+            if let Err(e) = manifest.verify_approval(approval, &trusted) {
                 self.metrics.refused_plugins.inc();
                 return OfferAnswer::Reject(format!("its plugin is refused before it runs: {e}"));
             }

@@ -10,7 +10,6 @@
 pub mod check;
 mod error;
 mod limits;
-pub mod native;
 mod registry;
 mod runtime;
 mod sandbox;

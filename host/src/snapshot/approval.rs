@@ -10,7 +10,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::manifest::Manifest;
 use crate::chain::registry::{format_key, FormatApproval};
 use crate::store::treap::MembershipProof;
 use crate::store::value::canonical_bytes;
@@ -49,10 +48,26 @@ pub enum ApprovalError {
     PluginChunk { plugin: String, listed: String },
 }
 
-/// Checks a self-describing manifest's approval against `trusted`, the app
-/// hash of the snapshot's height. On success the plugin the manifest names
-/// (and that chunk 0 must hash to) is approved by the chain for this format.
-pub fn verify(manifest: &Manifest, approval: &Approval, trusted: &[u8; 32]) -> Result<FormatApproval, ApprovalError> {
+/// What a self-describing manifest claims about its plugin
+/// (`Manifest::verify_approval` makes it from the manifest).
+pub struct Claim<'a> {
+    pub format: u32,
+    pub height: u64,
+    pub plugin_sha256: &'a [u8; 32],
+    /// The SHA-256 the manifest lists for chunk 0.
+    pub chunk0: Option<&'a [u8; 32]>,
+}
+
+impl Approval {
+    /// Checks the approval of `claim` against `trusted`, the app hash of the
+    /// snapshot's height. On success the plugin claimed (which chunk 0 must
+    /// hash to) is approved by the chain for this format.
+    pub fn verify(&self, claim: &Claim<'_>, trusted: &[u8; 32]) -> Result<FormatApproval, ApprovalError> {
+        verify(claim, self, trusted)
+    }
+}
+
+fn verify(manifest: &Claim<'_>, approval: &Approval, trusted: &[u8; 32]) -> Result<FormatApproval, ApprovalError> {
     let expected = format_key(manifest.format);
     if approval.key != expected {
         return Err(ApprovalError::OtherFormat {
@@ -72,7 +87,7 @@ pub fn verify(manifest: &Manifest, approval: &Approval, trusted: &[u8; 32]) -> R
     }
     let record =
         FormatApproval::parse(&approval.key, &approval.stored).map_err(|e| ApprovalError::Record(e.to_string()))?;
-    let named = hex::encode(manifest.plugin.sha256);
+    let named = hex::encode(manifest.plugin_sha256);
     if record.sha256 != named {
         return Err(ApprovalError::OtherPlugin {
             format: manifest.format,
@@ -87,10 +102,10 @@ pub fn verify(manifest: &Manifest, approval: &Approval, trusted: &[u8; 32]) -> R
             height: manifest.height,
         });
     }
-    if manifest.chunks.first() != Some(&manifest.plugin.sha256) {
+    if manifest.chunk0 != Some(manifest.plugin_sha256) {
         return Err(ApprovalError::PluginChunk {
             plugin: named,
-            listed: manifest.chunks.first().map(hex::encode).unwrap_or_default(),
+            listed: manifest.chunk0.map(hex::encode).unwrap_or_default(),
         });
     }
     Ok(record)

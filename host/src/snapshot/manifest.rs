@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::approval::Approval;
+use super::approval::{Approval, ApprovalError, Claim};
+use crate::chain::registry::FormatApproval;
 use crate::plugin::sha256;
 
 /// The manifest layout version this host writes and reads (2 added `approval`).
@@ -62,6 +63,18 @@ impl Manifest {
     /// The snapshot hash: SHA-256 of the encoding.
     pub fn hash(&self) -> [u8; 32] {
         sha256(&self.encode())
+    }
+
+    /// Checks the approval this self-describing manifest carries against
+    /// `trusted`, the app hash of its height (see [`Approval::verify`]).
+    pub fn verify_approval(&self, approval: &Approval, trusted: &[u8; 32]) -> Result<FormatApproval, ApprovalError> {
+        let claim = Claim {
+            format: self.format,
+            height: self.height,
+            plugin_sha256: &self.plugin.sha256,
+            chunk0: self.chunks.first(),
+        };
+        approval.verify(&claim, trusted)
     }
 
     /// Decodes and sanity-checks untrusted metadata. Only the canonical

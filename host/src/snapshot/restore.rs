@@ -125,7 +125,7 @@ impl Restorer {
             });
         }
         if let Some(approval) = &manifest.approval {
-            super::approval::verify(&manifest, approval, &trusted)?;
+            manifest.verify_approval(approval, &trusted)?;
         }
         if staging.exists() {
             std::fs::remove_dir_all(staging)
@@ -524,7 +524,7 @@ pub fn restore_dir_with(
         (Some(p), _) => p,
         (None, Some(approval)) => {
             // Nothing runs before the approval is proven against `trusted`.
-            super::approval::verify(&manifest, approval, &trusted)?;
+            manifest.verify_approval(approval, &trusted)?;
             let wasm = snap
                 .read_chunk(0, manifest.snapshot_bytes)
                 .map_err(|e| RestoreError::Unreadable(format!("{e:#}")))?;

@@ -8,7 +8,7 @@
 //! values), this code is not. Integer arithmetic only, no floats.
 //!
 //! Changing anything here changes every generated state: bump
-//! [`super::generate::GENERATOR_VERSION`] and the golden tests.
+//! `generate::GENERATOR_VERSION` and the golden tests.
 
 /// A SplitMix64 stream: the SDK's sample generator (the same algorithm the
 /// plugins' own tests draw from), with the ranges the state generator needs.

@@ -4,8 +4,8 @@
 
 use statesnap_plugin_sdk::{Format, FormatReader, FormatWriter};
 
-use super::{Plugin, PluginError, RejectKind};
-use crate::snapshot::{ChunkDecoder, ChunkEncoder};
+use super::codec::{ChunkDecoder, ChunkEncoder};
+use crate::plugin::{Plugin, PluginError, RejectKind};
 
 struct Native<T>(T, &'static str);
 
