@@ -3,7 +3,7 @@
 # package bundles, with py-lmdb's own patches applied in the order its
 # setup.py applies them. Usage: scripts/vendor-lmdb.sh [PY_LMDB_VERSION]
 # (default 3.0.0). Review the diff, then run the LMDB compatibility tests
-# (cargo test --release -p statesnap --test lmdb_compat).
+# (cargo test --release -p statesnap-cli --test lmdb_compat).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=${1:-3.0.0}

@@ -1,22 +1,19 @@
 //! statesnap: CometBFT state sync for Xian-layout state, with snapshot formats
-//! defined by sandboxed WebAssembly plugins.
+//! defined by sandboxed WebAssembly plugins. This crate is the engine and the
+//! node; the `statesnap` binary (`cli/`) and the benchmarks, demos and local
+//! test networks (`harness/`) are built on it.
 //!
-//! * [`store`]: the state store trait, Xian's HDF5 layout, stored values and
-//!   the `xian-state-root-v2` state root;
+//! * [`store`]: the state store trait, Xian's LMDB and HDF5 layouts, stored
+//!   values and the `xian-state-root-v2` state root;
 //! * [`plugin`]: the wasmtime runtime that runs format plugins under hard limits;
-//! * [`snapshot`]: manifests, and creating, verifying and restoring snapshots.
+//! * [`snapshot`]: manifests, and creating, verifying and restoring snapshots;
+//! * [`chain`]: the chain's transactions, key files and governance registry;
+//! * [`node`]: the ABCI application, and [`abci`] its protocol layer.
 
 pub mod abci;
-pub mod bench;
-pub mod bench_network;
-pub mod bench_node;
 pub mod chain;
-pub mod demo_network;
 mod durable;
 pub mod node;
 pub mod plugin;
-pub mod progress;
-pub mod rpc;
 pub mod snapshot;
 pub mod store;
-pub mod testnet;

@@ -218,17 +218,3 @@ pub fn all_entries(store: &dyn StateStore) -> Vec<(String, String)> {
         .map(|e| e.map(|e| (e.key, e.stored)).unwrap())
         .collect()
 }
-
-/// Runs the statesnap binary, which must succeed; returns its stdout.
-pub fn statesnap_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_statesnap"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "statesnap {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}

@@ -12,10 +12,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::plugin::PluginRegistry;
 use crate::progress;
-use crate::snapshot::{self, CreateOptions, PluginRef};
-use crate::store::{generate, StateStore, StoreKind, XianHdf5Store};
+use statesnap::plugin::PluginRegistry;
+use statesnap::snapshot::{self, CreateOptions, PluginRef};
+use statesnap::store::{generate, StateStore, StoreKind, XianHdf5Store};
 
 /// Arguments of `statesnap bench`.
 #[derive(clap::Args, Debug)]
@@ -163,7 +163,7 @@ pub fn bench(args: &BenchArgs, registry: &PluginRegistry) -> anyhow::Result<()> 
     let keys = args.keys.to_string();
     let seed = args.seed.to_string();
     let plugins: Vec<String> = if args.plugins.is_empty() {
-        crate::plugin::BUILT_IN.iter().map(|(n, _)| n.to_string()).collect()
+        statesnap::plugin::BUILT_IN.iter().map(|(n, _)| n.to_string()).collect()
     } else {
         args.plugins.clone()
     };
@@ -398,10 +398,10 @@ pub fn demo(args: &DemoArgs, registry: &PluginRegistry) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    for (name, _) in crate::plugin::BUILT_IN {
+    for (name, _) in statesnap::plugin::BUILT_IN {
         let plugin = registry
-            .by_sha256(&crate::plugin::sha256(
-                crate::plugin::BUILT_IN.iter().find(|(n, _)| n == name).unwrap().1,
+            .by_sha256(&statesnap::plugin::sha256(
+                statesnap::plugin::BUILT_IN.iter().find(|(n, _)| n == name).unwrap().1,
             ))?
             .context("built-in plugin missing")?;
         let d = plugin.description();
@@ -437,7 +437,7 @@ pub fn demo(args: &DemoArgs, registry: &PluginRegistry) -> anyhow::Result<()> {
             .entries()?
             .zip(store.entries()?.filter(|e| {
                 e.as_ref()
-                    .map(|e| crate::store::root::is_consensus_key(&e.key))
+                    .map(|e| statesnap::store::root::is_consensus_key(&e.key))
                     .unwrap_or(true)
             }))
             .all(|(a, b)| matches!((a, b), (Ok(a), Ok(b)) if a == b));

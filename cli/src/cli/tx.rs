@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use statesnap::chain::keys;
-use statesnap::chain::load::{fetch_nonce, run_load, LoadConfig, LoadStats, RpcSubmitter, SystemClock};
 use statesnap::chain::tx::{check_patch, Action, Op, Tx, TxBody};
-use statesnap::rpc::RpcClient;
+use statesnap_harness::load::{fetch_nonce, run_load, LoadConfig, LoadStats, RpcSubmitter, SystemClock};
+use statesnap_harness::rpc::RpcClient;
 
 #[derive(Subcommand, Debug)]
 pub enum TxCommand {

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::chain::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
-use crate::node::metrics::read_metric;
+use crate::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
 use crate::testnet::{free_base_port, JoinOptions, Testnet, TestnetOptions};
+use statesnap::node::metrics::read_metric;
 
 /// Arguments of `statesnap demo-network`.
 #[derive(clap::Args, Debug)]
@@ -127,7 +127,7 @@ pub fn demo_network(args: &DemoNetworkArgs) -> anyhow::Result<()> {
     println!("4. a new node whose binary has no built-in plugins joins by state sync");
     net.net.add_node("newnode", &JoinOptions::default())?;
     let home = net.net.node("newnode")?.statesnap_home.clone();
-    let mut config = crate::node::NodeConfig::load(&home)?;
+    let mut config = statesnap::node::NodeConfig::load(&home)?;
     config.snapshot_plugin = String::new(); // only formats approved by governance
     config.write(&home)?;
     let joined = Instant::now();
@@ -203,7 +203,8 @@ fn vote_in_new_format(net: &Testnet, dir: &std::path::Path, interval: u64) -> an
     };
     let wasm = dir.join(format!("{NEW_PLUGIN}.wasm"));
     let wasm_arg = wasm.display().to_string();
-    let registry = crate::plugin::PluginRegistry::new(crate::plugin::PluginEngine::new(Default::default())?, true);
+    let registry =
+        statesnap::plugin::PluginRegistry::new(statesnap::plugin::PluginEngine::new(Default::default())?, true);
     let format = registry
         .list()?
         .into_iter()

@@ -14,11 +14,11 @@ use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
 use statesnap::chain::keys::{self, KeyFileError};
-use statesnap::chain::load::{run_load, CheckResult, Clock, LoadConfig, LoadStats, Submitter};
 use statesnap::chain::tx::{
     code, decode_and_verify, Action, Op, Proposal, SignedTx, Tx, TxBody, TxError, MAX_GOV_TX_BYTES, MAX_OPS,
     MAX_PLUGIN_BYTES, MAX_TX_BYTES, SIGN_DOMAIN,
 };
+use statesnap_harness::load::{run_load, CheckResult, Clock, LoadConfig, LoadStats, Submitter};
 
 const CHAIN: &str = "statesnap-test";
 
@@ -916,7 +916,7 @@ impl Submitter for NullNode {
 }
 
 /// A real node over RPC, without nonce queries (so any ABCI app, e.g. kvstore, will do).
-struct RpcNoNonce(statesnap::chain::load::RpcSubmitter);
+struct RpcNoNonce(statesnap_harness::load::RpcSubmitter);
 
 impl Submitter for RpcNoNonce {
     fn nonce(&self, _: &[u8; 32]) -> anyhow::Result<u64> {
@@ -929,7 +929,7 @@ impl Submitter for RpcNoNonce {
 }
 
 /// Throughput figures, printed, not asserted:
-/// `cargo test --release -p statesnap --test tx -- --ignored --nocapture throughput`.
+/// `cargo test --release -p statesnap-cli --test tx -- --ignored --nocapture throughput`.
 /// With `STATESNAP_TX_BENCH_RPC=URL[,URL…]` it also broadcasts to running CometBFT nodes for 5 s.
 #[test]
 #[ignore]
@@ -942,7 +942,7 @@ fn throughput() {
     let bodies: Vec<(usize, TxBody)> = (0..n)
         .map(|i| {
             let from = i % pool.len();
-            let ops = statesnap::chain::load::typical_ops(&mut rng, from, &pool);
+            let ops = statesnap_harness::load::typical_ops(&mut rng, from, &pool);
             let body = TxBody {
                 chain_id: CHAIN.into(),
                 account: keys_[from].verifying_key().to_bytes(),
@@ -972,7 +972,7 @@ fn throughput() {
     );
 
     let stop = AtomicBool::new(false);
-    let clock = statesnap::chain::load::SystemClock::start();
+    let clock = statesnap_harness::load::SystemClock::start();
     let cfg = one_worker(config(1e6, 2, 50));
     let s = run_load(&cfg, &[NullNode], &clock, &stop, |_| {}).unwrap();
     println!("generator, 1 worker, null node: {:.0} tx/s", s.rate);
@@ -980,14 +980,18 @@ fn throughput() {
     if let Ok(urls) = std::env::var("STATESNAP_TX_BENCH_RPC") {
         let nodes: Vec<RpcNoNonce> = urls
             .split(',')
-            .map(|u| RpcNoNonce(statesnap::chain::load::RpcSubmitter(statesnap::rpc::RpcClient::new(u))))
+            .map(|u| {
+                RpcNoNonce(statesnap_harness::load::RpcSubmitter(
+                    statesnap_harness::rpc::RpcClient::new(u),
+                ))
+            })
             .collect();
         for workers in [1, 2, 4] {
             let cfg = LoadConfig {
                 workers_per_submitter: workers,
                 ..config(1e6, 5, 50)
             };
-            let clock = statesnap::chain::load::SystemClock::start();
+            let clock = statesnap_harness::load::SystemClock::start();
             let s = run_load(&cfg, &nodes, &clock, &stop, |_| {}).unwrap();
             println!(
                 "broadcast_tx_sync to {urls}, {workers} worker(s) per node: {:.0} tx/s ({} accepted, {} refused, {} errors)",

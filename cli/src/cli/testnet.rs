@@ -1,4 +1,4 @@
-//! `statesnap testnet …`: local CometBFT networks (see `statesnap::testnet`).
+//! `statesnap testnet …`: local CometBFT networks (see `statesnap_harness::testnet`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use statesnap::store::StoreKind;
-use statesnap::testnet::{AppKind, JoinOptions, Testnet, TestnetOptions};
+use statesnap_harness::testnet::{AppKind, JoinOptions, Testnet, TestnetOptions};
 
 /// How long `start` waits for every node to commit block 1.
 const FIRST_BLOCK_TIMEOUT: Duration = Duration::from_secs(120);

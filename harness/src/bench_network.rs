@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use crate::chain::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
-use crate::node::metrics::read_metric;
+use crate::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
 use crate::testnet::{free_base_port, JoinOptions, Testnet, TestnetOptions};
+use statesnap::node::metrics::read_metric;
 
 /// Arguments of `statesnap bench-network`.
 #[derive(clap::Args, Debug)]

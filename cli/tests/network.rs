@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use statesnap::chain::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
 use statesnap::node::metrics::read_metric;
 use statesnap::store::StoreKind;
-use statesnap::testnet::{free_base_port, CometBft, JoinOptions, Testnet, TestnetOptions};
+use statesnap_harness::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
+use statesnap_harness::testnet::{free_base_port, CometBft, JoinOptions, Testnet, TestnetOptions};
 
 const CHAIN: &str = "e2e-chain";
 const SYNC_TIMEOUT: Duration = Duration::from_secs(240);

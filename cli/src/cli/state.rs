@@ -14,11 +14,11 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use statesnap::bench::peak_rss_bytes;
-use statesnap::progress;
 use statesnap::store::home::{ensure_vacant, is_vacant};
 use statesnap::store::root::{is_consensus_key, RootBuilder};
 use statesnap::store::{convert, generate, HomeStore, StateStore, StoreKind};
+use statesnap_harness::bench::peak_rss_bytes;
+use statesnap_harness::progress;
 
 /// `--store`: the layout of a home to create.
 pub fn parse_store(s: &str) -> Result<StoreKind, String> {

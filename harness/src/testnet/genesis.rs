@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::store::{generate, StateStore, XianHdf5Store};
+use statesnap::store::{generate, StateStore, XianHdf5Store};
 
 /// Voting power of each validator.
 pub const VALIDATOR_POWER: u64 = 10;

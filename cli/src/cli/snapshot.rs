@@ -7,11 +7,11 @@ use serde_json::json;
 
 use std::time::Instant;
 
-use statesnap::bench::peak_rss_bytes;
-use statesnap::progress;
 use statesnap::snapshot::native;
 use statesnap::snapshot::{self, ChunkEncoder, CreateOptions, DecoderChoice, PluginRef, SnapshotDir};
 use statesnap::store::{HomeStore, StoreKind};
+use statesnap_harness::bench::peak_rss_bytes;
+use statesnap_harness::progress;
 
 use super::{parse_hash, parse_param, PluginArgs};
 

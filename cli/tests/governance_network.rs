@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use statesnap::chain::keys;
-use statesnap::chain::load::fetch_nonce;
 use statesnap::chain::tx::{code, Action, Proposal, Tx, TxBody};
 use statesnap::node::metrics::read_metric;
 use statesnap::node::NodeConfig;
-use statesnap::testnet::{free_base_port, CometBft, JoinOptions, Testnet, TestnetOptions};
+use statesnap_harness::load::fetch_nonce;
+use statesnap_harness::testnet::{free_base_port, CometBft, JoinOptions, Testnet, TestnetOptions};
 
 const CHAIN: &str = "gov-e2e";
 const TIMEOUT: Duration = Duration::from_secs(240);

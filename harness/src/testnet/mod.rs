@@ -36,9 +36,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::node::NodeConfig;
 use crate::rpc::RpcClient;
-use crate::store::StoreKind;
+use statesnap::node::NodeConfig;
+use statesnap::store::StoreKind;
 
 pub use cometbft::CometBft;
 pub use genesis::GenesisEntry;

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use statesnap::node::NodeConfig;
 use statesnap::store::{StateStore, XianHdf5Store};
-use statesnap::testnet::{
+use statesnap_harness::testnet::{
     free_base_port, AppKind, CometBft, GenesisEntry, JoinOptions, Ports, Testnet, TestnetOptions,
 };
 

@@ -87,17 +87,17 @@ pub enum Command {
     #[command(subcommand)]
     Gov(gov::GovCommand),
     /// Measure create and restore with each built-in plugin against native and bare-store baselines.
-    Bench(statesnap::bench::BenchArgs),
+    Bench(statesnap_harness::bench::BenchArgs),
     /// Generate a state, snapshot it with each built-in plugin, restore and verify it (offline).
-    Demo(statesnap::bench::DemoArgs),
+    Demo(statesnap_harness::bench::DemoArgs),
     /// The main demo: a local CometBFT network under load, and a new node joining by state sync.
-    DemoNetwork(statesnap::demo_network::DemoNetworkArgs),
+    DemoNetwork(statesnap_harness::demo_network::DemoNetworkArgs),
     /// Run the node: CometBFT's ABCI application (state machine, snapshots, state sync).
     Start(node::StartArgs),
     /// Measure block times while a background snapshot runs, in process.
-    BenchNode(statesnap::bench_node::BenchNodeArgs),
+    BenchNode(statesnap_harness::bench_node::BenchNodeArgs),
     /// Measure joining a local CometBFT network by state sync vs block sync, and restores from 1 vs 3 peers.
-    BenchNetwork(statesnap::bench_network::BenchNetworkArgs),
+    BenchNetwork(statesnap_harness::bench_network::BenchNetworkArgs),
     /// Build, sign and broadcast state-patch transactions; generate load.
     #[command(subcommand)]
     Tx(tx::TxCommand),
@@ -128,12 +128,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::State(c) => state::run(c),
         Command::Snapshot(c) => snapshot::run(c, &cli.plugins),
         Command::Plugin(c) => plugin::run(c, &cli.plugins),
-        Command::Bench(a) => statesnap::bench::bench(&a, &cli.plugins.registry()?),
-        Command::Demo(a) => statesnap::bench::demo(&a, &cli.plugins.registry()?),
-        Command::DemoNetwork(a) => statesnap::demo_network::demo_network(&a),
+        Command::Bench(a) => statesnap_harness::bench::bench(&a, &cli.plugins.registry()?),
+        Command::Demo(a) => statesnap_harness::bench::demo(&a, &cli.plugins.registry()?),
+        Command::DemoNetwork(a) => statesnap_harness::demo_network::demo_network(&a),
         Command::Start(a) => node::start(a, &cli.plugins),
-        Command::BenchNode(a) => statesnap::bench_node::bench_node(&a, || cli.plugins.registry()),
-        Command::BenchNetwork(a) => statesnap::bench_network::bench_network(&a),
+        Command::BenchNode(a) => statesnap_harness::bench_node::bench_node(&a, || cli.plugins.registry()),
+        Command::BenchNetwork(a) => statesnap_harness::bench_network::bench_network(&a),
         Command::Tx(c) => tx::run(c),
         Command::Gov(c) => gov::run(c),
         Command::Key(c) => key::run(c),

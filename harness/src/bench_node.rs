@@ -19,10 +19,10 @@ use ed25519_dalek::SigningKey;
 use serde_json::json;
 
 use crate::bench::peak_rss_bytes;
-use crate::chain::tx::{self, Action, Op, TxBody};
-use crate::node::{Metrics, Node, NodeConfig, TestHooks};
-use crate::plugin::PluginRegistry;
-use crate::store::{generate, HomeStore, StateStore, StoreKind};
+use statesnap::chain::tx::{self, Action, Op, TxBody};
+use statesnap::node::{Metrics, Node, NodeConfig, TestHooks};
+use statesnap::plugin::PluginRegistry;
+use statesnap::store::{generate, HomeStore, StateStore, StoreKind};
 
 /// Arguments of `statesnap bench-node`.
 #[derive(clap::Args, Debug)]

@@ -10,10 +10,10 @@ use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
 use statesnap::chain::keys;
-use statesnap::chain::load::fetch_nonce;
 use statesnap::chain::tx::{check_proposal, Action, Proposal, Tx, TxBody};
 use statesnap::node::governance::Conformance;
-use statesnap::rpc::RpcClient;
+use statesnap_harness::load::fetch_nonce;
+use statesnap_harness::rpc::RpcClient;
 
 use super::tx::{or_no_log, wait_for};
 

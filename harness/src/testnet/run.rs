@@ -80,7 +80,7 @@ impl Testnet {
             let bin = &self.options.statesnap_bin;
             if !bin.is_file() {
                 bail!(
-                    "the statesnap binary {} does not exist: rebuild it (cargo build --release -p statesnap)",
+                    "the statesnap binary {} does not exist: rebuild it (cargo build --release -p statesnap-cli)",
                     bin.display()
                 );
             }

@@ -25,11 +25,11 @@ use anyhow::{bail, Context};
 use ed25519_dalek::SigningKey;
 use serde::Serialize;
 
-use super::keys;
-use super::tx::{code, nonce_key, parse_nonce, Action, Op, Tx, TxBody};
 use crate::rpc::RpcClient;
-use crate::store::generate::{big_int, fixed, time};
-use crate::store::prng::Prng;
+use statesnap::chain::keys;
+use statesnap::chain::tx::{code, nonce_key, parse_nonce, Action, Op, Tx, TxBody};
+use statesnap::store::generate::{big_int, fixed, time};
+use statesnap::store::prng::Prng;
 
 /// Where transactions go: a node (its RPC) or a fake in tests.
 pub trait Submitter: Sync {
