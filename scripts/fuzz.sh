@@ -35,14 +35,18 @@ echo "fuzz: building the targets (cargo +nightly fuzz build, no sanitizer: the f
 cargo +nightly fuzz build -s none >&2
 mkdir -p work artifacts logs
 
+# The binaries built once above run directly: `cargo fuzz run` would rebuild
+# from whatever the tree holds by then.
+bin=target/x86_64-unknown-linux-gnu/release
+
 run() {
     local t=$1
     mkdir -p "work/$t" "corpus/$t" "artifacts/$t"
     local status=0
-    cargo +nightly fuzz run -s none "$t" "work/$t" "corpus/$t" -- \
+    "$bin/$t" "work/$t" "corpus/$t" \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
         -artifact_prefix="artifacts/$t/" >"logs/$t.log" 2>&1 || status=$?
-    cargo +nightly fuzz run -s none "$t" "corpus/$t" "work/$t" -- -merge=1 >"logs/$t.merge.log" 2>&1 || true
+    "$bin/$t" -merge=1 "corpus/$t" "work/$t" >"logs/$t.merge.log" 2>&1 || true
     local execs
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "logs/$t.log" | tail -1)
     local verdict=clean

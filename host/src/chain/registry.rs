@@ -21,22 +21,22 @@ use serde::{Deserialize, Serialize};
 use super::tx::RESERVED_CONTRACT;
 
 /// Bytes of plugin wasm per stored piece (its hex text is twice as long).
-pub const PIECE_BYTES: usize = 16 * 1024;
+pub(crate) const PIECE_BYTES: usize = 16 * 1024;
 
-pub fn proposal_count_key() -> String {
+pub(crate) fn proposal_count_key() -> String {
     format!("{RESERVED_CONTRACT}.proposal_count")
 }
 
-pub fn proposal_key(id: u64) -> String {
+pub(crate) fn proposal_key(id: u64) -> String {
     format!("{RESERVED_CONTRACT}.proposals:{id}")
 }
 
-pub fn vote_key(id: u64, validator: &[u8; 32]) -> String {
+pub(crate) fn vote_key(id: u64, validator: &[u8; 32]) -> String {
     format!("{RESERVED_CONTRACT}.votes:{id}:{}", hex::encode(validator))
 }
 
 /// Prefix of every approved format's key.
-pub fn formats_prefix() -> String {
+pub(crate) fn formats_prefix() -> String {
     format!("{RESERVED_CONTRACT}.formats:")
 }
 
@@ -44,16 +44,16 @@ pub fn format_key(format: u32) -> String {
     format!("{}{format}", formats_prefix())
 }
 
-pub fn plugin_key(sha256: &[u8; 32]) -> String {
+pub(crate) fn plugin_key(sha256: &[u8; 32]) -> String {
     format!("{RESERVED_CONTRACT}.plugins:{}", hex::encode(sha256))
 }
 
-pub fn plugin_piece_key(sha256: &[u8; 32], piece: u64) -> String {
+pub(crate) fn plugin_piece_key(sha256: &[u8; 32], piece: u64) -> String {
     format!("{}:{piece}", plugin_key(sha256))
 }
 
 /// Prefix of every validator's key (its value: the voting power).
-pub fn validators_prefix() -> String {
+pub(crate) fn validators_prefix() -> String {
     format!("{RESERVED_CONTRACT}.validators:")
 }
 
@@ -100,7 +100,7 @@ impl FormatApproval {
     }
 
     /// The plugin's SHA-256 as bytes (`None` if the hex is malformed).
-    pub fn sha256_bytes(&self) -> Option<[u8; 32]> {
+    pub(crate) fn sha256_bytes(&self) -> Option<[u8; 32]> {
         let mut out = [0u8; 32];
         hex::decode_to_slice(&self.sha256, &mut out).ok()?;
         Some(out)
@@ -110,7 +110,7 @@ impl FormatApproval {
 /// A proposal's state: what `statesnap.proposals:<id>` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProposalRecord {
+pub(crate) struct ProposalRecord {
     /// Blocks between passing and activation.
     pub activation_delay: u64,
     /// Height the format activates at (0 until the proposal passes).
@@ -135,20 +135,20 @@ pub struct ProposalRecord {
     pub yes_power: u64,
 }
 
-pub const STATUS_VOTING: &str = "voting";
-pub const STATUS_PASSED: &str = "passed";
+pub(crate) const STATUS_VOTING: &str = "voting";
+pub(crate) const STATUS_PASSED: &str = "passed";
 
 impl ProposalRecord {
     pub fn parse(key: &str, stored: &str) -> Result<Self, RecordError> {
         parse(key, stored)
     }
 
-    pub fn stored(&self) -> String {
+    pub(crate) fn stored(&self) -> String {
         to_stored(self)
     }
 
     /// `voting`, `passed` or `expired`, as of `height`.
-    pub fn status_at(&self, height: u64) -> &'static str {
+    pub(crate) fn status_at(&self, height: u64) -> &'static str {
         if self.status == STATUS_PASSED {
             STATUS_PASSED
         } else if height > self.expires_height {
@@ -167,7 +167,7 @@ pub fn passes(yes: u64, total: u64) -> bool {
 /// What `statesnap.plugins:<sha256>` holds: enough to reassemble the code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PluginMeta {
+pub(crate) struct PluginMeta {
     pub bytes: u64,
     pub format: u32,
     pub name: String,
@@ -180,13 +180,13 @@ impl PluginMeta {
         parse(key, stored)
     }
 
-    pub fn stored(&self) -> String {
+    pub(crate) fn stored(&self) -> String {
         to_stored(self)
     }
 }
 
 /// The writes that store `wasm` under its SHA-256: its meta and its pieces.
-pub fn plugin_writes(sha256: &[u8; 32], wasm: &[u8], meta: &PluginMeta) -> Vec<(String, String)> {
+pub(crate) fn plugin_writes(sha256: &[u8; 32], wasm: &[u8], meta: &PluginMeta) -> Vec<(String, String)> {
     let mut out = vec![(plugin_key(sha256), meta.stored())];
     for (i, piece) in wasm.chunks(PIECE_BYTES).enumerate() {
         out.push((plugin_piece_key(sha256, i as u64), to_stored(&hex::encode(piece))));
@@ -196,7 +196,7 @@ pub fn plugin_writes(sha256: &[u8; 32], wasm: &[u8], meta: &PluginMeta) -> Vec<(
 
 /// Reassembles a plugin stored by [`plugin_writes`], reading keys with `get`,
 /// and checks its SHA-256.
-pub fn read_plugin(
+pub(crate) fn read_plugin(
     sha256: &[u8; 32],
     mut get: impl FnMut(&str) -> anyhow::Result<Option<String>>,
 ) -> anyhow::Result<Vec<u8>> {

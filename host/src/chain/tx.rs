@@ -58,19 +58,19 @@ pub const MAX_TX_BYTES: usize = 64 * 1024;
 /// Largest compressed plugin a proposal may carry. With CometBFT's defaults a
 /// proposal must fit `rpc.max_body_bytes` (1,000,000 bytes of JSON, where the
 /// transaction travels as base64) and `mempool.max_tx_bytes` (1 MiB).
-pub const MAX_PLUGIN_GZIP_BYTES: usize = 700 * 1024;
+pub(crate) const MAX_PLUGIN_GZIP_BYTES: usize = 700 * 1024;
 /// Largest plugin (its wasm, uncompressed) a proposal may carry.
 pub const MAX_PLUGIN_BYTES: usize = 8 << 20;
 /// Largest governance transaction, in wire bytes: the plugin and room for the rest.
 pub const MAX_GOV_TX_BYTES: usize = MAX_PLUGIN_GZIP_BYTES + 4096;
 /// Longest activation delay or voting period, in blocks.
-pub const MAX_GOV_BLOCKS: u64 = 10_000_000;
+pub(crate) const MAX_GOV_BLOCKS: u64 = 10_000_000;
 /// Longest key, in UTF-8 bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
 /// Longest stored value, in UTF-8 bytes.
-pub const MAX_VALUE_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_VALUE_BYTES: usize = 32 * 1024;
 /// Contract (file part of a key) that holds the node's own records.
-pub const RESERVED_CONTRACT: &str = "statesnap";
+pub(crate) const RESERVED_CONTRACT: &str = "statesnap";
 
 /// Stable result codes: what CheckTx / FinalizeBlock return for each [`TxError`].
 pub mod code {
@@ -89,7 +89,7 @@ pub mod code {
     pub const GOVERNANCE: u32 = 11;
     pub const PLUGIN_REFUSED: u32 = 12;
     /// The proposal's format number is already approved.
-    pub const FORMAT_TAKEN: u32 = 13;
+    pub(crate) const FORMAT_TAKEN: u32 = 13;
     /// A vote for a proposal that does not exist.
     pub const NO_SUCH_PROPOSAL: u32 = 14;
     /// A vote for a proposal that already passed.
@@ -99,10 +99,10 @@ pub mod code {
     /// A second vote of a validator on one proposal.
     pub const ALREADY_VOTED: u32 = 17;
     /// The governance registry in state is malformed (never for valid state).
-    pub const REGISTRY_CORRUPT: u32 = 18;
+    pub(crate) const REGISTRY_CORRUPT: u32 = 18;
     /// CheckTx only, never in a block: this node failed to check the
     /// transaction (its disk, or its plugin engine on valid code).
-    pub const NODE_FAILURE: u32 = 99;
+    pub(crate) const NODE_FAILURE: u32 = 99;
 }
 
 /// What the signature covers.
@@ -429,7 +429,7 @@ pub fn parse_nonce(stored: Option<&str>) -> Result<u64, NonceValueError> {
 }
 
 /// The stored form of nonce `n` (what the node writes under [`nonce_key`]).
-pub fn nonce_stored(n: u64) -> String {
+pub(crate) fn nonce_stored(n: u64) -> String {
     n.to_string()
 }
 
@@ -525,7 +525,7 @@ pub fn check_patch(ops: &[Op]) -> Result<(), TxError> {
 }
 
 /// A key a patch may write.
-pub fn check_key(key: &str) -> Result<(), TxError> {
+pub(crate) fn check_key(key: &str) -> Result<(), TxError> {
     if key.len() > MAX_KEY_BYTES {
         return Err(TxError::TooLarge {
             what: format!("key {:?}… (bytes)", truncate(key, 40)),
@@ -554,7 +554,7 @@ pub fn check_key(key: &str) -> Result<(), TxError> {
 }
 
 /// A stored value a patch may write under `key`.
-pub fn check_value(key: &str, stored: &str) -> Result<(), TxError> {
+pub(crate) fn check_value(key: &str, stored: &str) -> Result<(), TxError> {
     if stored.len() > MAX_VALUE_BYTES {
         return Err(TxError::TooLarge {
             what: format!("the value for key {key:?} (bytes)"),

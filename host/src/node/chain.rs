@@ -202,7 +202,7 @@ impl Chain {
     }
 
     /// The layout of the state home.
-    pub fn store_kind(&self) -> StoreKind {
+    pub(crate) fn store_kind(&self) -> StoreKind {
         self.kind
     }
 
@@ -214,32 +214,27 @@ impl Chain {
         self.app_hash
     }
 
-    pub fn chain_id(&self) -> &str {
+    pub(crate) fn chain_id(&self) -> &str {
         &self.chain_id
     }
 
     /// Number of consensus keys.
-    pub fn keys(&self) -> u64 {
+    pub(crate) fn keys(&self) -> u64 {
         self.treap.len()
     }
 
-    pub fn store(&self) -> &SharedStore {
+    pub(crate) fn store(&self) -> &SharedStore {
         &self.store
     }
 
-    /// Whether nothing has been committed and no genesis loaded.
-    pub fn is_fresh(&self) -> bool {
-        self.height == 0 && self.chain_id.is_empty()
-    }
-
     /// The validator set in the committed state.
-    pub fn validator_set(&self) -> anyhow::Result<ValidatorSet> {
+    pub(crate) fn validator_set(&self) -> anyhow::Result<ValidatorSet> {
         let store = lock(&self.store)?;
         ValidatorSet::read(&self.treap, |k| store.get(k))
     }
 
     /// The committed state's Merkle treap (its keys and leaf hashes).
-    pub fn treap(&self) -> &MerkleTreap {
+    pub(crate) fn treap(&self) -> &MerkleTreap {
         &self.treap
     }
 
@@ -251,7 +246,7 @@ impl Chain {
     /// InitChain: the genesis state from `app_state` and the validator set,
     /// at height `initial_height - 1`. Returns the genesis app hash. Any
     /// state a crashed earlier InitChain left is discarded first.
-    pub fn init_chain(
+    pub(crate) fn init_chain(
         &mut self,
         chain_id: &str,
         initial_height: u64,
@@ -471,7 +466,7 @@ impl Chain {
 
     /// Makes a verified restored home (a finished state sync of height
     /// `height`) the node's state.
-    pub fn install_restored(
+    pub(crate) fn install_restored(
         &mut self,
         staging: &Path,
         treap: MerkleTreap,
@@ -529,7 +524,7 @@ impl Chain {
     }
 
     /// The restore staging home for this state.
-    pub fn staging_dir(&self) -> PathBuf {
+    pub(crate) fn staging_dir(&self) -> PathBuf {
         staging_path(&self.state_dir)
     }
 }

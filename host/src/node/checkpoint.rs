@@ -25,7 +25,7 @@ const VERSION: u32 = 1;
 
 /// A durable state: chain, height, app hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     pub version: u32,
     pub chain_id: String,
     pub height: u64,
@@ -34,7 +34,7 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    pub fn new(chain_id: &str, height: u64, app_hash: [u8; 32]) -> Self {
+    pub(crate) fn new(chain_id: &str, height: u64, app_hash: [u8; 32]) -> Self {
         Checkpoint {
             version: VERSION,
             chain_id: chain_id.to_string(),
@@ -66,7 +66,7 @@ impl Checkpoint {
     }
 
     /// Records the checkpoint in `store`'s home (LMDB: one synced transaction).
-    pub fn save(&self, store: &mut HomeStore) -> anyhow::Result<()> {
+    pub(crate) fn save(&self, store: &mut HomeStore) -> anyhow::Result<()> {
         match store {
             HomeStore::Hdf5(s) => self.write(s.home()),
             HomeStore::Lmdb(_) => {
@@ -77,7 +77,7 @@ impl Checkpoint {
     }
 
     /// The record as the LMDB entry to commit with a block's writes.
-    pub fn entry(&self) -> (String, Option<String>) {
+    pub(crate) fn entry(&self) -> (String, Option<String>) {
         let text = serde_json::to_string(self).expect("a checkpoint serializes");
         (KEY.to_string(), Some(text))
     }
@@ -106,7 +106,7 @@ impl Checkpoint {
     }
 
     /// Writes the checkpoint durably and atomically (temporary file, fsync, rename).
-    pub fn write(&self, state: &Path) -> anyhow::Result<()> {
+    pub(crate) fn write(&self, state: &Path) -> anyhow::Result<()> {
         let path = state.join(FILE);
         let tmp = state.join(format!(".{FILE}.tmp"));
         let text = serde_json::to_string_pretty(self).expect("a checkpoint serializes");

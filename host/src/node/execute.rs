@@ -46,26 +46,12 @@ pub fn prepare(bytes: &[u8], chain_id: &str, conformance: &Conformance) -> anyho
     Ok(Ok(Prepared { tx, plugin }))
 }
 
-/// [`prepare`] then [`apply`]: for callers holding no lock worth sparing.
-pub fn apply_tx(
-    bytes: &[u8],
-    chain_id: &str,
-    conformance: &Conformance,
-    gov: &GovContext<'_>,
-    read: impl FnMut(&str) -> anyhow::Result<Option<String>>,
-) -> anyhow::Result<Result<Writes, TxError>> {
-    match prepare(bytes, chain_id, conformance)? {
-        Ok(prepared) => apply(&prepared, gov, read),
-        Err(e) => Ok(Err(e)),
-    }
-}
-
 /// Applies a prepared transaction on top of the state `read` shows, in a
 /// block whose governance context is `gov`. `Ok(Err(_))` is a transaction
 /// the rules refuse (its code goes to the block); `Err(_)` is the node
 /// failing to read its own state, which must stop the node, not the
 /// transaction.
-pub fn apply(
+pub(crate) fn apply(
     prepared: &Prepared,
     gov: &GovContext<'_>,
     mut read: impl FnMut(&str) -> anyhow::Result<Option<String>>,

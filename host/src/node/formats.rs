@@ -23,11 +23,11 @@ use crate::snapshot::Approval;
 use crate::store::StateStore;
 
 /// The configured plugin and its resolved parameters.
-pub type Configured = (Arc<Plugin>, Vec<(String, String)>);
+pub(crate) type Configured = (Arc<Plugin>, Vec<(String, String)>);
 
 /// A plugin and what a snapshot made with it needs.
 #[derive(Clone)]
-pub struct Producer {
+pub(crate) struct Producer {
     pub plugin: Arc<Plugin>,
     pub params: Vec<(String, String)>,
     /// The plugin wasm and its approval proof, for a self-describing snapshot.
@@ -35,7 +35,7 @@ pub struct Producer {
 }
 
 /// Chooses the formats of each snapshot job from the state of its height.
-pub struct FormatPlanner {
+pub(crate) struct FormatPlanner {
     /// The configured `snapshot_plugin` (`None`: only approved formats).
     pub configured: Option<Configured>,
     /// Compiles approved plugins read from state.
@@ -56,7 +56,7 @@ enum Era {
 impl FormatPlanner {
     /// The formats to make at the view's height (current first), from the
     /// approvals in the view's state.
-    pub fn plan(&self, view: &StateView) -> anyhow::Result<Vec<Producer>> {
+    pub(crate) fn plan(&self, view: &StateView) -> anyhow::Result<Vec<Producer>> {
         let height = view.height;
         let approved = approved_formats(view.treap(), |k| view.get(k))?;
         self.metrics.approved_formats.set(approved.len() as i64);

@@ -21,14 +21,14 @@ use serde::Deserialize;
 use crate::chain::tx::RESERVED_CONTRACT;
 
 /// The state key of a validator's voting power.
-pub fn validator_key(pub_key: &[u8; 32]) -> String {
+pub(crate) fn validator_key(pub_key: &[u8; 32]) -> String {
     format!("{RESERVED_CONTRACT}.validators:{}", hex::encode(pub_key))
 }
 
 /// `app_state` of the genesis file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AppState {
+pub(crate) struct AppState {
     #[serde(default)]
     pub import_home: Option<PathBuf>,
     #[serde(default)]

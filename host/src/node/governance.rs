@@ -52,18 +52,18 @@ impl ValidatorSet {
         Ok(ValidatorSet { powers })
     }
 
-    pub fn power(&self, account: &[u8; 32]) -> u64 {
+    pub(crate) fn power(&self, account: &[u8; 32]) -> u64 {
         self.powers.get(&hex::encode(account)).copied().unwrap_or(0)
     }
 
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.powers.values().sum()
     }
 }
 
 /// The chain's verdict on a proposed plugin: its description if it passes
 /// the conformance check, else why not. The same on every node.
-pub type Verdict = Result<Description, String>;
+pub(crate) type Verdict = Result<Description, String>;
 
 /// The conformance check, with its consensus limits and its verdicts cached.
 pub struct Conformance {
@@ -320,7 +320,7 @@ pub fn vote(
 }
 
 /// Every approved format in a state whose keys `treap` lists, by format number.
-pub fn approved_formats(
+pub(crate) fn approved_formats(
     treap: &MerkleTreap,
     mut get: impl FnMut(&str) -> anyhow::Result<Option<String>>,
 ) -> anyhow::Result<Vec<(u32, FormatApproval)>> {
@@ -338,11 +338,11 @@ pub fn approved_formats(
 }
 
 /// Most proposals `/gov` lists (the newest).
-pub const STATUS_PROPOSALS: u64 = 100;
+pub(crate) const STATUS_PROPOSALS: u64 = 100;
 
 /// The `/gov` query's answer: validators, proposals (newest last) with their
 /// status at `height`, and approved formats.
-pub fn status_json(
+pub(crate) fn status_json(
     treap: &MerkleTreap,
     mut get: impl FnMut(&str) -> anyhow::Result<Option<String>>,
     height: u64,

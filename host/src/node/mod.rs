@@ -46,12 +46,12 @@ use snapshots::SnapshotService;
 use statesync::StateSync;
 
 /// The state home inside a node home.
-pub fn state_dir(home: &Path) -> PathBuf {
+pub(crate) fn state_dir(home: &Path) -> PathBuf {
     home.join("state")
 }
 
 /// The snapshot directory inside a node home.
-pub fn snapshots_dir(home: &Path) -> PathBuf {
+pub(crate) fn snapshots_dir(home: &Path) -> PathBuf {
     home.join("snapshots")
 }
 
@@ -276,7 +276,7 @@ impl Node {
     }
 
     /// PrepareProposal: the mempool's transactions in order, as many as fit.
-    pub fn prepare_proposal<T: AsRef<[u8]> + Clone>(&self, txs: &[T], max_tx_bytes: u64) -> Vec<T> {
+    pub(crate) fn prepare_proposal<T: AsRef<[u8]> + Clone>(&self, txs: &[T], max_tx_bytes: u64) -> Vec<T> {
         let mut total = 0u64;
         let mut out = Vec::new();
         for tx in txs {

@@ -25,7 +25,7 @@ use crate::plugin::{Plugin, PluginEngine};
 use crate::snapshot::{self, list_snapshots, CreateOptions, Manifest, PluginRef, SnapshotDir, MAX_CHUNK_BYTES};
 
 /// CometBFT lists at most this many snapshots from a peer.
-pub const MAX_ADVERTISED: usize = 10;
+pub(crate) const MAX_ADVERTISED: usize = 10;
 
 /// A snapshot as advertised to CometBFT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct Advertised {
 }
 
 /// Takes, keeps and serves this node's snapshots.
-pub struct SnapshotService {
+pub(crate) struct SnapshotService {
     dir: PathBuf,
     interval: u64,
     keep_recent: u32,
@@ -63,7 +63,7 @@ impl SnapshotService {
     /// parameters resolved against the plugin's defaults now, so a bad
     /// parameter fails at start) and the formats governance approves.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         dir: &Path,
         interval: u64,
         keep_recent: u32,
@@ -105,7 +105,7 @@ impl SnapshotService {
     }
 
     /// Test only: serve corrupted chunks (to test that peers reject this node).
-    pub fn corrupt_served_chunks(&mut self) {
+    pub(crate) fn corrupt_served_chunks(&mut self) {
         self.corrupt_chunks = true;
     }
 
@@ -113,13 +113,13 @@ impl SnapshotService {
     /// approval, by height in turn: a proof of a record the state does not
     /// hold, the proof offered for another format number, and a chunk 0
     /// that is not the approved plugin. Peers must refuse all three.
-    pub fn forge_approvals(&mut self) {
+    pub(crate) fn forge_approvals(&mut self) {
         self.forge = true;
     }
 
     /// Test only: the job of `height` panics in its encoder thread after
     /// writing its first chunks (see [`Job::supervised`]).
-    pub fn panic_at(&mut self, height: u64) {
+    pub(crate) fn panic_at(&mut self, height: u64) {
         self.panic_at = Some(height);
     }
 
@@ -139,17 +139,13 @@ impl SnapshotService {
         m
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Whether a snapshot is due after committing `height`.
-    pub fn due(&self, height: u64) -> bool {
+    pub(crate) fn due(&self, height: u64) -> bool {
         self.interval > 0 && height > 0 && height % self.interval == 0
     }
 
     /// Builds a snapshot of `view` in the background, unless one is running.
-    pub fn start(&self, view: StateView, chain_id: String) {
+    pub(crate) fn start(&self, view: StateView, chain_id: String) {
         if self.busy.swap(true, Ordering::SeqCst) {
             tracing::warn!(
                 height = view.height,
@@ -179,19 +175,19 @@ impl SnapshotService {
     }
 
     /// Whether a snapshot is being built.
-    pub fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         self.busy.load(Ordering::SeqCst)
     }
 
     /// Waits for the snapshot being built, if any.
-    pub fn wait_idle(&self) {
+    pub(crate) fn wait_idle(&self) {
         if let Some(handle) = self.worker.lock().expect("snapshot worker lock").take() {
             let _ = handle.join();
         }
     }
 
     /// The newest snapshots, highest height first, as CometBFT wants them.
-    pub fn list(&self) -> anyhow::Result<Vec<Advertised>> {
+    pub(crate) fn list(&self) -> anyhow::Result<Vec<Advertised>> {
         let mut out = Vec::new();
         for snap in list_snapshots(&self.dir)?.into_iter().take(MAX_ADVERTISED) {
             let mut metadata = snap.manifest_bytes()?;
@@ -213,7 +209,7 @@ impl SnapshotService {
 
     /// Chunk `index` of snapshot (`height`, `format`); empty when there is
     /// no such snapshot or chunk (CometBFT's convention, not an error).
-    pub fn load_chunk(&self, height: u64, format: u32, index: u32) -> Vec<u8> {
+    pub(crate) fn load_chunk(&self, height: u64, format: u32, index: u32) -> Vec<u8> {
         let format = if self.forge && format > FORGED_FORMAT_OFFSET {
             format - FORGED_FORMAT_OFFSET
         } else {
@@ -306,7 +302,7 @@ impl Job {
         let height = view.height;
         tracing::info!(
             height,
-            keys = view.len(),
+            keys = view.keys(),
             plugin = producer.plugin.label(),
             self_describing = producer.ship.is_some(),
             "snapshot: started"

@@ -98,7 +98,7 @@ enum Stage {
 }
 
 /// The restore in flight, if any.
-pub struct StateSync {
+pub(crate) struct StateSync {
     registry: Arc<PluginRegistry>,
     metrics: Arc<Metrics>,
     session: Option<Session>,
@@ -123,7 +123,7 @@ impl StateSync {
 
     /// Decides on an offer. `expected_chain_id` empty: any chain (the
     /// trusted app hash still decides); `current_height`: the node's height.
-    pub fn offer(
+    pub(crate) fn offer(
         &mut self,
         offer: &Offer,
         expected_chain_id: &str,
@@ -353,7 +353,7 @@ impl StateSync {
     }
 
     /// Applies chunk `index` from peer `sender`.
-    pub fn apply(&mut self, index: u32, chunk: &[u8], sender: &str) -> ChunkAnswer {
+    pub(crate) fn apply(&mut self, index: u32, chunk: &[u8], sender: &str) -> ChunkAnswer {
         let answer = self.try_apply(index, chunk, sender);
         match &answer {
             ChunkAnswer::Retry { reason, .. } => {
@@ -460,11 +460,6 @@ impl StateSync {
             RestoreError::Store(_) => ChunkAnswer::Abort(format!("{e} (check the disk; nothing was kept)")),
             other => ChunkAnswer::RejectSnapshot(other.to_string()),
         }
-    }
-
-    /// Whether a restore is in flight.
-    pub fn in_progress(&self) -> bool {
-        self.session.is_some()
     }
 }
 

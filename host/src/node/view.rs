@@ -26,7 +26,7 @@ use crate::store::{is_consensus_key, Entry, HomeStore, StateStore};
 
 /// The store shared by the chain (writes at Commit) and snapshot views
 /// (reads). `None` only while a restored state takes its place.
-pub type SharedStore = Arc<Mutex<Option<HomeStore>>>;
+pub(crate) type SharedStore = Arc<Mutex<Option<HomeStore>>>;
 
 /// The locked shared store.
 pub struct StoreGuard<'a>(MutexGuard<'a, Option<HomeStore>>);
@@ -55,7 +55,7 @@ pub fn lock(store: &SharedStore) -> anyhow::Result<StoreGuard<'_>> {
 }
 
 /// Locks the slot itself, to close or replace the store.
-pub fn lock_slot(store: &SharedStore) -> anyhow::Result<MutexGuard<'_, Option<HomeStore>>> {
+pub(crate) fn lock_slot(store: &SharedStore) -> anyhow::Result<MutexGuard<'_, Option<HomeStore>>> {
     store
         .lock()
         .map_err(|_| anyhow!("the state store lock is poisoned (an earlier panic)"))
@@ -63,7 +63,7 @@ pub fn lock_slot(store: &SharedStore) -> anyhow::Result<MutexGuard<'_, Option<Ho
 
 /// Height-H values of keys changed after H (`None`: the key had no value).
 #[derive(Debug, Default)]
-pub struct BeforeImages {
+pub(crate) struct BeforeImages {
     pub height: u64,
     values: Mutex<HashMap<String, Option<String>>>,
 }
@@ -78,7 +78,7 @@ impl BeforeImages {
 
     /// Records the current values of `keys` (about to be overwritten) unless a
     /// value is already recorded: the first one is the height-H value.
-    pub fn capture(&self, store: &dyn StateStore, keys: &[(String, Option<String>)]) -> anyhow::Result<()> {
+    pub(crate) fn capture(&self, store: &dyn StateStore, keys: &[(String, Option<String>)]) -> anyhow::Result<()> {
         let mut values = self.values.lock().expect("before-images lock");
         for (key, _) in keys {
             if !values.contains_key(key) {
@@ -86,15 +86,6 @@ impl BeforeImages {
             }
         }
         Ok(())
-    }
-
-    /// Keys recorded so far (what the view costs in memory).
-    pub fn len(&self) -> usize {
-        self.values.lock().expect("before-images lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -122,7 +113,7 @@ const READ_BATCH: usize = 256;
 
 impl StateView {
     /// A view over the live store and the before-images later commits record.
-    pub fn live(treap: MerkleTreap, before: Arc<BeforeImages>, store: SharedStore, app_hash: [u8; 32]) -> Self {
+    pub(crate) fn live(treap: MerkleTreap, before: Arc<BeforeImages>, store: SharedStore, app_hash: [u8; 32]) -> Self {
         StateView {
             height: before.height,
             app_hash,
@@ -132,7 +123,7 @@ impl StateView {
     }
 
     /// A view over a read transaction opened at `height`.
-    pub fn frozen(treap: MerkleTreap, snapshot: LmdbSnapshot, height: u64, app_hash: [u8; 32]) -> Self {
+    pub(crate) fn frozen(treap: MerkleTreap, snapshot: LmdbSnapshot, height: u64, app_hash: [u8; 32]) -> Self {
         StateView {
             height,
             app_hash,
@@ -142,17 +133,13 @@ impl StateView {
     }
 
     /// The view's Merkle treap: its keys, and proofs against its app hash.
-    pub fn treap(&self) -> &MerkleTreap {
+    pub(crate) fn treap(&self) -> &MerkleTreap {
         &self.treap
     }
 
     /// Number of consensus keys in the view.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn keys(&self) -> u64 {
         self.treap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.treap.is_empty()
     }
 
     /// The height-H values of `keys`, all of which the live view holds.

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 /// One committed block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WalRecord {
+pub(crate) struct WalRecord {
     pub height: u64,
     pub app_hash: [u8; 32],
     /// Ascending keys; `None` deletes.
@@ -30,7 +30,7 @@ pub struct WalRecord {
 }
 
 /// An open write-ahead log.
-pub struct Wal {
+pub(crate) struct Wal {
     path: PathBuf,
     file: File,
 }
@@ -72,7 +72,7 @@ impl Wal {
     }
 
     /// Appends one record and waits until it is on disk.
-    pub fn append(&mut self, record: &WalRecord) -> anyhow::Result<()> {
+    pub(crate) fn append(&mut self, record: &WalRecord) -> anyhow::Result<()> {
         let body = postcard::to_stdvec(record).expect("a record always serializes");
         let len = u32::try_from(body.len()).context("a block's writes exceed 4 GiB")?;
         let mut frame = Vec::with_capacity(HEADER + body.len());
@@ -92,7 +92,7 @@ impl Wal {
     }
 
     /// Empties the log (after a checkpoint made its records redundant).
-    pub fn reset(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn reset(&mut self) -> anyhow::Result<()> {
         self.file
             .set_len(0)
             .and_then(|_| self.file.sync_all())

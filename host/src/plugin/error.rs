@@ -104,7 +104,7 @@ impl PluginError {
     /// (governance must not record it; the node reports it as its own error).
     /// Everything else is decided by the plugin's bytes and the host's fixed
     /// limits alone, the same on every node.
-    pub fn is_host_failure(&self) -> bool {
+    pub(crate) fn is_host_failure(&self) -> bool {
         matches!(self, PluginError::Compile { .. } | PluginError::Host { .. })
     }
 }

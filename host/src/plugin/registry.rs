@@ -53,7 +53,7 @@ impl PluginRegistry {
         reg
     }
 
-    pub fn engine(&self) -> &PluginEngine {
+    pub(crate) fn engine(&self) -> &PluginEngine {
         &self.engine
     }
 

@@ -74,7 +74,7 @@ impl PluginEngine {
 
     /// Compiles (once per process, keyed by SHA-256) and describes a plugin.
     /// `label` names it in errors until its own description is known.
-    pub fn load(&self, bytes: &[u8], label: &str) -> Result<Arc<Plugin>, PluginError> {
+    pub(crate) fn load(&self, bytes: &[u8], label: &str) -> Result<Arc<Plugin>, PluginError> {
         let sha256 = super::sha256(bytes);
         if let Some(p) = self.compiled.lock().unwrap().get(&sha256) {
             return Ok(p.clone());
@@ -189,11 +189,11 @@ impl Plugin {
         &self.description
     }
     /// "name version (sha256 prefix)", for messages.
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         &self.label
     }
     /// The limits its calls run under.
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         self.engine.limits
     }
     /// Size of the plugin's wasm in bytes.
@@ -259,7 +259,7 @@ impl Plugin {
     }
 
     /// Starts decoding a snapshot in a fresh instance.
-    pub fn reader(&self, params: &[(String, String)]) -> Result<PluginReader, PluginError> {
+    pub(crate) fn reader(&self, params: &[(String, String)]) -> Result<PluginReader, PluginError> {
         let mut inst = self.instantiate()?;
         let params = to_wit_params(params);
         let handle = inst.call("new-reader", |s, b| {
@@ -366,7 +366,7 @@ impl PluginWriter {
     }
 
     /// Ends the stream; returns the remaining chunks.
-    pub fn finish(&mut self) -> Result<Vec<Vec<u8>>, PluginError> {
+    pub(crate) fn finish(&mut self) -> Result<Vec<Vec<u8>>, PluginError> {
         assert!(!self.finished, "writer finished twice");
         self.finished = true;
         let h = self.handle;
@@ -379,14 +379,14 @@ impl PluginWriter {
     }
 
     /// Fuel used by this instance so far.
-    pub fn fuel_used(&self) -> u64 {
+    pub(crate) fn fuel_used(&self) -> u64 {
         self.inst.fuel_used
     }
 
     /// A new writer in the same instance. Production never does this (each
     /// snapshot gets a fresh instance); the conformance check does, to catch
     /// plugins whose output depends on state left over from earlier calls.
-    pub fn another(mut self, params: &[(String, String)]) -> Result<PluginWriter, PluginError> {
+    pub(crate) fn another(mut self, params: &[(String, String)]) -> Result<PluginWriter, PluginError> {
         let params = to_wit_params(params);
         let r = self.inst.call("new-writer", |s, b| {
             b.statesnap_plugin_format().call_new_writer(s, &params)
@@ -417,7 +417,7 @@ impl PluginReader {
     }
 
     /// The next batch of framed entries, or `None` when the fed chunks are used up.
-    pub fn next_batch(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>, PluginError> {
+    pub(crate) fn next_batch(&mut self, max_bytes: u32) -> Result<Option<Vec<u8>>, PluginError> {
         let h = self.handle;
         let r = self.inst.call("next", |s, b| {
             b.statesnap_plugin_format().reader().call_next(s, h, max_bytes)
@@ -437,7 +437,7 @@ impl PluginReader {
     }
 
     /// Ends the stream after the last chunk.
-    pub fn finish(&mut self) -> Result<(), PluginError> {
+    pub(crate) fn finish(&mut self) -> Result<(), PluginError> {
         let h = self.handle;
         let r = self
             .inst
@@ -446,7 +446,7 @@ impl PluginReader {
     }
 
     /// Fuel used by this instance so far.
-    pub fn fuel_used(&self) -> u64 {
+    pub(crate) fn fuel_used(&self) -> u64 {
         self.inst.fuel_used
     }
 }

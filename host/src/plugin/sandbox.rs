@@ -18,7 +18,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 const STDERR_CAPACITY: usize = 16 * 1024;
 
 /// The data a plugin's wasmtime `Store` carries.
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
     stderr: MemoryOutputPipe,
@@ -53,7 +53,7 @@ impl Sandbox {
 
     /// The last line the plugin wrote to stderr (a Rust panic message ends up
     /// there), if any.
-    pub fn last_stderr_line(&self) -> Option<String> {
+    pub(crate) fn last_stderr_line(&self) -> Option<String> {
         let bytes = self.stderr.contents();
         let text = String::from_utf8_lossy(&bytes);
         text.lines()
@@ -74,7 +74,7 @@ impl WasiView for Sandbox {
 
 /// Refuses memory growth past a fixed size and remembers that it did, so the
 /// trap that follows can be reported as a memory limit.
-pub struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     limit: usize,
     pub hit: bool,
 }

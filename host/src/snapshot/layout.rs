@@ -59,7 +59,7 @@ impl SnapshotDir {
         &self.path
     }
 
-    pub fn manifest_bytes(&self) -> anyhow::Result<Vec<u8>> {
+    pub(crate) fn manifest_bytes(&self) -> anyhow::Result<Vec<u8>> {
         read_bounded(
             &self.path.join(MANIFEST_FILE),
             MAX_METADATA_BYTES as u64,
@@ -78,7 +78,7 @@ impl SnapshotDir {
     /// Chunk `index`, refused unread when it is larger than any chunk can
     /// be ([`MAX_CHUNK_BYTES`]) or than `limit` (what the manifest leaves
     /// for it), and never read past the bound whatever the file claims.
-    pub fn read_chunk(&self, index: u32, limit: u64) -> anyhow::Result<Vec<u8>> {
+    pub(crate) fn read_chunk(&self, index: u32, limit: u64) -> anyhow::Result<Vec<u8>> {
         let bound = limit.min(MAX_CHUNK_BYTES as u64);
         read_bounded(&self.chunk_path(index), bound, &format!("chunk {index}"))
     }
@@ -139,7 +139,7 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
     }
 }
 
-pub(crate) fn chunk_path(dir: &Path, index: u32) -> PathBuf {
+pub fn chunk_path(dir: &Path, index: u32) -> PathBuf {
     dir.join(format!("chunk-{index:06}"))
 }
 

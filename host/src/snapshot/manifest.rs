@@ -67,7 +67,11 @@ impl Manifest {
 
     /// Checks the approval this self-describing manifest carries against
     /// `trusted`, the app hash of its height (see [`Approval::verify`]).
-    pub fn verify_approval(&self, approval: &Approval, trusted: &[u8; 32]) -> Result<FormatApproval, ApprovalError> {
+    pub(crate) fn verify_approval(
+        &self,
+        approval: &Approval,
+        trusted: &[u8; 32],
+    ) -> Result<FormatApproval, ApprovalError> {
         let claim = Claim {
             format: self.format,
             height: self.height,

@@ -111,7 +111,7 @@ impl Restorer {
     /// `kind` at `staging` (anything already there is removed). The
     /// manifest's app hash must equal `trusted`, the app hash the caller
     /// trusts for its height.
-    pub fn begin(
+    pub(crate) fn begin(
         manifest: Manifest,
         trusted: [u8; 32],
         decoder: Box<dyn ChunkDecoder>,
@@ -167,40 +167,40 @@ impl Restorer {
 
     /// Also builds the restored state's Merkle treap (what a node keeps to
     /// update its app hash block by block), in the same pass.
-    pub fn with_index(mut self) -> Self {
+    pub(crate) fn with_index(mut self) -> Self {
         self.index = Some(TreapBuilder::new());
         self
     }
 
     /// Wasm fuel the plugin has spent on this restore so far.
-    pub fn fuel_used(&self) -> u64 {
+    pub(crate) fn fuel_used(&self) -> u64 {
         self.decoder.fuel_used()
     }
 
-    pub fn manifest(&self) -> &Manifest {
+    pub(crate) fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
     /// Index of the next chunk expected.
-    pub fn next_chunk(&self) -> u32 {
+    pub(crate) fn next_chunk(&self) -> u32 {
         self.next
     }
 
     /// Entries restored so far.
-    pub fn entries(&self) -> u64 {
+    pub(crate) fn entries(&self) -> u64 {
         self.entries
     }
 
     /// Bytes the manifest leaves for the chunks still to come: the bound on
     /// the next chunk's size.
-    pub fn snapshot_bytes_left(&self) -> u64 {
+    pub(crate) fn snapshot_bytes_left(&self) -> u64 {
         self.manifest.snapshot_bytes.saturating_sub(self.chunk_bytes)
     }
 
     /// Checks chunk `index` against the manifest, then decodes it and writes its
     /// entries. A chunk with a wrong hash is refused before the plugin sees it
     /// and leaves the restore as it was, so the right chunk can still be applied.
-    pub fn apply_chunk(&mut self, index: u32, chunk: &[u8]) -> Result<(), RestoreError> {
+    pub(crate) fn apply_chunk(&mut self, index: u32, chunk: &[u8]) -> Result<(), RestoreError> {
         if index != self.next {
             return Err(RestoreError::ChunkOrder {
                 index,
@@ -331,7 +331,7 @@ impl Restorer {
     /// Ends the restore after the last chunk: the state root must equal the
     /// trusted app hash. On success the staging home holds the verified state;
     /// move it into place with [`swap_into_place`].
-    pub fn finish(mut self) -> Result<RestoreSummary, RestoreError> {
+    pub(crate) fn finish(mut self) -> Result<RestoreSummary, RestoreError> {
         let total = self.manifest.chunks.len() as u32;
         if self.next != total {
             return Err(RestoreError::Entries(format!(

@@ -135,7 +135,7 @@ impl HomeStore {
 
     /// Opens `home` whatever its layout, or creates it as `kind` when the
     /// directory is missing or empty.
-    pub fn open_or_create(home: &Path, kind: StoreKind) -> anyhow::Result<Self> {
+    pub(crate) fn open_or_create(home: &Path, kind: StoreKind) -> anyhow::Result<Self> {
         if is_vacant(home) {
             Self::create(home, kind)
         } else {

@@ -33,11 +33,11 @@
 use std::borrow::Cow;
 
 /// The two directories of a home, in the order [`KeyPath::dir`] names them.
-pub const DIRS: [&str; 2] = ["contract_state", "run_state"];
+pub(crate) const DIRS: [&str; 2] = ["contract_state", "run_state"];
 
 /// The location of a key: directory, file name and group names, all as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyPath {
+pub(crate) struct KeyPath {
     /// In `run_state/` (true) or `contract_state/` (false).
     pub run_state: bool,
     /// The stored (escaped) file name.
@@ -54,7 +54,7 @@ impl KeyPath {
 
 /// A key the layout cannot hold even escaped.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error("key {0:?} contains a NUL character, which HDF5 names cannot hold")]
     Nul(String),
     #[error("key {key:?}: its file name is {len} bytes, more than the 255 a file name can have")]
@@ -63,7 +63,7 @@ pub enum KeyError {
 
 /// A stored name that neither Xian nor statesnap writes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum NameError {
+pub(crate) enum NameError {
     #[error("group name {0:?} contains ':' but is not an escaped name (Xian never writes ':' in a group name)")]
     Group(String),
     #[error("file name {0:?} contains '.' but is not an escaped name (Xian never writes '.' in a file name)")]
@@ -71,12 +71,12 @@ pub enum NameError {
 }
 
 /// Whether file `name` (unescaped) lives in `run_state/`.
-pub fn is_run_state(name: &str) -> bool {
+pub(crate) fn is_run_state(name: &str) -> bool {
     name.starts_with("__")
 }
 
 /// Maps a state key to its location.
-pub fn key_path(key: &str) -> Result<KeyPath, KeyError> {
+pub(crate) fn key_path(key: &str) -> Result<KeyPath, KeyError> {
     if key.contains('\0') {
         return Err(KeyError::Nul(key.to_string()));
     }
@@ -99,7 +99,7 @@ pub fn key_path(key: &str) -> Result<KeyPath, KeyError> {
 }
 
 /// The stored name of group (variable segment) `name`.
-pub fn encode_group(name: &str) -> Cow<'_, str> {
+pub(crate) fn encode_group(name: &str) -> Cow<'_, str> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         Cow::Owned(format!(":{}", name.replace('/', ":")))
     } else {
@@ -108,7 +108,7 @@ pub fn encode_group(name: &str) -> Cow<'_, str> {
 }
 
 /// The segment a stored group name stands for.
-pub fn decode_group(stored: &str) -> Result<Cow<'_, str>, NameError> {
+pub(crate) fn decode_group(stored: &str) -> Result<Cow<'_, str>, NameError> {
     if !stored.contains(':') {
         return Ok(Cow::Borrowed(stored));
     }
@@ -120,7 +120,7 @@ pub fn decode_group(stored: &str) -> Result<Cow<'_, str>, NameError> {
 }
 
 /// The stored name of file `name`.
-pub fn encode_file(name: &str) -> Cow<'_, str> {
+pub(crate) fn encode_file(name: &str) -> Cow<'_, str> {
     if name.is_empty() || name.contains('/') {
         Cow::Owned(format!("%.{}", name.replace('/', ".")))
     } else {
@@ -129,7 +129,7 @@ pub fn encode_file(name: &str) -> Cow<'_, str> {
 }
 
 /// The file name a stored file name stands for.
-pub fn decode_file(stored: &str) -> Result<Cow<'_, str>, NameError> {
+pub(crate) fn decode_file(stored: &str) -> Result<Cow<'_, str>, NameError> {
     if !stored.contains('.') {
         return Ok(Cow::Borrowed(stored));
     }

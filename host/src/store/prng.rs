@@ -20,7 +20,7 @@ impl Prng {
         Prng(statesnap_plugin_sdk::sample::Rng::new(seed))
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0.next_u64()
     }
 
@@ -33,7 +33,7 @@ impl Prng {
     }
 
     /// A signed number in `lo..hi`.
-    pub fn range_i64(&mut self, lo: i64, hi: i64) -> i64 {
+    pub(crate) fn range_i64(&mut self, lo: i64, hi: i64) -> i64 {
         assert!(hi > lo, "empty range {lo}..{hi}");
         let span = hi.abs_diff(lo);
         lo.wrapping_add(self.range(0, span) as i64)

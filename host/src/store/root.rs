@@ -53,7 +53,7 @@ pub fn priority(key: &[u8]) -> [u8; 32] {
 
 /// `SHA256("…:node:" ‖ H(left) ‖ leaf ‖ H(right))`, with `empty_root()` as the
 /// hash of a missing child.
-pub fn node_hash(left: &[u8; 32], leaf: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+pub(crate) fn node_hash(left: &[u8; 32], leaf: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(NODE);
     h.update(left);

@@ -374,7 +374,7 @@ impl MerkleTreap {
     }
 
     /// The keys starting with `prefix`, ascending.
-    pub fn keys_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn keys_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.range_from(prefix)
             .map(|(k, _)| k)
             .take_while(move |k| k.starts_with(prefix))
@@ -549,7 +549,7 @@ impl MembershipProof {
     }
 
     /// Whether a leaf with hash `leaf` is in the tree whose root is `root`.
-    pub fn verify_leaf(&self, leaf: &[u8; 32], root: &StateRoot) -> bool {
+    pub(crate) fn verify_leaf(&self, leaf: &[u8; 32], root: &StateRoot) -> bool {
         let mut hash = node_hash(&self.left, leaf, &self.right);
         for step in &self.ancestors {
             hash = match step.from {

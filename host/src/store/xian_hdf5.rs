@@ -39,7 +39,7 @@ use hdf5_sys::h5p::{
 use hdf5_sys::h5s::{H5S_class_t, H5Sclose, H5Screate, H5Sget_simple_extent_npoints};
 use hdf5_sys::h5t::{
     H5T_class_t, H5T_cset_t, H5Tclose, H5Tcopy, H5Tget_class, H5Tget_cset, H5Tget_size, H5Tis_variable_str,
-    H5Tset_cset, H5Tset_size, H5T_C_S1, H5T_NATIVE_INT64, H5T_STD_I64LE, H5T_VARIABLE,
+    H5Tset_cset, H5Tset_size, H5T_C_S1, H5T_VARIABLE,
 };
 
 use super::keys::{key_path, KeyPath, DIRS};
@@ -49,7 +49,6 @@ mod spill;
 mod walk;
 
 const VALUE: &CStr = c"value";
-const BLOCK: &CStr = c"block";
 /// Files kept open for `get` before the cache is emptied.
 const MAX_READERS: usize = 64;
 
@@ -59,7 +58,6 @@ type FileId = (bool, String);
 /// A Xian-layout HDF5 home.
 pub struct XianHdf5Store {
     home: PathBuf,
-    block: Option<u64>,
     /// The one file open for writing: one at a time bounds HDF5's per-file caches.
     writer: Option<Writer>,
     /// Files opened read-only by `get`.
@@ -100,19 +98,9 @@ impl XianHdf5Store {
         Ok(Self::at(home))
     }
 
-    /// Opens a home, creating it if the directory is missing or empty.
-    pub fn open_or_create(home: &Path) -> anyhow::Result<Self> {
-        if !home.exists() || std::fs::read_dir(home)?.next().is_none() {
-            Self::create(home)
-        } else {
-            Self::open(home)
-        }
-    }
-
     fn at(home: &Path) -> Self {
         XianHdf5Store {
             home: home.to_path_buf(),
-            block: None,
             writer: None,
             readers: RefCell::default(),
             unsynced: BTreeSet::new(),
@@ -120,14 +108,8 @@ impl XianHdf5Store {
         }
     }
 
-    pub fn home(&self) -> &Path {
+    pub(crate) fn home(&self) -> &Path {
         &self.home
-    }
-
-    /// The block number written in the `block` attribute with each later
-    /// write (`None`: no `block` attribute).
-    pub fn set_block(&mut self, block: Option<u64>) {
-        self.block = block;
     }
 
     fn path(&self, p: &KeyPath) -> PathBuf {
@@ -171,12 +153,6 @@ impl XianHdf5Store {
             .map(CString::new)
             .transpose()
             .map_err(|_| anyhow!("the value contains a NUL character, which an HDF5 string cannot hold"))?;
-        let block = self.block.map(i64::try_from).transpose().map_err(|_| {
-            anyhow!(
-                "block number {:?} does not fit the signed 64-bit `block` attribute",
-                self.block
-            )
-        })?;
         let Some(w) = self.writer(p, value.is_some())? else {
             return Ok(()); // deleting from a missing file
         };
@@ -195,23 +171,6 @@ impl XianHdf5Store {
                 )?;
                 let ptr = v.as_ptr();
                 check(H5Awrite(attr.0, t.vlen_utf8, (&raw const ptr).cast()))?;
-            }
-            if let Some(b) = block {
-                if !fresh && check(H5Aexists(group, BLOCK.as_ptr()))? > 0 {
-                    check(H5Adelete(group, BLOCK.as_ptr()))?;
-                }
-                let attr = Id::new(
-                    H5Acreate2(
-                        group,
-                        BLOCK.as_ptr(),
-                        *H5T_STD_I64LE,
-                        types().scalar,
-                        H5P_DEFAULT,
-                        H5P_DEFAULT,
-                    ),
-                    H5Aclose,
-                )?;
-                check(H5Awrite(attr.0, *H5T_NATIVE_INT64, (&raw const b).cast()))?;
             }
             Ok(())
         })
@@ -265,7 +224,7 @@ impl XianHdf5Store {
     /// Hands every write so far to the operating system without waiting for
     /// the disk: the files on disk are then consistent and survive the
     /// process being killed (not a power cut; [`StateStore::flush`] covers that).
-    pub fn flush_to_os(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn flush_to_os(&mut self) -> anyhow::Result<()> {
         if let Some(w) = &self.writer {
             h5sync(|| unsafe { check(H5Fflush(w.file.id(), H5F_scope_t::H5F_SCOPE_LOCAL)) })
                 .with_context(|| format!("flushing {}", w.path.display()))?;

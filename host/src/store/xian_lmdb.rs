@@ -30,11 +30,11 @@ use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, PutFlags, RoT
 use super::{Entry, StateStore};
 
 /// The environment's directory inside a home.
-pub const LMDB_DIR: &str = "lmdb";
+pub(crate) const LMDB_DIR: &str = "lmdb";
 /// Xian's initial map size; doubled whenever the map is full.
 const INITIAL_MAP_SIZE: usize = 4 << 30;
 /// LMDB's compiled-in key limit (`MDB_MAXKEYSIZE`), the same in Python's `lmdb`.
-pub const MAX_KEY_BYTES: usize = 511;
+pub(crate) const MAX_KEY_BYTES: usize = 511;
 /// Entries copied out of a read transaction per cursor seek.
 const READ_BATCH: usize = 1024;
 
@@ -63,7 +63,7 @@ pub struct XianLmdbStore {
 }
 
 /// Whether `home` holds an LMDB state (`home/lmdb/data.mdb`).
-pub fn is_lmdb_home(home: &Path) -> bool {
+pub(crate) fn is_lmdb_home(home: &Path) -> bool {
     home.join(LMDB_DIR).join("data.mdb").is_file()
 }
 
@@ -115,22 +115,13 @@ impl XianLmdbStore {
         Ok(store)
     }
 
-    /// Opens a home, creating it if the directory is missing or empty.
-    pub fn open_or_create(home: &Path) -> anyhow::Result<Self> {
-        if !home.exists() || std::fs::read_dir(home)?.next().is_none() {
-            Self::create(home)
-        } else {
-            Self::open(home)
-        }
-    }
-
     pub fn home(&self) -> &Path {
         &self.home
     }
 
     /// Bulk mode: commits are not synced one by one; [`StateStore::flush`]
     /// syncs them all. For loads that are discarded when they fail.
-    pub fn set_bulk(&mut self, bulk: bool) {
+    pub(crate) fn set_bulk(&mut self, bulk: bool) {
         self.bulk = bulk;
     }
 
@@ -323,7 +314,7 @@ fn map_size_for(file_bytes: u64) -> usize {
 
 /// The LMDB version statesnap links, e.g. "0.9.36" (the 0.9 release line
 /// Python's `lmdb` bundles: vendor/lmdb-sys/README.md).
-pub fn heed_version() -> String {
+pub(crate) fn heed_version() -> String {
     let v = heed::lmdb_version();
     format!("{}.{}.{}", v.major, v.minor, v.patch)
 }
@@ -479,7 +470,7 @@ impl LmdbSnapshot {
     }
 
     /// The view's entries in key order, owning the view.
-    pub fn into_entries(self) -> Walk<LmdbSnapshot> {
+    pub(crate) fn into_entries(self) -> Walk<LmdbSnapshot> {
         Walk::new(self)
     }
 }
@@ -527,7 +518,7 @@ impl Touched {
 
 /// Entries of a snapshot in key order, copied out a batch per cursor seek
 /// (a borrowed cursor cannot live beside the transaction it borrows).
-pub struct Walk<S> {
+pub(crate) struct Walk<S> {
     snapshot: S,
     batch: std::vec::IntoIter<Entry>,
     last: Option<Vec<u8>>,

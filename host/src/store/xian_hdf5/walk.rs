@@ -51,7 +51,7 @@ use crate::store::Entry;
 pub const BATCH: usize = 1 << 17;
 
 /// The walk; see the module documentation.
-pub struct Walk {
+pub(crate) struct Walk {
     /// Frames from the top (the files) down to the group being listed; empty when done.
     stack: Vec<Frame>,
     batch: usize,
