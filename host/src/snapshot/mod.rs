@@ -12,6 +12,7 @@ mod codec;
 mod create;
 mod layout;
 mod manifest;
+#[cfg(feature = "native-codecs")]
 pub mod native;
 mod restore;
 mod verify;
