@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::metrics::Metrics;
 use crate::plugin::PluginRegistry;
-use crate::snapshot::{load_shipped_plugin, Manifest, RestoreError, RestoreSummary, Restorer};
+use crate::snapshot::{admit, Admission, AwaitingPlugin, Manifest, RestoreError, RestoreSummary, Restorer};
 use crate::store::root::StateRoot;
 use crate::store::treap::MerkleTreap;
 use crate::store::StoreKind;
@@ -88,8 +88,7 @@ impl std::fmt::Debug for Restored {
 enum Stage {
     /// Self-describing snapshot, plugin not local: chunk 0 brings it.
     AwaitingPlugin {
-        manifest: Box<Manifest>,
-        trusted: StateRoot,
+        pending: Box<AwaitingPlugin>,
         staging: std::path::PathBuf,
         /// The layout of the home being restored into.
         kind: StoreKind,
@@ -205,38 +204,23 @@ impl StateSync {
                 ))
             }
         };
-        if manifest.app_hash != trusted {
-            return OfferAnswer::Reject(format!(
-                "it claims app hash {}, but the light client trusts {} for height {}",
-                hex::encode(manifest.app_hash),
-                hex::encode(trusted),
-                offer.height
-            ));
-        }
-        // A shipped plugin's approval is checked first, whether or not the
-        // plugin is local: a snapshot with a forged proof is bad either way.
-        if let Some(approval) = &manifest.approval {
-            if let Err(e) = manifest.verify_approval(approval, &trusted) {
-                self.metrics.refused_plugins.inc();
-                return OfferAnswer::Reject(format!("its plugin is refused before it runs: {e}"));
-            }
-        }
-        let plugin = match self.registry.by_sha256(&manifest.plugin.sha256) {
-            Ok(Some(p)) => p,
-            Ok(None) if manifest.approval.is_some() => {
+        let claimed = manifest.app_hash;
+        let (height, chunks) = (manifest.height, offer.chunks);
+        let admitted = match admit(manifest, trusted, &self.registry) {
+            Ok(Admission::Ready(a)) => a,
+            Ok(Admission::AwaitingPlugin(pending)) => {
+                let m = pending.manifest();
                 tracing::info!(
-                    height = manifest.height,
-                    format = manifest.format,
-                    plugin = %manifest.plugin.name,
-                    sha256 = %hex::encode(manifest.plugin.sha256),
+                    height = m.height,
+                    format = m.format,
+                    plugin = %m.plugin.name,
+                    sha256 = %hex::encode(m.plugin.sha256),
                     "state sync: the snapshot's plugin is not local, but the trusted state approves it; it arrives in chunk 0"
                 );
-                let (height, chunks) = (manifest.height, offer.chunks);
                 self.start_metrics(chunks);
                 self.session = Some(Session {
                     stage: Stage::AwaitingPlugin {
-                        manifest: Box::new(manifest),
-                        trusted,
+                        pending: Box::new(pending),
                         staging: staging.to_path_buf(),
                         kind,
                     },
@@ -247,32 +231,26 @@ impl StateSync {
                 });
                 return OfferAnswer::Accept;
             }
-            Ok(None) => {
-                return OfferAnswer::RejectFormat(format!(
-                    "it was made by plugin {} {} (SHA-256 {}) for format {}, which this node does not have \
-                     and the snapshot does not ship with an approval (put the plugin's .wasm in plugin_dir to restore it)",
-                    manifest.plugin.name,
-                    manifest.plugin.version,
-                    hex::encode(manifest.plugin.sha256),
-                    manifest.format
+            Err(RestoreError::AppHashMismatch { .. }) => {
+                return OfferAnswer::Reject(format!(
+                    "it claims app hash {}, but the light client trusts {} for height {}",
+                    hex::encode(claimed),
+                    hex::encode(trusted),
+                    offer.height
                 ))
             }
-            Err(e) => return OfferAnswer::RejectFormat(format!("its plugin cannot be loaded: {e:#}")),
+            Err(e @ RestoreError::Approval(_)) => {
+                self.metrics.refused_plugins.inc();
+                return OfferAnswer::Reject(e.to_string());
+            }
+            Err(RestoreError::PluginUnavailable(why)) => return OfferAnswer::RejectFormat(why),
+            Err(e) => return OfferAnswer::Reject(e.to_string()),
         };
-        if plugin.description().format != manifest.format {
-            return OfferAnswer::Reject(format!(
-                "its manifest says format {}, but its plugin {} makes format {}",
-                manifest.format,
-                plugin.label(),
-                plugin.description().format
-            ));
-        }
-        let decoder = match plugin.reader(&manifest.params) {
+        let decoder = match admitted.plugin().reader(&admitted.manifest().params) {
             Ok(r) => Box::new(r),
             Err(e) => return OfferAnswer::Reject(format!("its plugin refuses its parameters: {e}")),
         };
-        let (height, chunks) = (manifest.height, offer.chunks);
-        match Restorer::begin(manifest, trusted, decoder, staging, kind) {
+        match Restorer::begin(admitted, decoder, staging, kind) {
             Ok(restorer) => {
                 self.start_metrics(chunks);
                 self.session = Some(Session {
@@ -300,15 +278,10 @@ impl StateSync {
     /// peer is asked) and to the approved SHA-256; only then is it compiled.
     fn load_plugin(&mut self, chunk: &[u8], sender: &str) -> Result<(), ChunkAnswer> {
         let session = self.session.as_mut().expect("checked by the caller");
-        let Stage::AwaitingPlugin {
-            manifest,
-            trusted,
-            staging,
-            kind,
-        } = &session.stage
-        else {
+        let Stage::AwaitingPlugin { pending, staging, kind } = &session.stage else {
             return Ok(());
         };
+        let manifest = pending.manifest();
         let got = crate::plugin::sha256(chunk);
         if Some(&got) != manifest.chunks.first() {
             let reject_senders = bad_chunk_from(&self.metrics, sender);
@@ -323,22 +296,14 @@ impl StateSync {
             });
         }
         let begin = || -> Result<Restorer, RestoreError> {
-            let plugin = load_shipped_plugin(&self.registry, manifest, chunk)?;
-            if plugin.description().format != manifest.format {
-                return Err(RestoreError::Manifest(format!(
-                    "the shipped plugin {} makes format {}, not the manifest's {}",
-                    plugin.label(),
-                    plugin.description().format,
-                    manifest.format
-                )));
-            }
-            let decoder = Box::new(plugin.reader(&manifest.params)?);
+            let admitted = pending.with_plugin(&self.registry, chunk)?;
+            let decoder = Box::new(admitted.plugin().reader(&admitted.manifest().params)?);
             self.metrics.shipped_plugins_loaded.inc();
             tracing::info!(
-                plugin = plugin.label(),
+                plugin = admitted.plugin().label(),
                 "state sync: loaded the approved plugin shipped in chunk 0"
             );
-            Ok(Restorer::begin((**manifest).clone(), *trusted, decoder, staging, *kind)?.with_index())
+            Ok(Restorer::begin(admitted, decoder, staging, *kind)?.with_index())
         };
         match begin() {
             Ok(restorer) => {

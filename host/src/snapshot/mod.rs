@@ -5,8 +5,10 @@
 //! chunk into the manifest, checks each chunk before the plugin sees it,
 //! requires entries in strictly ascending key order, recomputes the state root
 //! while writing into a staging home, and swaps that home in only when the root
-//! equals the trusted app hash.
+//! equals the trusted app hash. `admit` decides whether a manifest may be
+//! restored at all, for the network and the offline restore alike.
 
+mod admit;
 pub mod approval;
 mod codec;
 mod create;
@@ -17,6 +19,7 @@ pub mod native;
 mod restore;
 mod verify;
 
+pub use admit::{admit, Admission, Admitted, AwaitingPlugin};
 pub use approval::{Approval, ApprovalError};
 pub use codec::{ChunkDecoder, ChunkEncoder};
 pub use create::{create, CreateOptions, CreateReport};
@@ -24,7 +27,7 @@ pub(crate) use layout::TMP_PREFIX;
 pub use layout::{list_snapshots, SnapshotDir};
 pub use manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};
 pub use restore::{
-    load_shipped_plugin, plugin_decoder, recover_interrupted_swap, restore_dir, restore_dir_with, staging_path,
-    swap_into_place, DecoderChoice, RestoreError, RestoreSummary, Restorer,
+    plugin_decoder, recover_interrupted_swap, restore_dir, restore_dir_with, staging_path, swap_into_place,
+    DecoderChoice, RestoreError, RestoreSummary, Restorer,
 };
 pub use verify::{verify, VerifyReport};

@@ -14,6 +14,7 @@ use crossbeam_channel::{bounded, Sender};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
+use super::admit::{admit, Admission, Admitted};
 use super::codec::ChunkDecoder;
 use super::layout::SnapshotDir;
 use super::manifest::{Manifest, MAX_CHUNK_BYTES};
@@ -56,6 +57,8 @@ pub enum RestoreError {
     Target(String),
     #[error("the snapshot's plugin is refused before it runs: {0}")]
     Approval(#[from] super::approval::ApprovalError),
+    #[error("the snapshot's plugin is not available: {0}")]
+    PluginUnavailable(String),
 }
 
 /// What a finished restore produced.
@@ -107,26 +110,16 @@ pub struct Restorer {
 }
 
 impl Restorer {
-    /// Starts restoring `manifest` into a fresh staging home of layout
-    /// `kind` at `staging` (anything already there is removed). The
-    /// manifest's app hash must equal `trusted`, the app hash the caller
-    /// trusts for its height.
-    pub(crate) fn begin(
-        manifest: Manifest,
-        trusted: [u8; 32],
+    /// Starts restoring an admitted snapshot ([`super::admit`]: its app hash
+    /// is the trusted one, its plugin approved) into a fresh staging home of
+    /// layout `kind` at `staging` (anything already there is removed).
+    pub fn begin(
+        admitted: Admitted,
         decoder: Box<dyn ChunkDecoder>,
         staging: &Path,
         kind: StoreKind,
     ) -> Result<Self, RestoreError> {
-        if manifest.app_hash != trusted {
-            return Err(RestoreError::AppHashMismatch {
-                claimed: hex::encode(manifest.app_hash),
-                trusted: hex::encode(trusted),
-            });
-        }
-        if let Some(approval) = &manifest.approval {
-            manifest.verify_approval(approval, &trusted)?;
-        }
+        let manifest = admitted.into_manifest();
         if staging.exists() {
             std::fs::remove_dir_all(staging)
                 .with_context(|| format!("removing stale staging home {}", staging.display()))
@@ -435,25 +428,6 @@ pub fn swap_into_place(staging: &Path, home: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Compiles the plugin a self-describing snapshot ships as chunk 0, once its
-/// approval is verified: the bytes must hash to the approved SHA-256.
-pub fn load_shipped_plugin(
-    registry: &PluginRegistry,
-    manifest: &Manifest,
-    wasm: &[u8],
-) -> Result<std::sync::Arc<Plugin>, RestoreError> {
-    let got = crate::plugin::sha256(wasm);
-    if got != manifest.plugin.sha256 {
-        return Err(RestoreError::ChunkHash {
-            index: 0,
-            expected: hex::encode(manifest.plugin.sha256),
-            got: hex::encode(got),
-        });
-    }
-    let label = format!("shipped:{}", manifest.plugin.name);
-    Ok(registry.engine().load(wasm, &label)?)
-}
-
 /// Makes the decoder for a snapshot's plugin: normally the plugin itself.
 pub type DecoderChoice = fn(&Plugin, &[(String, String)]) -> Result<Box<dyn ChunkDecoder>, PluginError>;
 
@@ -517,41 +491,20 @@ pub fn restore_dir_with(
     let kind = kind.or(check_replaceable(home)?).unwrap_or_default();
     let snap = SnapshotDir::open(dir).map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
     let manifest = snap.manifest().map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
-    let local = registry
-        .by_sha256(&manifest.plugin.sha256)
-        .map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
-    let plugin = match (local, &manifest.approval) {
-        (Some(p), _) => p,
-        (None, Some(approval)) => {
-            // Nothing runs before the approval is proven against `trusted`.
-            manifest.verify_approval(approval, &trusted)?;
+    let admitted = match admit(manifest, trusted, registry)? {
+        Admission::Ready(a) => a,
+        Admission::AwaitingPlugin(pending) => {
             let wasm = snap
-                .read_chunk(0, manifest.snapshot_bytes)
+                .read_chunk(0, pending.manifest().snapshot_bytes)
                 .map_err(|e| RestoreError::Unreadable(format!("{e:#}")))?;
-            load_shipped_plugin(registry, &manifest, &wasm)?
-        }
-        (None, None) => {
-            return Err(RestoreError::Manifest(format!(
-                "the snapshot was made with plugin {} {} (SHA-256 {}), which this host does not have; pass it with --plugin FILE.wasm",
-                manifest.plugin.name,
-                manifest.plugin.version,
-                hex::encode(manifest.plugin.sha256)
-            )))
+            pending.with_plugin(registry, &wasm)?
         }
     };
-    if plugin.description().format != manifest.format {
-        return Err(RestoreError::Manifest(format!(
-            "the manifest says format {}, but its plugin {} makes format {}",
-            manifest.format,
-            plugin.label(),
-            plugin.description().format
-        )));
-    }
-    let decoder = make_decoder(&plugin, &manifest.params)?;
+    let decoder = make_decoder(admitted.plugin(), &admitted.manifest().params)?;
     let staging = staging_path(home);
-    let chunks = manifest.chunks.len() as u32;
+    let chunks = admitted.manifest().chunks.len() as u32;
     progress.set_length(chunks as u64);
-    let mut restorer = Restorer::begin(manifest, trusted, decoder, &staging, kind)?;
+    let mut restorer = Restorer::begin(admitted, decoder, &staging, kind)?;
     for index in 0..chunks {
         let chunk = snap
             .read_chunk(index, restorer.snapshot_bytes_left())
