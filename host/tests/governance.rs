@@ -374,3 +374,33 @@ fn a_proposal_without_enough_votes_expires_and_never_activates() {
     assert_eq!(node.check_tx(&late).code, code::PROPOSAL_EXPIRED);
     assert!(node.check_tx(&late).log.contains("expired"));
 }
+
+/// The conformance check of a proposed plugin runs outside the chain lock:
+/// while CheckTx spends seconds on a plugin that spins until it runs out of
+/// fuel, a block is executed and committed. (Before, CheckTx held the chain
+/// lock throughout, so the block finished only after the check.) An ordering
+/// of events, not a timing: the check takes seconds, the block milliseconds.
+#[test]
+fn blocks_do_not_wait_for_a_proposals_conformance_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, mut hashes) = genesis(tmp.path());
+    let v = validators();
+    let spin = std::fs::read(common::testplugin("spin")).unwrap();
+    let tx = Nonces(&node).sign(&v[0], proposal(&spin, 902, 100));
+    std::thread::scope(|s| {
+        let checking = s.spawn(|| {
+            let outcome = node.check_tx(&tx);
+            (outcome, std::time::Instant::now())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(block(&node, &mut hashes, &[]), Vec::<u32>::new());
+        let block_done = std::time::Instant::now();
+        let (outcome, check_done) = checking.join().unwrap();
+        assert_eq!(outcome.code, code::PLUGIN_REFUSED, "{}", outcome.log);
+        assert!(outcome.log.contains("fuel"), "{}", outcome.log);
+        assert!(
+            block_done < check_done,
+            "the block waited for CheckTx's conformance check"
+        );
+    });
+}
