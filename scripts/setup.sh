@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing statesnap needs on a fresh Debian machine:
-# libhdf5 (Debian's), pkg-config, the wasm32-wasip2 Rust target, and the Python
+# libhdf5 (Debian's), pkg-config, strace, the wasm32-wasip2 Rust target, and the Python
 # packages the compatibility tests use (h5py, lmdb). Safe to run again: it only
 # installs what is missing.
 set -euo pipefail
@@ -17,6 +17,11 @@ if ! pkg-config --exists hdf5 2>/dev/null; then
     say "installing libhdf5-dev and pkg-config (Debian packages)"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libhdf5-dev pkg-config >/dev/null
+fi
+if ! command -v strace >/dev/null; then
+    say "installing strace (Debian package; a test observes the restore's fsyncs with it)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -621,3 +621,74 @@ fn a_host_failure_is_an_error_not_a_verdict_on_the_plugin() {
     assert!(err.contains("could not run the conformance check"), "{err}");
     assert!(!err.contains("would be refused"), "{err}");
 }
+
+/// Durability of the swap: after renaming the restored home into place, a
+/// restore syncs the directory holding it, so a crash right after cannot
+/// bring the replaced home back (or leave no home) once the restore said it
+/// was done. Observed with strace: after the last rename, the parent is
+/// opened and that descriptor fsynced.
+#[test]
+fn a_restore_syncs_the_homes_directory_after_the_swap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let home = dir.join("home");
+    let snaps = dir.join("snaps");
+    let target = dir.join("restored");
+    ok(&["state", "generate", "--home", p(&home), "--keys", "2000"]);
+    ok(&[
+        "snapshot",
+        "create",
+        "--home",
+        p(&home),
+        "--height",
+        "1",
+        "--out",
+        p(&snaps),
+    ]);
+    let root = ok(&["state", "root", "--home", p(&home)]).trim().to_string();
+    let restore = [
+        "snapshot",
+        "restore",
+        "--from",
+        p(&snaps),
+        "--home",
+        p(&target),
+        "--app-hash",
+        &root,
+    ];
+    ok(&restore); // a first restore, so the second replaces a home
+    let trace = dir.join("trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-e", "trace=openat,fsync,rename,renameat,renameat2", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_statesnap"))
+        .args(restore)
+        .output()
+        .expect("strace is installed by scripts/setup.sh");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let into_place = format!("\"{}\")", target.display());
+    let swap = lines
+        .iter()
+        .rposition(|l| l.contains("rename") && l.contains(&into_place))
+        .unwrap_or_else(|| panic!("no rename into {}:\n{}", target.display(), lines.join("\n")));
+    let open_parent = format!("openat(AT_FDCWD, \"{}\", ", dir.display());
+    let fd = lines[swap..]
+        .iter()
+        .find(|l| l.contains(&open_parent))
+        .and_then(|l| l.rsplit("= ").next())
+        .unwrap_or_else(|| panic!("the parent is not opened after the swap:\n{}", lines[swap..].join("\n")))
+        .trim()
+        .to_string();
+    assert!(
+        lines[swap..]
+            .iter()
+            .any(|l| l.contains(&format!("fsync({fd})")) && l.ends_with("= 0")),
+        "the parent directory is not fsynced after the swap:\n{}",
+        lines[swap..].join("\n")
+    );
+}
