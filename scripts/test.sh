@@ -10,6 +10,8 @@ scripts/setup.sh
 scripts/build-plugins.sh --check
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
+# The benchmark's native baseline is behind a feature the default build leaves off.
+cargo clippy -p statesnap-cli --features native-codecs --release -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

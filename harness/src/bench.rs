@@ -158,7 +158,22 @@ fn h5py_home(args: &BenchArgs, home: &Path) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// The codec modes measured: wasm, and the native baseline when the binary
+/// has it (feature `native-codecs`).
+fn modes() -> &'static [bool] {
+    if cfg!(feature = "native-codecs") {
+        &[false, true]
+    } else {
+        &[false]
+    }
+}
+
 pub fn bench(args: &BenchArgs, registry: &PluginRegistry) -> anyhow::Result<()> {
+    if !cfg!(feature = "native-codecs") {
+        eprintln!(
+            "bench: no native baseline in this build (build with `cargo build --release -p statesnap-cli --features native-codecs` for it)"
+        );
+    }
     let (dir, _tmp) = work_dir(&args.dir)?;
     let keys = args.keys.to_string();
     let seed = args.seed.to_string();
@@ -243,7 +258,7 @@ pub fn bench(args: &BenchArgs, registry: &PluginRegistry) -> anyhow::Result<()> 
 
         let mut rows = Vec::new();
         for name in &plugins {
-            for native in [false, true] {
+            for &native in modes() {
                 let mode = if native { "native" } else { "wasm" };
                 eprintln!("bench: {kind} {name} ({mode}): create");
                 let out = dir.join(format!("snap-{kind}-{name}-{mode}"));

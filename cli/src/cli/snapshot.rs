@@ -7,6 +7,7 @@ use serde_json::json;
 
 use std::time::Instant;
 
+#[cfg(feature = "native-codecs")]
 use statesnap::snapshot::native;
 use statesnap::snapshot::{self, ChunkEncoder, CreateOptions, DecoderChoice, PluginRef, SnapshotDir};
 use statesnap::store::{HomeStore, StoreKind};
@@ -82,7 +83,7 @@ pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
             let store = HomeStore::open_read_only(&home)?;
             let params = plugin.resolve_params(&params)?;
             let writer: Box<dyn ChunkEncoder> = if native {
-                native::encoder(&plugin.description().name, &params)?
+                native_encoder(&plugin.description().name, &params)?
             } else {
                 Box::new(plugin.writer(&params)?)
             };
@@ -172,7 +173,7 @@ pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
             }
             let bar = progress::bar(Some(0), "restoring", "chunks");
             let decoder: DecoderChoice = if native {
-                native::decoder
+                native_decoder()?
             } else {
                 snapshot::plugin_decoder
             };
@@ -194,4 +195,31 @@ pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The benchmark baseline's native encoder (feature `native-codecs`).
+fn native_encoder(name: &str, params: &[(String, String)]) -> anyhow::Result<Box<dyn ChunkEncoder>> {
+    #[cfg(feature = "native-codecs")]
+    return native::encoder(name, params);
+    #[cfg(not(feature = "native-codecs"))]
+    {
+        let _ = (name, params);
+        Err(no_native_codecs())
+    }
+}
+
+/// The benchmark baseline's native decoder (feature `native-codecs`).
+fn native_decoder() -> anyhow::Result<DecoderChoice> {
+    #[cfg(feature = "native-codecs")]
+    return Ok(native::decoder);
+    #[cfg(not(feature = "native-codecs"))]
+    Err(no_native_codecs())
+}
+
+#[cfg(not(feature = "native-codecs"))]
+fn no_native_codecs() -> anyhow::Error {
+    anyhow::anyhow!(
+        "--native is the benchmark's baseline, and this statesnap was built without it; \
+         build with `cargo build --release -p statesnap-cli --features native-codecs`"
+    )
 }
