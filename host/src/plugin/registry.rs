@@ -11,15 +11,11 @@ use super::runtime::{Plugin, PluginEngine};
 
 /// The plugins shipped inside the binary, by name. The first is the default.
 ///
-/// These are the committed artifacts of `plugins/dist/` (reproducible builds
-/// of `plugins/<name>`, see `scripts/build-plugins.sh`), not whatever the
-/// local compiler makes of the source: a plugin's SHA-256 names its format in
-/// every manifest, so every host must embed the same bytes.
-pub const BUILT_IN: &[(&str, &[u8])] = &[
-    ("zstd", include_bytes!("../../../plugins/dist/zstd.wasm")),
-    ("gzip", include_bytes!("../../../plugins/dist/gzip.wasm")),
-    ("brotli", include_bytes!("../../../plugins/dist/brotli.wasm")),
-];
+/// They come from `statesnap-builtins`, which embeds the committed artifacts
+/// of `plugins/dist/` (reproducible builds, see `scripts/build-plugins.sh`),
+/// not whatever the local compiler makes of the source: a plugin's SHA-256
+/// names its format in every manifest, so every host must embed the same bytes.
+pub use statesnap_builtins::BUILT_IN;
 
 /// A known plugin's bytes, compiled only when first used.
 struct Source {
@@ -152,21 +148,11 @@ mod tests {
     /// by `scripts/build-plugins.sh --check` in the test command).
     #[test]
     fn the_embedded_plugins_are_the_locked_artifacts() {
-        let lock = include_str!("../../../plugins/dist/plugins.lock");
-        let locked: Vec<(String, String)> = lock
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .map(|l| {
-                let mut f = l.split_whitespace();
-                let sum = f.next().unwrap().to_string();
-                let file = f.next().unwrap().to_string();
-                (file, sum)
-            })
-            .collect();
-        assert_eq!(locked.len(), BUILT_IN.len(), "{lock}");
+        let locked = statesnap_builtins::locked();
+        assert_eq!(locked.len(), BUILT_IN.len(), "{}", statesnap_builtins::LOCK);
         for ((name, bytes), (file, sum)) in BUILT_IN.iter().zip(&locked) {
-            assert_eq!(file, &format!("{name}.wasm"));
-            assert_eq!(&hex::encode(crate::plugin::sha256(bytes)), sum, "built-in {name}");
+            assert_eq!(*file, format!("{name}.wasm"));
+            assert_eq!(hex::encode(crate::plugin::sha256(bytes)), *sum, "built-in {name}");
         }
     }
 }
