@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     let params = d.params.clone();
     let report = snapshot::create(
         &store,
-        Box::new(plugin.writer(&params)?),
+        snapshot::Codec::plugin(&plugin, &params)?,
         PluginRef {
             sha256: plugin.sha256(),
             name: d.name.clone(),

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(manifest tx value batch reader_zstd reader_gzip reader_brotli)
+[ ${#targets[@]} -eq 0 ] && targets=(manifest tx value batch range_proof reader_zstd reader_gzip reader_brotli)
 jobs=${FUZZ_JOBS:-1}
 
 if ! rustup toolchain list | grep -q '^nightly'; then

@@ -426,7 +426,7 @@ pub fn demo(args: &DemoArgs, registry: &PluginRegistry) -> anyhow::Result<()> {
         let bar = progress::bar(Some(args.keys), "snapshot", "keys");
         let report = snapshot::create(
             &store,
-            Box::new(plugin.writer(&params)?),
+            snapshot::Codec::plugin(&plugin, &params)?,
             PluginRef {
                 sha256: plugin.sha256(),
                 name: d.name.clone(),

@@ -219,7 +219,7 @@ impl Application for AbciApp {
                 reject_senders,
                 ..
             } => (R::Retry, refetch, reject_senders),
-            ChunkAnswer::RejectSnapshot(_) => (R::RejectSnapshot, Vec::new(), Vec::new()),
+            ChunkAnswer::RejectSnapshot { reject_senders, .. } => (R::RejectSnapshot, Vec::new(), reject_senders),
         };
         ResponseApplySnapshotChunk {
             result: result as i32,

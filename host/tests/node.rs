@@ -22,7 +22,7 @@ on_both_stores!(
     committed_blocks_survive_a_crash_before_the_checkpoint,
     background_snapshots_hold_their_height_while_blocks_go_on,
     state_sync_restores_a_snapshot_and_answers_every_case,
-    a_snapshot_of_another_state_is_rejected_after_its_last_chunk,
+    a_snapshot_of_another_state_is_rejected_at_its_first_chunk,
     a_view_reads_its_height_after_later_blocks,
     a_clean_stop_saves_the_index_for_a_fast_start,
     a_snapshot_job_that_panics_or_traps_leaves_nothing_and_the_next_runs,
@@ -486,12 +486,14 @@ fn state_sync_restores_a_snapshot_and_answers_every_case(kind: StoreKind) {
     assert!(node.load_snapshot_chunk(4, 1, 9999).is_empty());
 }
 
-/// Chunks whose hashes match the manifest but whose entries give another
-/// root than the trusted app hash: refused at the end, nothing kept.
-fn a_snapshot_of_another_state_is_rejected_after_its_last_chunk(kind: StoreKind) {
-    let src = source(kind, 3_000);
+/// Chunks whose hashes match the manifest but whose entries are another
+/// state than the trusted app hash's: the first chunk's range proof fails, so
+/// the snapshot is refused there, its sender rejected, nothing of it written.
+fn a_snapshot_of_another_state_is_rejected_at_its_first_chunk(kind: StoreKind) {
+    let src = source(kind, 20_000);
     let node = open(&src.fresh, config(kind, 0));
     let good = src.offer(4);
+    assert!(good.chunks > 1, "the test needs a snapshot of several chunks");
     // Claim the height-4 snapshot holds the height-3 state: the offer's
     // trusted hash and the manifest agree, the chunks are the real ones.
     let forged = with_manifest(&good, |m| m.app_hash = src.hashes[3]);
@@ -501,15 +503,19 @@ fn a_snapshot_of_another_state_is_rejected_after_its_last_chunk(kind: StoreKind)
     };
     assert_eq!(node.offer_snapshot(&forged), OfferAnswer::Accept);
     let staging = src.fresh.join(".state.statesnap-restore-staging");
-    let mut last = None;
-    for i in 0..forged.chunks {
-        last = Some(node.apply_snapshot_chunk(i, &src.chunk(&good, i), "peer"));
-        if i + 1 < forged.chunks {
-            assert!(matches!(last, Some(ChunkAnswer::Accept)));
-            assert!(staging.exists(), "the restore writes a staging home");
+    match node.apply_snapshot_chunk(0, &src.chunk(&good, 0), "peer") {
+        ChunkAnswer::RejectSnapshot { reason, reject_senders } => {
+            assert!(reason.contains("chunk 0") && reason.contains("forged"), "{reason}");
+            assert_eq!(reject_senders, vec!["peer".to_string()]);
         }
+        other => panic!("chunk 0 of a forged snapshot: {other:?}"),
     }
-    assert!(matches!(last, Some(ChunkAnswer::RejectSnapshot(w)) if w.contains("root")));
+    let metrics = node.metrics().render();
+    assert_eq!(
+        statesnap::node::metrics::read_metric(&metrics, "statesnap_forged_chunks_total"),
+        Some(1.0),
+        "{metrics}"
+    );
     assert!(!staging.exists(), "the staging home was cleared");
     assert_eq!(node.info().0, 0);
 }

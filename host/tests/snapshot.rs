@@ -12,6 +12,7 @@ use common::*;
 use indicatif::ProgressBar;
 use statesnap::plugin::{Limits, Plugin, PluginRegistry};
 use statesnap::snapshot::{self, CreateOptions, CreateReport, Manifest, PluginRef, RestoreError, SnapshotDir};
+use statesnap::store::range_proof::ProofError;
 use statesnap::store::{generate, HomeStore, StateStore, StoreKind};
 
 on_both_stores!(
@@ -21,7 +22,7 @@ on_both_stores!(
     truncated_chunk_is_refused,
     swapped_chunks_are_refused,
     wrong_app_hash_is_refused,
-    right_chunk_hashes_but_another_root_is_refused,
+    right_chunk_hashes_but_another_state_is_refused_at_the_first_chunk,
     entries_out_of_order_are_refused,
     never_replaces_a_directory_that_is_not_a_home,
     an_interrupted_swap_is_recovered,
@@ -43,7 +44,7 @@ fn try_create(home: &Path, plugin: &Plugin, params: &[(&str, &str)], out: &Path)
     let d = plugin.description();
     snapshot::create(
         &store,
-        Box::new(plugin.writer(&params)?),
+        snapshot::Codec::plugin(plugin, &params)?,
         PluginRef {
             sha256: plugin.sha256(),
             name: d.name.clone(),
@@ -310,17 +311,21 @@ fn rewrite_manifest(dir: &Path, edit: impl FnOnce(&mut Manifest)) -> Manifest {
     m
 }
 
-fn right_chunk_hashes_but_another_root_is_refused(kind: StoreKind) {
+fn right_chunk_hashes_but_another_state_is_refused_at_the_first_chunk(kind: StoreKind) {
     let s = scene(kind);
     let mut other = fixture_root();
     other[31] ^= 0x55;
-    // The forger claims the chunks hold the state `other`, and the node trusts `other`.
+    // The forger claims the chunks hold the state `other`, and the node
+    // trusts `other`: the first chunk's range proof gives the real root.
     rewrite_manifest(&s.snap, |m| m.app_hash = other);
     let e = s.refused(other);
     match e {
-        RestoreError::RootMismatch { expected, got } => {
-            assert_eq!(expected, hex::encode(other), "{kind}");
-            assert_eq!(got, hex::encode(fixture_root()), "{kind}");
+        RestoreError::Proof {
+            index: 0,
+            source: ProofError::Root { got, trusted },
+        } => {
+            assert_eq!(trusted, hex::encode(other), "{kind}");
+            assert_ne!(got, trusted, "{kind}");
         }
         e => panic!("{kind}: unexpected {e}"),
     }
@@ -331,9 +336,20 @@ fn entries_out_of_order_are_refused(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
     let mut reg = registry();
     let unsorted = reg.add_file(&testplugin("unsorted")).unwrap();
-    let report = create(&fixture_home(), &unsorted, &[], &tmp.path().join("snaps"));
+    // Creating reads the snapshot back, so it refuses to make one.
+    let out = tmp.path().join("create");
+    let e = format!("{:#}", try_create(&fixture_home(), &unsorted, &[], &out).unwrap_err());
+    assert!(e.contains("out of order"), "{kind}: {e}");
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "{kind}: no partial snapshot"
+    );
+    // A peer's snapshot read by it is refused.
+    let snap = tmp.path().join("snap");
+    snapshot_for_reader(&mut reg, &unsorted, &snap);
     let home = tmp.path().join("home");
-    let e = restore(&reg, &report.dir, &home, Some(kind), fixture_root()).unwrap_err();
+    let e = restore(&reg, &snap, &home, Some(kind), fixture_root()).unwrap_err();
     assert!(matches!(e, RestoreError::Entries(_)), "{kind}: {e}");
     assert!(e.to_string().contains("ascending"), "{kind}: {e}");
     assert!(!home.exists() && no_leftovers(&home), "{kind}");
@@ -342,7 +358,8 @@ fn entries_out_of_order_are_refused(kind: StoreKind) {
 /// A snapshot made by a well-behaved plugin whose manifest is retargeted at
 /// `hostile`: the hostile plugin then runs as the reader.
 fn snapshot_for_reader(reg: &mut PluginRegistry, hostile: &Plugin, out: &Path) -> Manifest {
-    let honest = reg.add_file(&testplugin("unsorted")).unwrap();
+    // The template writes and reads the identity format the fixtures read.
+    let honest = reg.add_file(&common::wasm("statesnap-plugin-template")).unwrap();
     let report = create(&fixture_home(), &honest, &[], out);
     let d = hostile.description().clone();
     rewrite_manifest(&report.dir, |m| {
@@ -360,15 +377,18 @@ fn hostile_case(name: &str, limits: Limits, expect: impl Fn(&str) -> bool) {
     let tmp = tempfile::tempdir().unwrap();
     let mut reg = registry_with(limits);
     let plugin = reg.add_file(&testplugin(name)).unwrap();
-    // Creating with it fails cleanly and leaves no snapshot behind.
+    // Creating with it fails cleanly (in its writer, or in its reader, which
+    // creating runs too) and leaves no snapshot behind.
     let out = tmp.path().join("create");
-    if let Err(e) = try_create(&fixture_home(), &plugin, &[], &out) {
-        let msg = format!("{e:#}");
-        assert!(expect(&msg), "{name}: create error: {msg}");
-        assert!(snapshot::list_snapshots(&out).unwrap().is_empty());
-    } else {
-        assert_eq!(name, "bomb", "{name}: create should have failed");
-    }
+    let e = try_create(&fixture_home(), &plugin, &[], &out).expect_err(name);
+    let msg = format!("{e:#}");
+    assert!(expect(&msg), "{name}: create error: {msg}");
+    assert!(snapshot::list_snapshots(&out).unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "{name}: no partial snapshot"
+    );
     // Restoring with it as the reader fails cleanly and leaves the home as it was.
     let snap = tmp.path().join("snap");
     snapshot_for_reader(&mut reg, &plugin, &snap);

@@ -82,10 +82,13 @@ pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
             let plugin = registry.resolve(&plugin)?;
             let store = HomeStore::open_read_only(&home)?;
             let params = plugin.resolve_params(&params)?;
-            let writer: Box<dyn ChunkEncoder> = if native {
-                native_encoder(&plugin.description().name, &params)?
+            let codec = if native {
+                snapshot::Codec {
+                    encoder: native_encoder(&plugin.description().name, &params)?,
+                    decoder: native_decoder()?(&plugin, &params)?,
+                }
             } else {
-                Box::new(plugin.writer(&params)?)
+                snapshot::Codec::plugin(&plugin, &params)?
             };
             let d = plugin.description();
             let plugin_ref = PluginRef {
@@ -95,7 +98,7 @@ pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
             };
             let bar = progress::bar(None, "snapshot", "keys");
             let opts = CreateOptions::new(&chain_id, height, params);
-            let report = snapshot::create(&store, writer, plugin_ref, d.format, &opts, &out, &bar)?;
+            let report = snapshot::create(&store, codec, plugin_ref, d.format, &opts, &out, &bar)?;
             bar.finish_and_clear();
             let m = &report.manifest;
             println!(

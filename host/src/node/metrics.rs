@@ -17,6 +17,7 @@
 //! | `statesnap_restore_seconds` | time from accepting a snapshot to its verified state |
 //! | `statesnap_restored_snapshot_height` | height this node state-synced to (0: never) |
 //! | `statesnap_rejected_chunks_total`, `statesnap_rejected_senders_total`, `statesnap_rejected_snapshots_total` | what state sync refused |
+//! | `statesnap_forged_chunks_total` | chunks that matched their manifest but failed their range proof (forged snapshots) |
 //! | `statesnap_plugin_fuel_used_total` | wasm fuel spent by format plugins |
 //! | `statesnap_snapshot_last_format` | format of the newest snapshot made (the active format) |
 //! | `statesnap_approved_formats` | formats approved by governance in the state |
@@ -55,6 +56,7 @@ pub struct Metrics {
     pub rejected_chunks: Counter,
     pub rejected_senders: Counter,
     pub rejected_snapshots: Counter,
+    pub forged_chunks: Counter,
     pub plugin_fuel_used: Counter,
     pub snapshot_last_format: Gauge,
     pub approved_formats: Gauge,
@@ -92,6 +94,7 @@ impl Metrics {
             rejected_chunks: Counter::default(),
             rejected_senders: Counter::default(),
             rejected_snapshots: Counter::default(),
+            forged_chunks: Counter::default(),
             plugin_fuel_used: Counter::default(),
             snapshot_last_format: Gauge::default(),
             approved_formats: Gauge::default(),
@@ -176,6 +179,11 @@ impl Metrics {
             m.rejected_senders.clone(),
         );
         r.register("rejected_snapshots", "Snapshots refused", m.rejected_snapshots.clone());
+        r.register(
+            "forged_chunks",
+            "Chunks that matched their manifest but failed their range proof",
+            m.forged_chunks.clone(),
+        );
         r.register(
             "plugin_fuel_used",
             "Wasm fuel spent by format plugins",

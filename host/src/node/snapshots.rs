@@ -337,24 +337,16 @@ impl Job {
             name: d.name.clone(),
             version: d.version.clone(),
         };
-        let mut encoder: Box<dyn snapshot::ChunkEncoder> = Box::new(producer.plugin.writer(&producer.params)?);
+        let mut codec = snapshot::Codec::plugin(&producer.plugin, &producer.params)?;
         if self.panic {
-            encoder = Box::new(PanicsMidway {
-                inner: encoder,
+            codec.encoder = Box::new(PanicsMidway {
+                inner: codec.encoder,
                 writes: 0,
             });
         }
         let mut opts = CreateOptions::new(chain_id, view.height, producer.params.clone());
         opts.ship = producer.ship.clone();
-        let report = snapshot::create(
-            view,
-            encoder,
-            plugin,
-            d.format,
-            &opts,
-            &self.dir,
-            &ProgressBar::hidden(),
-        )?;
+        let report = snapshot::create(view, codec, plugin, d.format, &opts, &self.dir, &ProgressBar::hidden())?;
         if report.manifest.app_hash != view.app_hash {
             let _ = std::fs::remove_dir_all(&report.dir);
             anyhow::bail!(

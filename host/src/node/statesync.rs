@@ -58,8 +58,12 @@ pub enum ChunkAnswer {
         reject_senders: Vec<String>,
         reason: String,
     },
-    /// The snapshot is bad; try another (its staging home is gone).
-    RejectSnapshot(String),
+    /// The snapshot is bad; try another (its staging home is gone), and stop
+    /// asking these peers (those who served a chunk proven forged).
+    RejectSnapshot {
+        reason: String,
+        reject_senders: Vec<String>,
+    },
 }
 
 /// A finished, verified restore, ready to become the node's state.
@@ -312,7 +316,7 @@ impl StateSync {
             }
             Err(e) => {
                 self.session = None;
-                Err(self.failed(e))
+                Err(self.failed(e, sender))
             }
         }
     }
@@ -324,9 +328,9 @@ impl StateSync {
             ChunkAnswer::Retry { reason, .. } => {
                 tracing::warn!(index, sender, "state sync: refetching a chunk: {reason}")
             }
-            ChunkAnswer::RejectSnapshot(why) => {
+            ChunkAnswer::RejectSnapshot { reason, reject_senders } => {
                 self.metrics.rejected_snapshots.inc();
-                tracing::warn!(index, "state sync: rejecting the snapshot: {why}")
+                tracing::warn!(index, ?reject_senders, "state sync: rejecting the snapshot: {reason}")
             }
             ChunkAnswer::Abort(why) => tracing::error!(index, "state sync: aborting: {why}"),
             ChunkAnswer::Done(r) => tracing::info!(
@@ -394,7 +398,7 @@ impl StateSync {
                         );
                         ChunkAnswer::Done(Box::new(restored(&manifest, summary)))
                     }
-                    Err(e) => self.failed(e),
+                    Err(e) => self.failed(e, sender),
                 }
             }
             Err(e @ (RestoreError::ChunkHash { .. } | RestoreError::Oversized { .. })) => {
@@ -412,18 +416,30 @@ impl StateSync {
             },
             Err(e) => {
                 self.session = None;
-                self.failed(e)
+                self.failed(e, sender)
             }
         }
     }
 
     /// A failure after the chunk hashes matched: the snapshot itself is bad,
-    /// unless the failure is this node's own (its disk).
-    fn failed(&mut self, e: RestoreError) -> ChunkAnswer {
+    /// unless the failure is this node's own (its disk). A chunk whose range
+    /// proof fails was forged by whoever made the snapshot: its sender is
+    /// rejected too.
+    fn failed(&mut self, e: RestoreError, sender: &str) -> ChunkAnswer {
         self.metrics.restore_chunks_applied.set(0);
         match e {
             RestoreError::Store(_) => ChunkAnswer::Abort(format!("{e} (check the disk; nothing was kept)")),
-            other => ChunkAnswer::RejectSnapshot(other.to_string()),
+            RestoreError::Proof { .. } => {
+                self.metrics.forged_chunks.inc();
+                ChunkAnswer::RejectSnapshot {
+                    reason: e.to_string(),
+                    reject_senders: rejected(&self.metrics, sender),
+                }
+            }
+            other => ChunkAnswer::RejectSnapshot {
+                reason: other.to_string(),
+                reject_senders: Vec::new(),
+            },
         }
     }
 }
@@ -442,6 +458,11 @@ fn restored(manifest: &Manifest, summary: RestoreSummary) -> Restored {
 /// Counts a chunk that did not match its hash; the peers to reject.
 fn bad_chunk_from(metrics: &Metrics, sender: &str) -> Vec<String> {
     metrics.rejected_chunks.inc();
+    rejected(metrics, sender)
+}
+
+/// Counts a rejected peer; the peers to reject.
+fn rejected(metrics: &Metrics, sender: &str) -> Vec<String> {
     if sender.is_empty() {
         return Vec::new();
     }

@@ -3,6 +3,14 @@
 
 use crate::plugin::{PluginError, PluginReader, PluginWriter};
 
+/// Bytes of decoded entries asked of a decoder per call.
+pub(crate) const DECODE_BATCH_BYTES: u32 = 4 << 20;
+
+/// Bytes of entries one chunk may decode to: a restoring node holds them in
+/// memory until the chunk's range proof is checked, so restores refuse a
+/// chunk that decodes to more, and `create` never makes one.
+pub const MAX_CHUNK_ENTRY_BYTES: usize = 256 << 20;
+
 /// Entries in, chunks out.
 pub trait ChunkEncoder: Send {
     fn write(&mut self, batch: &[u8]) -> Result<Vec<Vec<u8>>, PluginError>;

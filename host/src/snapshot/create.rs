@@ -1,9 +1,16 @@
 //! Creating a snapshot: state entries in ascending order → plugin → chunks,
-//! hashed and written to a temporary directory that is renamed into place last.
+//! each ending with its range proof, hashed and written to a temporary
+//! directory that is renamed into place last.
 //!
-//! Three stages run at once: this thread reads the store and streams the state
-//! root, one thread runs the encoder, one hashes and writes chunks. Memory stays
-//! bounded by the channels between them, whatever the state's size.
+//! Three stages run at once: this thread reads the store, one thread runs the
+//! encoder, and one writes each chunk and decodes it again with the plugin's
+//! reader, as a restoring node will: the entries it gets back are the ones
+//! the state root and the range proofs are made from, so the snapshot is
+//! checked to restore before anyone fetches it, and each proof covers exactly
+//! the entries a node holds once it has decoded that chunk. The proofs are
+//! complete only when the last entry is in (`RangeProver`), so each chunk's
+//! trailer is appended at the end. Memory stays bounded by the channels
+//! between the stages and the proofs, whatever the state's size.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -14,12 +21,34 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::approval::Approval;
-use super::codec::ChunkEncoder;
+use super::codec::{ChunkDecoder, ChunkEncoder, DECODE_BATCH_BYTES, MAX_CHUNK_ENTRY_BYTES};
+use super::entries::state_entry;
+use super::frame;
 use super::layout::{chunk_path, dir_name, manifest_path, TMP_PREFIX};
-use super::manifest::{Manifest, PluginRef, MANIFEST_VERSION};
+use super::manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_CHUNK_BYTES};
 use crate::durable::{sync_dir, write_synced};
-use crate::store::root::RootBuilder;
+use crate::plugin::{Plugin, PluginError};
+use crate::store::range_proof::RangeProver;
+use crate::store::root::{is_consensus_key, leaf_hash};
+use crate::store::value::is_null;
 use crate::store::StateStore;
+
+/// The two sides of a format: the encoder that makes the chunks and the
+/// decoder that reads them back (see the module comment).
+pub struct Codec {
+    pub encoder: Box<dyn ChunkEncoder>,
+    pub decoder: Box<dyn ChunkDecoder>,
+}
+
+impl Codec {
+    /// `plugin`'s writer and reader with `params`.
+    pub fn plugin(plugin: &Plugin, params: &[(String, String)]) -> Result<Self, PluginError> {
+        Ok(Codec {
+            encoder: Box::new(plugin.writer(params)?),
+            decoder: Box::new(plugin.reader(params)?),
+        })
+    }
+}
 
 /// What to put in the manifest besides what the state and plugin give.
 #[derive(Debug, Clone)]
@@ -54,14 +83,14 @@ pub struct CreateReport {
     pub hash: [u8; 32],
     pub dir: PathBuf,
     pub seconds: f64,
-    /// Wasm fuel the plugin spent (0 for a native codec).
+    /// Wasm fuel the plugin spent encoding and decoding (0 for a native codec).
     pub fuel_used: u64,
 }
 
 /// Creates snapshot `<out_root>/<height>-<format>/` of `store` with `encoder`.
 pub fn create(
     store: &dyn StateStore,
-    encoder: Box<dyn ChunkEncoder>,
+    codec: Codec,
     plugin: PluginRef,
     format: u32,
     opts: &CreateOptions,
@@ -92,7 +121,7 @@ pub fn create(
         }
     }
 
-    let result = build(store, encoder, opts, &tmp, progress);
+    let result = build(store, codec, opts, &tmp, progress);
     let (root, entries, state_bytes, chunks, snapshot_bytes, fuel_used) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -136,13 +165,25 @@ pub fn create(
 /// Root, entries, state bytes, chunk hashes, snapshot bytes, fuel.
 type Built = ([u8; 32], u64, u64, Vec<[u8; 32]>, u64, u64);
 
+/// What the chunk stage made: the chunks' hashes and bytes, and what the
+/// entries decoded from them add up to.
+struct Written {
+    hashes: Vec<[u8; 32]>,
+    bytes: u64,
+    root: [u8; 32],
+    entries: u64,
+    digest: [u8; 32],
+    fuel: u64,
+}
+
 fn build(
     store: &dyn StateStore,
-    mut encoder: Box<dyn ChunkEncoder>,
+    codec: Codec,
     opts: &CreateOptions,
     dir: &Path,
     progress: &ProgressBar,
 ) -> anyhow::Result<Built> {
+    let Codec { mut encoder, decoder } = codec;
     std::thread::scope(|s| {
         let (batch_tx, batch_rx) = bounded::<Vec<u8>>(4);
         let (chunk_tx, chunk_rx) = bounded::<Vec<u8>>(2);
@@ -150,7 +191,7 @@ fn build(
             for batch in batch_rx {
                 for chunk in encoder.write(&batch)? {
                     if chunk_tx.send(chunk).is_err() {
-                        return Ok(encoder.fuel_used()); // the chunk writer failed; its error is reported
+                        return Ok(encoder.fuel_used()); // the chunk stage failed; its error is reported
                     }
                 }
             }
@@ -162,52 +203,144 @@ fn build(
             Ok(encoder.fuel_used())
         });
         let shipped = opts.ship.as_ref().map(|(wasm, _)| wasm.clone());
-        let write = s.spawn(move || -> anyhow::Result<(Vec<[u8; 32]>, u64)> {
-            let mut hashes = Vec::new();
-            let mut bytes = 0u64;
-            // A self-describing snapshot's chunk 0 is its plugin.
-            let shipped = shipped.map(|w| w.as_ref().clone());
-            for chunk in shipped.into_iter().chain(chunk_rx) {
-                let index = u32::try_from(hashes.len()).context("too many chunks")?;
-                hashes.push(Sha256::digest(&chunk).into());
-                bytes += chunk.len() as u64;
-                write_synced(&chunk_path(dir, index), &chunk)?;
-            }
-            Ok((hashes, bytes))
-        });
+        let write = s.spawn(move || write_chunks(dir, shipped.as_deref().map(Vec::as_slice), chunk_rx, decoder));
 
-        let read = (|| -> anyhow::Result<([u8; 32], u64, u64)> {
-            let mut root = RootBuilder::new();
+        let read = (|| -> anyhow::Result<(u64, u64, [u8; 32])> {
+            let mut digest = Sha256::new();
             let mut batch = Vec::with_capacity(opts.batch_bytes + 4096);
             let (mut entries, mut state_bytes) = (0u64, 0u64);
             for entry in store.entries()? {
                 let entry = entry?;
                 progress.inc(1);
                 // Only what the app hash covers goes into a snapshot.
-                if !root.push(&entry.key, &entry.stored)? {
+                if !is_consensus_key(&entry.key) || is_null(&entry.stored) {
                     continue;
                 }
                 statesnap_plugin_sdk::push_entry(&mut batch, entry.key.as_bytes(), entry.stored.as_bytes());
                 entries += 1;
                 state_bytes += (entry.key.len() + entry.stored.len()) as u64;
-                if batch.len() >= opts.batch_bytes && batch_tx.send(std::mem::take(&mut batch)).is_err() {
-                    break; // the encoder failed; its error is reported below
+                if batch.len() >= opts.batch_bytes {
+                    digest.update(&batch);
+                    if batch_tx.send(std::mem::take(&mut batch)).is_err() {
+                        break; // the encoder failed; its error is reported below
+                    }
                 }
             }
             if !batch.is_empty() {
+                digest.update(&batch);
                 let _ = batch_tx.send(batch);
             }
-            Ok((root.finish(), entries, state_bytes))
+            Ok((entries, state_bytes, digest.finalize().into()))
         })();
         drop(batch_tx);
         let encoded = encode.join().expect("encoder thread panicked");
         let written = write.join().expect("chunk writer thread panicked");
-        let (root, entries, state_bytes) = read?;
-        let fuel_used = encoded?;
-        let (chunks, snapshot_bytes) = written?;
-        if chunks.len() <= usize::from(opts.ship.is_some()) {
+        let (entries, state_bytes, digest) = read?;
+        let encode_fuel = encoded?;
+        let w = written?;
+        if w.hashes.len() <= usize::from(opts.ship.is_some()) {
             bail!("the plugin produced no chunks; a format must produce at least one chunk, even for an empty state");
         }
-        Ok((root, entries, state_bytes, chunks, snapshot_bytes, fuel_used))
+        if w.entries != entries || w.digest != digest {
+            bail!(
+                "the plugin does not read back what it wrote: {entries} entries went in, {} came out of its reader{} \
+                 (a bug in the plugin; no snapshot was made)",
+                w.entries,
+                if w.entries == entries {
+                    ", with different bytes"
+                } else {
+                    ""
+                }
+            );
+        }
+        Ok((w.root, entries, state_bytes, w.hashes, w.bytes, encode_fuel + w.fuel))
+    })
+}
+
+/// The chunk stage: writes each chunk, decodes it into the prover, and at the
+/// end appends each chunk's proof and syncs it.
+fn write_chunks(
+    dir: &Path,
+    shipped: Option<&[u8]>,
+    chunks: crossbeam_channel::Receiver<Vec<u8>>,
+    mut decoder: Box<dyn ChunkDecoder>,
+) -> anyhow::Result<Written> {
+    let mut hashes = Vec::new();
+    let mut bytes = 0u64;
+    // A self-describing snapshot's chunk 0 is its plugin, unframed.
+    if let Some(wasm) = shipped {
+        hashes.push(Sha256::digest(wasm).into());
+        bytes += wasm.len() as u64;
+        write_synced(&chunk_path(dir, 0), wasm)?;
+    }
+    let first = hashes.len();
+    let mut prover = RangeProver::new();
+    let mut digest = Sha256::new();
+    let mut previous = String::new();
+    let mut open = Vec::new(); // each state chunk's hash so far and size
+    for chunk in chunks {
+        let index = u32::try_from(first + open.len()).context("too many chunks")?;
+        let path = chunk_path(dir, index);
+        std::fs::write(&path, &chunk).with_context(|| format!("writing {} (is the disk full?)", path.display()))?;
+        decoder.feed(&chunk)?;
+        let mut decoded = 0usize;
+        while let Some(batch) = decoder.next_batch(DECODE_BATCH_BYTES)? {
+            decoded += batch.len();
+            if decoded > MAX_CHUNK_ENTRY_BYTES {
+                bail!(
+                    "chunk {index} decodes to more than {MAX_CHUNK_ENTRY_BYTES} bytes of entries, more than a restoring \
+                     node holds before checking its proof; use a smaller chunk_bytes"
+                );
+            }
+            digest.update(&batch);
+            for item in statesnap_plugin_sdk::entries(&batch) {
+                let (key, value) = item.map_err(|e| anyhow::anyhow!("the plugin's reader returned a {e}"))?;
+                let entry = state_entry(key, value)
+                    .map_err(|e| anyhow::anyhow!("the plugin's reader returned an entry that is not valid: {e}"))?;
+                if prover.pushed() > 0 && previous.as_bytes() >= entry.key.as_bytes() {
+                    bail!("the plugin's reader returned {:?} out of order", entry.key);
+                }
+                prover.push(entry.key.as_bytes(), leaf_hash(entry.key.as_bytes(), &entry.canonical));
+                previous.clear();
+                previous.push_str(entry.key);
+            }
+        }
+        prover.split();
+        let mut hash = Sha256::new();
+        hash.update(&chunk);
+        open.push((hash, chunk.len()));
+    }
+    decoder.finish()?;
+    let entries = prover.pushed();
+    let (root, proofs) = prover.finish();
+    for (i, ((mut hash, len), proof)) in open.into_iter().zip(&proofs).enumerate() {
+        let index = (first + i) as u32;
+        let trailer = frame::trailer(proof);
+        if len + trailer.len() > MAX_CHUNK_BYTES {
+            bail!(
+                "chunk {index} would be {} bytes with its range proof, over the {MAX_CHUNK_BYTES} bytes a chunk may have; \
+                 use a smaller chunk_bytes",
+                len + trailer.len()
+            );
+        }
+        let path = chunk_path(dir, index);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        std::io::Write::write_all(&mut file, &trailer)
+            .and_then(|_| file.sync_all())
+            .with_context(|| format!("writing {} (is the disk full?)", path.display()))?;
+        hash.update(&trailer);
+        hashes.push(hash.finalize().into());
+        bytes += (len + trailer.len()) as u64;
+    }
+    Ok(Written {
+        hashes,
+        bytes,
+        root,
+        entries,
+        digest: digest.finalize().into(),
+        fuel: decoder.fuel_used(),
     })
 }

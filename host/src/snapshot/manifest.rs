@@ -8,8 +8,9 @@ use super::approval::{Approval, ApprovalError, Claim};
 use crate::chain::registry::FormatApproval;
 use crate::plugin::sha256;
 
-/// The manifest layout version this host writes and reads (2 added `approval`).
-pub const MANIFEST_VERSION: u32 = 2;
+/// The manifest layout version this host writes and reads (2 added `approval`;
+/// 3: every state chunk ends with its range proof, see `frame`).
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// CometBFT refuses snapshot advertisements over 4,000,000 bytes; the manifest
 /// must leave room for the rest of the message.

@@ -12,6 +12,8 @@ mod admit;
 pub mod approval;
 mod codec;
 mod create;
+mod entries;
+mod frame;
 mod layout;
 mod manifest;
 #[cfg(feature = "native-codecs")]
@@ -21,8 +23,8 @@ mod verify;
 
 pub use admit::{admit, Admission, Admitted, AwaitingPlugin};
 pub use approval::{Approval, ApprovalError};
-pub use codec::{ChunkDecoder, ChunkEncoder};
-pub use create::{create, CreateOptions, CreateReport};
+pub use codec::{ChunkDecoder, ChunkEncoder, MAX_CHUNK_ENTRY_BYTES};
+pub use create::{create, Codec, CreateOptions, CreateReport};
 pub(crate) use layout::TMP_PREFIX;
 pub use layout::{list_snapshots, SnapshotDir};
 pub use manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};

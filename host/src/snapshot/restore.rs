@@ -4,7 +4,10 @@
 //! [`Restorer`] takes chunks one at a time (from files, or from CometBFT's
 //! ApplySnapshotChunk); decoding and root hashing run on the caller's thread
 //! while a writer thread fills the staging home, so the store's time hides the
-//! rest. Dropping an unfinished restorer removes its staging home.
+//! rest. A chunk's entries reach the writer only once the chunk's range proof
+//! shows them, with all before them, to be the trusted state's (`frame`,
+//! `range_proof`): a forged snapshot is caught at its first state chunk, not
+//! after its last. Dropping an unfinished restorer removes its staging home.
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -15,20 +18,17 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::admit::{admit, Admission, Admitted};
-use super::codec::ChunkDecoder;
+use super::codec::{ChunkDecoder, DECODE_BATCH_BYTES, MAX_CHUNK_ENTRY_BYTES};
+use super::entries::state_entry;
+use super::frame;
 use super::layout::SnapshotDir;
 use super::manifest::{Manifest, MAX_CHUNK_BYTES};
 use crate::plugin::{Plugin, PluginError, PluginRegistry};
 use crate::store::home::{detect, is_vacant};
-use crate::store::root::{is_consensus_key, leaf_hash, RootBuilder, RootError};
+use crate::store::range_proof::ProofError;
+use crate::store::root::{leaf_hash, RootBuilder, RootError};
 use crate::store::treap::{MerkleTreap, TreapBuilder};
-use crate::store::value::canonical_bytes;
 use crate::store::{HomeStore, StateStore, StoreKind};
-
-/// Bytes of decoded entries asked of the plugin per call.
-const DECODE_BATCH_BYTES: u32 = 4 << 20;
-/// Bytes of entries handed to the store writer at once.
-const WRITE_BATCH_BYTES: usize = 1 << 20;
 
 /// Why a restore was refused. Each case leaves the live home untouched.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,8 @@ pub enum RestoreError {
     ChunkOrder { index: u32, expected: u32 },
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    #[error("chunk {index} matches the manifest, but {source}: the snapshot is forged (its manifest is the serving peer's word); none of this chunk's entries were written")]
+    Proof { index: u32, source: ProofError },
     #[error("the snapshot's entries are invalid: {0}")]
     Entries(String),
     #[error("the restored state's root is {got}, not the trusted app hash {expected}: the snapshot does not hold the trusted state, so nothing was kept")]
@@ -190,9 +192,10 @@ impl Restorer {
         self.manifest.snapshot_bytes.saturating_sub(self.chunk_bytes)
     }
 
-    /// Checks chunk `index` against the manifest, then decodes it and writes its
-    /// entries. A chunk with a wrong hash is refused before the plugin sees it
-    /// and leaves the restore as it was, so the right chunk can still be applied.
+    /// Checks chunk `index` against the manifest, decodes it, checks its range
+    /// proof, and only then writes its entries. A chunk with a wrong hash is
+    /// refused before the plugin sees it and leaves the restore as it was, so
+    /// the right chunk can still be applied; a failed proof ends the restore.
     pub(crate) fn apply_chunk(&mut self, index: u32, chunk: &[u8]) -> Result<(), RestoreError> {
         if index != self.next {
             return Err(RestoreError::ChunkOrder {
@@ -229,40 +232,28 @@ impl Restorer {
             self.next = 1;
             return Ok(());
         }
-        self.decoder.feed(chunk)?;
+        let (plugin_bytes, proof) = frame::open(chunk).map_err(|source| RestoreError::Proof { index, source })?;
+        self.decoder.feed(plugin_bytes)?;
         while let Some(batch) = self.decoder.next_batch(DECODE_BATCH_BYTES)? {
             self.take_entries(index, &batch)?;
+        }
+        proof
+            .verify(&self.root, &self.manifest.app_hash)
+            .map_err(|source| RestoreError::Proof { index, source })?;
+        if !self.pending.is_empty() {
+            self.send_pending()?;
         }
         self.next += 1;
         Ok(())
     }
 
+    /// Checks and holds a batch of chunk `chunk`'s entries until its proof is checked.
     fn take_entries(&mut self, chunk: u32, batch: &[u8]) -> Result<(), RestoreError> {
         for item in statesnap_plugin_sdk::entries(batch) {
             let (key, value) = item.map_err(|e| RestoreError::Entries(format!("the plugin returned a {e}")))?;
-            let key = std::str::from_utf8(key)
-                .map_err(|_| RestoreError::Entries(format!("a key is not UTF-8: {}", String::from_utf8_lossy(key))))?;
-            let value = std::str::from_utf8(value)
-                .map_err(|_| RestoreError::Entries(format!("the value of {key} is not UTF-8")))?;
-            if !is_consensus_key(key) {
-                return Err(RestoreError::Entries(format!(
-                    "entry {key} is not a consensus key: the app hash does not cover it, so it will not be written"
-                )));
-            }
-            let canonical = match canonical_bytes(value) {
-                Ok(Some(c)) => c,
-                Ok(None) => {
-                    return Err(RestoreError::Entries(format!(
-                        "entry {key} has a null value, which no state holds"
-                    )))
-                }
-                Err(e) => {
-                    return Err(RestoreError::Entries(format!(
-                        "the value of {key:?} cannot be hashed: {e}"
-                    )))
-                }
-            };
-            match self.root.push_canonical(key, &canonical) {
+            let entry = state_entry(key, value).map_err(RestoreError::Entries)?;
+            let (key, value) = (entry.key, entry.value);
+            match self.root.push_canonical(key, &entry.canonical) {
                 Ok(()) => {}
                 Err(RootError::OutOfOrder { previous, key }) => {
                     return Err(RestoreError::Entries(format!(
@@ -273,7 +264,7 @@ impl Restorer {
             }
             if let Some(index) = &mut self.index {
                 index
-                    .push(key, leaf_hash(key.as_bytes(), &canonical))
+                    .push(key, leaf_hash(key.as_bytes(), &entry.canonical))
                     .map_err(|e| RestoreError::Entries(e.to_string()))?;
             }
             self.entries += 1;
@@ -288,10 +279,13 @@ impl Restorer {
                 )));
             }
             self.pending_bytes += key.len() + value.len();
-            self.pending.push((key.to_string(), Some(value.to_string())));
-            if self.pending_bytes >= WRITE_BATCH_BYTES {
-                self.send_pending()?;
+            if self.pending_bytes > MAX_CHUNK_ENTRY_BYTES {
+                return Err(RestoreError::Entries(format!(
+                    "chunk {chunk} decodes to more than {MAX_CHUNK_ENTRY_BYTES} bytes of entries, more than is held \
+                     before a chunk's proof is checked (no honest snapshot has such a chunk)"
+                )));
             }
+            self.pending.push((key.to_string(), Some(value.to_string())));
         }
         Ok(())
     }
@@ -491,13 +485,18 @@ pub fn restore_dir_with(
     let kind = kind.or(check_replaceable(home)?).unwrap_or_default();
     let snap = SnapshotDir::open(dir).map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
     let manifest = snap.manifest().map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
+    // Chunk 0 of a self-describing snapshot is its plugin: read once, used
+    // to admit the snapshot, then applied like any chunk.
+    let mut chunk_zero = None;
     let admitted = match admit(manifest, trusted, registry)? {
         Admission::Ready(a) => a,
         Admission::AwaitingPlugin(pending) => {
             let wasm = snap
                 .read_chunk(0, pending.manifest().snapshot_bytes)
                 .map_err(|e| RestoreError::Unreadable(format!("{e:#}")))?;
-            pending.with_plugin(registry, &wasm)?
+            let admitted = pending.with_plugin(registry, &wasm)?;
+            chunk_zero = Some(wasm);
+            admitted
         }
     };
     let decoder = make_decoder(admitted.plugin(), &admitted.manifest().params)?;
@@ -506,9 +505,12 @@ pub fn restore_dir_with(
     progress.set_length(chunks as u64);
     let mut restorer = Restorer::begin(admitted, decoder, &staging, kind)?;
     for index in 0..chunks {
-        let chunk = snap
-            .read_chunk(index, restorer.snapshot_bytes_left())
-            .map_err(|e| RestoreError::Unreadable(format!("{e:#}")))?;
+        let chunk = match chunk_zero.take() {
+            Some(wasm) if index == 0 => wasm,
+            _ => snap
+                .read_chunk(index, restorer.snapshot_bytes_left())
+                .map_err(|e| RestoreError::Unreadable(format!("{e:#}")))?,
+        };
         restorer.apply_chunk(index, &chunk)?;
         progress.inc(1);
     }

@@ -6,6 +6,7 @@ pub mod home;
 pub mod keys;
 pub mod memory;
 pub mod prng;
+pub mod range_proof;
 pub mod root;
 pub mod treap;
 pub mod value;

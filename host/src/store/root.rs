@@ -10,6 +10,7 @@
 
 use sha2::{Digest, Sha256};
 
+use super::range_proof::SuffixNode;
 use super::value::{canonical_bytes, ValueError};
 
 /// A state root.
@@ -134,6 +135,13 @@ impl RootBuilder {
         Ok(())
     }
 
+    /// Feeds a consensus entry whose leaf hash is known.
+    pub fn push_leaf(&mut self, key: &str, leaf: [u8; 32]) -> Result<(), RootError> {
+        self.check_order(key)?;
+        self.insert_leaf(priority(key.as_bytes()), leaf);
+        Ok(())
+    }
+
     fn check_order(&mut self, key: &str) -> Result<(), RootError> {
         if let Some(prev) = &self.previous {
             if key.as_bytes() <= prev.as_bytes() {
@@ -154,8 +162,10 @@ impl RootBuilder {
     }
 
     fn insert(&mut self, key: &str, canonical: &[u8]) {
-        let priority = priority(key.as_bytes());
-        let leaf = leaf_hash(key.as_bytes(), canonical);
+        self.insert_leaf(priority(key.as_bytes()), leaf_hash(key.as_bytes(), canonical));
+    }
+
+    fn insert_leaf(&mut self, priority: [u8; 32], leaf: [u8; 32]) {
         // Spine nodes with a larger priority go below the new node: they become
         // its left subtree, finished, and are folded into one hash.
         let mut left = self.empty;
@@ -170,6 +180,35 @@ impl RootBuilder {
     /// Leaves added so far.
     pub fn included(&self) -> u64 {
         self.included
+    }
+
+    /// Nodes on the right spine of the tree fed so far.
+    pub fn spine_len(&self) -> usize {
+        self.spine.len()
+    }
+
+    /// The root of the tree made of everything fed so far and, after it in
+    /// key order, a subtree given by its left spine (top down), each node
+    /// placed below `above` nodes of this tree's right spine: the merge of the
+    /// two treaps (see `range_proof`). `above` must not decrease down the
+    /// suffix nor exceed [`spine_len`](Self::spine_len).
+    pub fn root_with_suffix(&self, suffix: &[SuffixNode]) -> StateRoot {
+        // Fold the merged chain from the bottom: a prefix node's right child
+        // and a suffix node's left child are the rest of the chain below it.
+        let mut below = self.empty;
+        let mut prefix = self.spine.len();
+        for node in suffix.iter().rev() {
+            let above = (node.above as usize).min(prefix);
+            for p in self.spine[above..prefix].iter().rev() {
+                below = node_hash(&p.left, &p.leaf, &below);
+            }
+            prefix = above;
+            below = node_hash(&below, &node.leaf, &node.right);
+        }
+        for p in self.spine[..prefix].iter().rev() {
+            below = node_hash(&p.left, &p.leaf, &below);
+        }
+        below
     }
 
     /// The root of everything fed.

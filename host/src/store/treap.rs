@@ -413,6 +413,26 @@ impl MerkleTreap {
     }
 }
 
+impl MerkleTreap {
+    /// The left spine, top down, of the subtree of keys after `after` (all keys
+    /// for `None`): the [`RangeProof`](super::range_proof::RangeProof) of the
+    /// keys up to `after`, read off the tree (the prover's test oracle).
+    /// Each node as (leaf hash, right subtree hash).
+    pub fn suffix_spine(&self, after: Option<&str>) -> Vec<([u8; 32], [u8; 32])> {
+        let mut spine = Vec::new();
+        let mut link = self.root.as_deref();
+        while let Some(node) = link {
+            if after.is_none_or(|a| node.key.as_bytes() > a.as_bytes()) {
+                spine.push((node.leaf, *link_hash(&node.right)));
+                link = node.left.as_deref();
+            } else {
+                link = node.right.as_deref();
+            }
+        }
+        spine
+    }
+}
+
 fn other(side: Side) -> Side {
     match side {
         Side::Left => Side::Right,

@@ -105,6 +105,13 @@ impl ValueError {
     }
 }
 
+/// Whether a stored JSON text is null (what [`canonical_bytes`] answers
+/// `Ok(None)` for), without parsing it: JSON allows only whitespace around a
+/// bare `null`.
+pub fn is_null(stored: &str) -> bool {
+    stored.trim_matches([' ', '\t', '\n', '\r']) == "null"
+}
+
 /// Canonical value bytes (xian-compat §3.2) of a stored JSON text; `Ok(None)`
 /// when the value is JSON null (such keys are left out of the root).
 pub fn canonical_bytes(stored: &str) -> Result<Option<Vec<u8>>, ValueError> {
@@ -931,6 +938,26 @@ mod tests {
 
     fn err(s: &str) -> String {
         canonical_bytes(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn is_null_agrees_with_the_parser() {
+        for s in [
+            "null",
+            " null\n",
+            "\t\r null ",
+            "nul",
+            "null x",
+            "\"null\"",
+            "[null]",
+            "0",
+            "",
+            "nulll",
+            "\u{a0}null",
+        ] {
+            let parsed = matches!(canonical_bytes(s), Ok(None));
+            assert_eq!(is_null(s), parsed, "{s:?}");
+        }
     }
 
     /// Expected outputs computed with Python 3.11 from Xian's code

@@ -108,6 +108,12 @@ fn main() {
     for (i, b) in sample::batches(&entries, 2 << 10).iter().take(3).enumerate() {
         put("batch", &format!("{i}"), b);
     }
+    let case = statesnap_fuzz::proof_case();
+    put("range_proof", "true", &case.proof.encode());
+    let mut other = case.proof.clone();
+    other.suffix.truncate(1);
+    put("range_proof", "truncated", &other.encode());
+
     let small = [("chunk_bytes".to_string(), "8000".to_string())];
     for (i, c) in chunks::<statesnap_plugin_zstd::Zstd>(&entries, &small)
         .iter()

@@ -10,12 +10,16 @@
 //!   rules, and unpacking a proposal's plugin;
 //! * `value`: the stored-value canonicaliser the state root hashes;
 //! * `batch`: the SDK's framed-entry batch parser;
+//! * `range_proof`: decoding a chunk's range proof and checking it against a
+//!   fixed state: only the one true proof may pass (a proof has one encoding);
 //! * `reader_zstd`, `reader_gzip`, `reader_brotli`: each built-in format's
 //!   reader (natively: the same code the wasm plugin runs) on arbitrary
 //!   chunks.
 
 use statesnap::chain::tx::{decode_and_verify, Action};
 use statesnap::snapshot::Manifest;
+use statesnap::store::range_proof::{RangeProof, RangeProver};
+use statesnap::store::root::{leaf_hash, RootBuilder};
 use statesnap::store::value::canonical_bytes;
 use statesnap_plugin_sdk::{Format, FormatReader};
 
@@ -28,10 +32,53 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tx", tx),
     ("value", value),
     ("batch", batch),
+    ("range_proof", range_proof),
     ("reader_zstd", reader_zstd),
     ("reader_gzip", reader_gzip),
     ("reader_brotli", reader_brotli),
 ];
+
+/// The fixed state `range_proof` checks against: 64 keys, split after 23.
+pub struct ProofCase {
+    pub prefix: RootBuilder,
+    pub root: [u8; 32],
+    pub proof: RangeProof,
+}
+
+pub fn proof_case() -> &'static ProofCase {
+    static CASE: std::sync::OnceLock<ProofCase> = std::sync::OnceLock::new();
+    CASE.get_or_init(|| {
+        let mut prover = RangeProver::new();
+        let mut prefix = RootBuilder::new();
+        for i in 0..64u32 {
+            let key = format!("con.k:{i:03}");
+            let leaf = leaf_hash(key.as_bytes(), i.to_string().as_bytes());
+            prover.push(key.as_bytes(), leaf);
+            if i < 23 {
+                prefix.push_leaf(&key, leaf).unwrap();
+            }
+            if i == 22 {
+                prover.split();
+            }
+        }
+        let (root, mut proofs) = prover.finish();
+        ProofCase {
+            prefix,
+            root,
+            proof: proofs.remove(0),
+        }
+    })
+}
+
+pub fn range_proof(data: &[u8]) {
+    if let Ok(proof) = RangeProof::decode(data) {
+        assert_eq!(proof.encode(), data, "an accepted proof re-encodes to its bytes");
+        let case = proof_case();
+        if proof.verify(&case.prefix, &case.root).is_ok() {
+            assert_eq!(proof, case.proof, "only the true proof passes");
+        }
+    }
+}
 
 pub fn manifest(data: &[u8]) {
     if let Ok(m) = Manifest::decode(data) {
