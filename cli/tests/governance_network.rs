@@ -8,12 +8,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::net::{metric, Running};
 use serde_json::Value;
 use statesnap::chain::keys;
 use statesnap::chain::tx::{code, Action, Proposal, Tx, TxBody};
-use statesnap::node::metrics::read_metric;
 use statesnap::node::NodeConfig;
 use statesnap_harness::load::fetch_nonce;
 use statesnap_harness::testnet::{free_base_port, CometBft, JoinOptions, Testnet, TestnetOptions};
@@ -26,15 +26,6 @@ const PLUGIN_B: &str = "brotli";
 const FORMAT_B: u32 = 3;
 const INTERVAL: u64 = 5;
 const ACTIVATION_DELAY: u64 = 8;
-
-/// Stops the network when the test ends, passing or not.
-struct Running(Testnet);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.stop_all();
-    }
-}
 
 fn statesnap(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_statesnap"))
@@ -114,19 +105,8 @@ fn advertised(net: &Testnet, node: &str) -> BTreeSet<(u64, u32)> {
         .collect()
 }
 
-fn metric(net: &Testnet, node: &str, name: &str) -> f64 {
-    read_metric(&net.metrics(node).unwrap_or_default(), name).unwrap_or(f64::NAN)
-}
-
-fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(started.elapsed() < TIMEOUT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    common::net::poll(what, TIMEOUT, f)
 }
 
 #[test]

@@ -5,34 +5,22 @@
 //! with SIGKILL in the middle of its restore and then, synced, killed again
 //! and again under load. Needs cometbft (scripts/setup.sh installs it).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::net::{app_status, metric, poll, require_cometbft, Running};
 use serde_json::Value;
-use statesnap::node::metrics::read_metric;
 use statesnap::store::StoreKind;
 use statesnap_harness::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
-use statesnap_harness::testnet::{free_base_port, CometBft, JoinOptions, Testnet, TestnetOptions};
+use statesnap_harness::testnet::{free_base_port, JoinOptions, Testnet, TestnetOptions};
 
 const CHAIN: &str = "e2e-chain";
 const SYNC_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// Stops the network when the test ends, passing or not.
-struct Running(Testnet);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.stop_all();
-    }
-}
-
-fn metric(net: &Testnet, node: &str, name: &str) -> f64 {
-    let text = net.metrics(node).unwrap_or_default();
-    read_metric(&text, name).unwrap_or(f64::NAN)
-}
 
 /// `/snapshots` of a node: (height, format) → hash.
 fn advertised(net: &Testnet, node: &str) -> BTreeMap<(u64, u64), String> {
@@ -49,27 +37,6 @@ fn advertised(net: &Testnet, node: &str) -> BTreeMap<(u64, u64), String> {
         .collect()
 }
 
-/// The node's own view of its state: (height, app hash hex).
-fn app_status(net: &Testnet, node: &str) -> (u64, String) {
-    let q = net.rpc(node).unwrap().abci_query("/status", b"").unwrap();
-    let v: Value = serde_json::from_slice(&q.value).unwrap();
-    (
-        v["height"].as_u64().unwrap(),
-        v["app_hash"].as_str().unwrap().to_string(),
-    )
-}
-
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Files or directories a restore or swap left next to the state home.
 fn leftovers(statesnap_home: &Path) -> Vec<String> {
     std::fs::read_dir(statesnap_home)
@@ -81,9 +48,7 @@ fn leftovers(statesnap_home: &Path) -> Vec<String> {
 
 #[test]
 fn new_nodes_join_a_live_network_by_state_sync() {
-    if let Err(e) = CometBft::discover() {
-        panic!("this test runs real CometBFT: install it with scripts/install-cometbft.sh (scripts/setup.sh runs it). {e:#}");
-    }
+    require_cometbft();
     let dir = tempfile::tempdir().unwrap();
     let mut params = BTreeMap::new();
     // Small chunks: many of them, so every peer serves some.

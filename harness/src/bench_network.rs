@@ -1,17 +1,24 @@
 //! `statesnap bench-network`: joining a live local network by state sync
-//! versus by block sync, and restore throughput from 1 versus 3 peers.
+//! versus by block sync, and a state sync join taken apart.
 //!
 //! For each block count N it starts 3 validators (real CometBFT, loopback),
 //! builds the state through N blocks of load (as a real chain does: the
 //! genesis is empty), stops the load, then times a new node joining by state
-//! sync and then one joining by block sync, each from start to caught up.
-//! Then, on a network whose genesis is a generated state large enough for
-//! many chunks, it restores once with a single peer to fetch chunks from and
-//! once with all three, and reads each restore's time from the joining
-//! node's metrics.
+//! sync and then one joining by block sync, each from start to caught up,
+//! with what each received over p2p, the disk it took and the CPU its two
+//! processes used.
+//!
+//! Then, on a network whose genesis is a generated state of `--genesis-keys`
+//! keys, it joins nodes by state sync from 1 and from 3 serving peers, first
+//! with load running (transactions, and validators building snapshots), then
+//! with the validators idle (no load, no new snapshots), and splits each join
+//! into discovery (start to the snapshot accepted), the restore (fetching,
+//! and ApplySnapshotChunk on CometBFT's ABCI connection) and catch-up (block
+//! sync from the snapshot height), against an offline `snapshot restore` of
+//! the same snapshot in the same run.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +27,10 @@ use anyhow::{bail, Context};
 use serde_json::json;
 
 use crate::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
+use crate::node_usage::{usage, Usage};
 use crate::testnet::{free_base_port, JoinOptions, Testnet, TestnetOptions};
 use statesnap::node::metrics::read_metric;
+use statesnap::node::NodeConfig;
 
 /// Arguments of `statesnap bench-network`.
 #[derive(clap::Args, Debug)]
@@ -41,12 +50,18 @@ pub struct BenchNetworkArgs {
     /// Plugin chunk size.
     #[arg(long, default_value_t = 1_000_000)]
     pub chunk_bytes: u64,
-    /// Keys of the generated genesis state the 1-vs-3-peer restores fetch.
-    #[arg(long, default_value_t = 200_000)]
-    pub restore_keys: u64,
-    /// Chunk size of those restores (many chunks, so peers share the work).
-    #[arg(long, default_value_t = 500_000)]
-    pub restore_chunk_bytes: u64,
+    /// Keys of the generated genesis state of the taken-apart joins.
+    #[arg(long, alias = "restore-keys", default_value_t = 200_000)]
+    pub genesis_keys: u64,
+    /// Chunk size of those snapshots (0: the plugin's default, 10 MB).
+    #[arg(long, alias = "restore-chunk-bytes", default_value_t = 0)]
+    pub split_chunk_bytes: u64,
+    /// Snapshot interval of the validators while loaded in those joins.
+    #[arg(long, default_value_t = 20)]
+    pub split_snapshot_interval: u64,
+    /// Only the taken-apart joins, not the state sync against block sync runs.
+    #[arg(long)]
+    pub split_only: bool,
     /// Work directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -77,7 +92,9 @@ fn three_validators(
         std::fs::remove_dir_all(net_dir)?;
     }
     let mut params = BTreeMap::new();
-    params.insert("chunk_bytes".to_string(), chunk_bytes.to_string());
+    if chunk_bytes > 0 {
+        params.insert("chunk_bytes".to_string(), chunk_bytes.to_string());
+    }
     Ok(TestnetOptions {
         validators: 3,
         chain_id: "bench-network".into(),
@@ -92,19 +109,138 @@ fn three_validators(
     })
 }
 
-/// Starts `name` and times it from start to caught up.
-fn time_join(net: &mut Testnet, name: &str, join: JoinOptions) -> anyhow::Result<f64> {
+/// Starts `name` and times it from start to caught up; what it cost then.
+fn time_join(net: &mut Testnet, name: &str, join: JoinOptions) -> anyhow::Result<(f64, Usage)> {
     net.add_node(name, &join)?;
     let started = Instant::now();
     net.start_node(name, &[])?;
     net.wait_for_sync(name, TIMEOUT)?;
-    Ok(started.elapsed().as_secs_f64())
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((seconds, usage(net, name)?))
 }
 
 pub fn bench_network(args: &BenchNetworkArgs) -> anyhow::Result<()> {
     let (dir, _tmp) = crate::bench::work_dir(&args.dir)?;
+    let rows = if args.split_only {
+        Vec::new()
+    } else {
+        chain_lengths(args, &dir)?
+    };
+    let splits = split_joins(args, &dir)?;
+
+    println!(
+        "statesnap bench-network: 3 validators on loopback, 300 ms blocks, load {} tx/s over {} accounts",
+        args.rate, args.accounts
+    );
+    if !rows.is_empty() {
+        println!();
+        println!(
+            "{:>7} {:>10} {:>9} | {:>10} {:>10} {:>6} | {:>10} {:>10} | {:>9} {:>9} | {:>7} {:>7} | {:>8}",
+            "blocks",
+            "state keys",
+            "txs",
+            "state s",
+            "block s",
+            "ratio",
+            "recv MB ss",
+            "recv MB bs",
+            "disk MB ss",
+            "disk MB bs",
+            "CPU s ss",
+            "CPU s bs",
+            "restored"
+        );
+        for r in &rows {
+            println!(
+                "{:>7} {:>10} {:>9} | {:>10.1} {:>10.1} {:>5.2}x | {:>10.2} {:>10.2} | {:>9.1} {:>9.1} | {:>7.1} {:>7.1} | {:>8}",
+                r.blocks,
+                r.keys,
+                r.txs,
+                r.state_sync_s,
+                r.block_sync_s,
+                r.block_sync_s / r.state_sync_s,
+                r.state_sync.received_bytes / 1e6,
+                r.block_sync.received_bytes / 1e6,
+                r.state_sync.disk_bytes as f64 / 1e6,
+                r.block_sync.disk_bytes as f64 / 1e6,
+                r.state_sync.cpu_seconds,
+                r.block_sync.cpu_seconds,
+                r.restored_at
+            );
+        }
+    }
+    println!();
+    println!(
+        "joins by state sync of a {}-key genesis state (seconds; restore = fetch wait + apply; ratio = restore / offline restore)",
+        args.genesis_keys
+    );
+    println!(
+        "{:>6} {:>5} {:>7} {:>6} {:>8} | {:>9} {:>10} {:>7} {:>8} | {:>8} {:>7} | {:>8} {:>6}",
+        "load",
+        "peers",
+        "height",
+        "chunks",
+        "MB",
+        "discovery",
+        "fetch wait",
+        "apply",
+        "restore",
+        "catch-up",
+        "total",
+        "offline",
+        "ratio"
+    );
+    for j in &splits {
+        println!(
+            "{:>6} {:>5} {:>7} {:>6} {:>8.1} | {:>9.1} {:>10.2} {:>7.2} {:>8.2} | {:>8.1} {:>7.1} | {:>8.2} {:>5.2}x",
+            if j.loaded { "load" } else { "idle" },
+            j.peers,
+            j.height,
+            j.chunks,
+            j.bytes / 1e6,
+            j.discovery_s,
+            j.restore_s - j.apply_s,
+            j.apply_s,
+            j.restore_s,
+            j.catch_up_s,
+            j.total_s,
+            j.offline_s,
+            j.restore_s / j.offline_s
+        );
+    }
+    println!(
+        "{}",
+        json!({
+            "joins": rows.iter().map(|r| json!({"blocks": r.blocks, "state_keys": r.keys, "txs": r.txs,
+                "state_sync_seconds": r.state_sync_s, "block_sync_seconds": r.block_sync_s, "restored_height": r.restored_at,
+                "state_sync": usage_json(&r.state_sync), "block_sync": usage_json(&r.block_sync)})).collect::<Vec<_>>(),
+            "split": splits.iter().map(|j| json!({"loaded": j.loaded, "peers": j.peers, "height": j.height,
+                "chunks": j.chunks, "bytes": j.bytes, "discovery_seconds": j.discovery_s, "restore_seconds": j.restore_s,
+                "apply_seconds": j.apply_s, "catch_up_seconds": j.catch_up_s, "total_seconds": j.total_s,
+                "offline_restore_seconds": j.offline_s})).collect::<Vec<_>>(),
+        })
+    );
+    Ok(())
+}
+
+fn usage_json(u: &Usage) -> serde_json::Value {
+    json!({"received_bytes": u.received_bytes, "disk_bytes": u.disk_bytes, "cpu_seconds": u.cpu_seconds})
+}
+
+/// One chain length: a join by state sync and one by block sync.
+struct ChainRow {
+    blocks: u64,
+    keys: f64,
+    txs: u64,
+    state_sync_s: f64,
+    block_sync_s: f64,
+    restored_at: f64,
+    state_sync: Usage,
+    block_sync: Usage,
+}
+
+fn chain_lengths(args: &BenchNetworkArgs, dir: &Path) -> anyhow::Result<Vec<ChainRow>> {
     let mut rows = Vec::new();
-    let mut peers_rows = Vec::new();
     for &blocks in &args.blocks {
         let net_dir = dir.join(format!("net-{blocks}"));
         let opts = three_validators(&net_dir, args.snapshot_interval, args.chunk_bytes, 0)?;
@@ -115,17 +251,7 @@ pub fn bench_network(args: &BenchNetworkArgs) -> anyhow::Result<()> {
         let mut net = Stopper(Testnet::init(&net_dir, &opts)?);
         net.0.start_all()?;
         net.0.wait_for_height("node0", 1, TIMEOUT)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let load = {
-            let submitters: Vec<RpcSubmitter> = ["node0", "node1", "node2"]
-                .iter()
-                .map(|n| net.0.rpc(n).map(RpcSubmitter))
-                .collect::<anyhow::Result<_>>()?;
-            let mut cfg = LoadConfig::new("bench-network", args.rate, Duration::from_secs(86_400));
-            cfg.accounts = args.accounts;
-            let stop = stop.clone();
-            std::thread::spawn(move || run_load(&cfg, &submitters, &SystemClock::start(), &stop, |_| {}))
-        };
+        let (stop, load) = start_load(&net.0, args)?;
         eprintln!("bench-network: {blocks} blocks: load at {} tx/s", args.rate);
         net.0.wait_for_height("node0", blocks, TIMEOUT)?;
         stop.store(true, Ordering::SeqCst);
@@ -133,14 +259,14 @@ pub fn bench_network(args: &BenchNetworkArgs) -> anyhow::Result<()> {
         let keys = metric(&net.0, "node0", "statesnap_state_keys")?;
 
         eprintln!("bench-network: {blocks} blocks: a node joins by state sync");
-        let state_sync_s = time_join(&mut net.0, "statesync", JoinOptions::default())?;
+        let (state_sync_s, state_sync) = time_join(&mut net.0, "statesync", JoinOptions::default())?;
         let restored_at = metric(&net.0, "statesync", "statesnap_restored_snapshot_height")?;
         if restored_at < 1.0 {
             bail!("the state-sync node did not restore a snapshot");
         }
         net.0.stop_node("statesync")?;
         eprintln!("bench-network: {blocks} blocks: a node joins by block sync");
-        let block_sync_s = time_join(
+        let (block_sync_s, block_sync) = time_join(
             &mut net.0,
             "blocksync",
             JoinOptions {
@@ -149,69 +275,189 @@ pub fn bench_network(args: &BenchNetworkArgs) -> anyhow::Result<()> {
             },
         )?;
         net.0.stop_node("blocksync")?;
-        rows.push((blocks, keys, stats.accepted, state_sync_s, block_sync_s, restored_at));
+        rows.push(ChainRow {
+            blocks,
+            keys,
+            txs: stats.accepted,
+            state_sync_s,
+            block_sync_s,
+            restored_at,
+            state_sync,
+            block_sync,
+        });
     }
+    Ok(rows)
+}
 
-    // Restore throughput: a state large enough for many chunks, restored
-    // from one peer (the others unknown to it) and from all three.
-    let net_dir = dir.join("net-peers");
-    let opts = three_validators(&net_dir, 10, args.restore_chunk_bytes, args.restore_keys)?;
-    eprintln!("bench-network: restores of a {}-key state", args.restore_keys);
+type LoadHandle = std::thread::JoinHandle<anyhow::Result<crate::load::LoadStats>>;
+
+fn start_load(net: &Testnet, args: &BenchNetworkArgs) -> anyhow::Result<(Arc<AtomicBool>, LoadHandle)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let submitters: Vec<RpcSubmitter> = ["node0", "node1", "node2"]
+        .iter()
+        .map(|n| net.rpc(n).map(RpcSubmitter))
+        .collect::<anyhow::Result<_>>()?;
+    let mut cfg = LoadConfig::new("bench-network", args.rate, Duration::from_secs(86_400));
+    cfg.accounts = args.accounts;
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || run_load(&cfg, &submitters, &SystemClock::start(), &flag, |_| {}));
+    Ok((stop, handle))
+}
+
+/// One state sync join, taken apart.
+struct SplitJoin {
+    loaded: bool,
+    peers: usize,
+    height: u64,
+    chunks: f64,
+    bytes: f64,
+    discovery_s: f64,
+    restore_s: f64,
+    apply_s: f64,
+    catch_up_s: f64,
+    total_s: f64,
+    offline_s: f64,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn split_joins(args: &BenchNetworkArgs, dir: &Path) -> anyhow::Result<Vec<SplitJoin>> {
+    let net_dir = dir.join("net-split");
+    let mut opts = three_validators(
+        &net_dir,
+        args.split_snapshot_interval,
+        args.split_chunk_bytes,
+        args.genesis_keys,
+    )?;
+    // Snapshots outlive the joins that restore them, for the offline restore.
+    opts.snapshot_keep_recent = 10;
+    eprintln!(
+        "bench-network: joins of a {}-key genesis state: starting 3 validators in {}",
+        args.genesis_keys,
+        net_dir.display()
+    );
     let mut net = Stopper(Testnet::init(&net_dir, &opts)?);
     net.0.start_all()?;
-    net.0.wait_for_height("node0", 12, TIMEOUT)?;
-    for (name, peers) in [("onepeer", vec!["node0".to_string()]), ("threepeers", Vec::new())] {
-        let serving = if peers.is_empty() { 3 } else { 1 };
-        eprintln!("bench-network: a state sync restoring from {serving} peer(s)");
-        time_join(
-            &mut net.0,
-            name,
-            JoinOptions {
-                peers: peers.clone(),
+    wait_for_snapshot(&net.0, "node0")?;
+    let mut out = Vec::new();
+    let mut n = 0;
+    let (stop, load) = start_load(&net.0, args)?;
+    for loaded in [true, false] {
+        if !loaded {
+            stop.store(true, Ordering::SeqCst);
+            // Idle: no load, and no new snapshots (the old ones are served).
+            for v in ["node0", "node1", "node2"] {
+                net.0.stop_node(v)?;
+                let home = net.0.node(v)?.statesnap_home.clone();
+                let mut config = NodeConfig::load(&home)?;
+                config.snapshot_interval = 0;
+                config.write(&home)?;
+                net.0.start_node(v, &[])?;
+            }
+            let h = net.0.rpc("node0")?.status()?.latest_block_height;
+            net.0.wait_for_height("node0", h + 3, TIMEOUT)?;
+        }
+        for peers in [1usize, 3] {
+            n += 1;
+            let name = format!("join{n}");
+            let state = if loaded { "with load" } else { "idle" };
+            eprintln!("bench-network: {name}: state sync from {peers} peer(s), validators {state}");
+            let join = JoinOptions {
+                peers: if peers == 1 {
+                    vec!["node0".to_string()]
+                } else {
+                    Vec::new()
+                },
                 ..JoinOptions::default()
-            },
-        )?;
-        let chunks = metric(&net.0, name, "statesnap_restore_chunks_total")?;
-        let seconds = metric(&net.0, name, "statesnap_restore_seconds")?;
-        let bytes = metric(&net.0, name, "statesnap_restore_bytes")?;
-        net.0.stop_node(name)?;
-        peers_rows.push((serving, chunks, bytes, seconds));
+            };
+            net.0.add_node(&name, &join)?;
+            let t0 = unix_now();
+            net.0.start_node(&name, &[])?;
+            net.0.wait_for_sync(&name, TIMEOUT)?;
+            let t1 = unix_now();
+            let m = |k: &str| metric(&net.0, &name, k);
+            let height = m("statesnap_restored_snapshot_height")? as u64;
+            if height == 0 {
+                bail!("{name} did not restore a snapshot");
+            }
+            let (started, restore_s) = (
+                m("statesnap_restore_started_unixtime")?,
+                m("statesnap_restore_seconds")?,
+            );
+            let (chunks, bytes, apply_s) = (
+                m("statesnap_restore_chunks_total")?,
+                m("statesnap_restore_bytes")?,
+                m("statesnap_restore_apply_seconds")?,
+            );
+            net.0.stop_node(&name)?;
+            let offline_s = offline_restore(&net.0, height, &dir.join(format!("offline-{name}")))?;
+            out.push(SplitJoin {
+                loaded,
+                peers,
+                height,
+                chunks,
+                bytes,
+                discovery_s: started - t0,
+                restore_s,
+                apply_s,
+                catch_up_s: t1 - (started + restore_s),
+                total_s: t1 - t0,
+                offline_s,
+            });
+        }
     }
+    let _ = load.join();
+    Ok(out)
+}
 
-    println!(
-        "statesnap bench-network: 3 validators on loopback, 300 ms blocks, load {} tx/s over {} accounts",
-        args.rate, args.accounts
-    );
-    println!();
-    println!(
-        "{:>7} {:>10} {:>9} | {:>13} {:>13} {:>7} | {:>15}",
-        "blocks", "state keys", "txs", "state sync s", "block sync s", "ratio", "restored height"
-    );
-    for (blocks, keys, txs, ss, bs, at) in &rows {
-        println!(
-            "{blocks:>7} {keys:>10} {txs:>9} | {ss:>13.1} {bs:>13.1} {:>6.2}x | {at:>15}",
-            bs / ss
-        );
+/// Waits until `node` advertises a snapshot.
+fn wait_for_snapshot(net: &Testnet, node: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(q) = net.rpc(node).and_then(|r| r.abci_query("/snapshots", b"")) {
+            let list: Vec<serde_json::Value> = serde_json::from_slice(&q.value).unwrap_or_default();
+            if !list.is_empty() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{node} made no snapshot in {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    println!();
-    println!(
-        "{:>6} {:>7} {:>12} {:>10} {:>10} {:>8}",
-        "peers", "chunks", "bytes", "restore s", "chunks/s", "MB/s"
-    );
-    for (peers, chunks, bytes, seconds) in &peers_rows {
-        println!(
-            "{peers:>6} {chunks:>7} {bytes:>12} {seconds:>10.2} {:>10.1} {:>8.2}",
-            chunks / seconds,
-            bytes / seconds / 1e6
-        );
+}
+
+/// Times `statesnap snapshot restore` of node0's snapshot of `height`.
+fn offline_restore(net: &Testnet, height: u64, home: &Path) -> anyhow::Result<f64> {
+    let snapshots = net.node("node0")?.statesnap_home.join("snapshots");
+    let prefix = format!("{height}-");
+    let snap = std::fs::read_dir(&snapshots)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+        .with_context(|| {
+            format!(
+                "node0 no longer has its snapshot of height {height} in {}",
+                snapshots.display()
+            )
+        })?;
+    let manifest = statesnap::snapshot::SnapshotDir::open(&snap)?.manifest()?;
+    let started = Instant::now();
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(["snapshot", "restore", "--from"])
+        .arg(&snap)
+        .arg("--home")
+        .arg(home)
+        .args(["--app-hash", &hex::encode(manifest.app_hash)])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("the offline restore of {} failed ({status})", snap.display());
     }
-    println!(
-        "{}",
-        json!({
-            "joins": rows.iter().map(|r| json!({"blocks": r.0, "state_keys": r.1, "txs": r.2,
-                "state_sync_seconds": r.3, "block_sync_seconds": r.4, "restored_height": r.5})).collect::<Vec<_>>(),
-            "restores": peers_rows.iter().map(|r| json!({"peers": r.0, "chunks": r.1, "bytes": r.2, "seconds": r.3})).collect::<Vec<_>>(),
-        })
-    );
-    Ok(())
+    let _ = std::fs::remove_dir_all(home);
+    Ok(seconds)
 }

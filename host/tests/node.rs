@@ -352,24 +352,28 @@ fn source(kind: StoreKind, keys: u64) -> Source {
 
 impl Source {
     fn offer(&self, height: u64) -> Offer {
-        let s = self
-            .node
-            .list_snapshots()
-            .into_iter()
-            .find(|s| s.height == height)
-            .expect("snapshot exists");
-        Offer {
-            height: s.height,
-            format: s.format,
-            chunks: s.chunks,
-            hash: s.hash.to_vec(),
-            metadata: s.metadata,
-            trusted_app_hash: self.hashes[height as usize].to_vec(),
-        }
+        offer_of(&self.node, height, self.hashes[height as usize])
     }
 
     fn chunk(&self, offer: &Offer, i: u32) -> Vec<u8> {
         self.node.load_snapshot_chunk(offer.height, offer.format, i)
+    }
+}
+
+/// CometBFT's offer of `node`'s snapshot of `height`, trusting `app_hash`.
+fn offer_of(node: &Node, height: u64, app_hash: [u8; 32]) -> Offer {
+    let s = node
+        .list_snapshots()
+        .into_iter()
+        .find(|s| s.height == height)
+        .expect("snapshot exists");
+    Offer {
+        height: s.height,
+        format: s.format,
+        chunks: s.chunks,
+        hash: s.hash.to_vec(),
+        metadata: s.metadata,
+        trusted_app_hash: app_hash.to_vec(),
     }
 }
 
@@ -665,4 +669,142 @@ fn a_snapshot_job_that_panics_or_traps_leaves_nothing_and_the_next_runs(kind: St
         "{kind}: a trap is an error, not a panic"
     );
     assert!(unfinished(&home).is_empty(), "{kind}: {:?}", unfinished(&home));
+}
+
+/// A validator that forges (its snapshots hold another state, one value
+/// altered in the last chunk, with consistent chunk hashes and a manifest
+/// claiming the trusted app hash) is refused at chunk 0 with nothing
+/// written, whatever the built-in format; the honest snapshot of the height
+/// then restores. Honest snapshots, proofs included, are byte-identical
+/// between two nodes and with an offline `snapshot create` of the state.
+#[test]
+fn a_forging_validator_is_refused_at_chunk_0_in_every_built_in_format() {
+    let kind = StoreKind::Lmdb;
+    for plugin in ["zstd", "gzip", "brotli"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let genesis = genesis_home(tmp.path(), 20_000);
+        let mut c = config(kind, 2);
+        c.snapshot_plugin = plugin.into();
+        let run = |name: &str, hooks: TestHooks| {
+            let home = tmp.path().join(name);
+            let node = Node::open(&home, c.clone(), common::registry(), Arc::new(Metrics::new()), hooks).unwrap();
+            let mut hashes = vec![node
+                .init_chain(CHAIN, 1, &app_state(&genesis), &[([9; 32], 10)])
+                .unwrap()];
+            for h in 1..=2u64 {
+                hashes.push(
+                    block(
+                        &node,
+                        h,
+                        &[patch(&key(6), h - 1, vec![set(&format!("con.h:{h}"), "1")])],
+                    )
+                    .1,
+                );
+                node.wait_for_snapshots();
+            }
+            (node, home, hashes)
+        };
+        let (honest, honest_home, hashes) = run("honest", TestHooks::default());
+        let (other, other_home, _) = run("other", TestHooks::default());
+        let forging = TestHooks {
+            forge_states: true,
+            ..TestHooks::default()
+        };
+        let (forger, _, forger_hashes) = run("forger", forging);
+        assert_eq!(forger_hashes, hashes, "{plugin}: the forger runs the same chain");
+        let offer = |node: &Node| offer_of(node, 2, hashes[2]);
+        let (good, forged) = (offer(&honest), offer(&forger));
+        assert!(forged.chunks > 2, "{plugin}: the test needs several chunks");
+        assert_eq!(Manifest::decode(&forged.metadata).unwrap().app_hash, hashes[2]);
+        assert_ne!(forged.hash, good.hash, "{plugin}");
+
+        let joiner = open(&tmp.path().join("joiner"), config(kind, 0));
+        let metric = |n: &str| statesnap::node::metrics::read_metric(&joiner.metrics().render(), n);
+        assert_eq!(joiner.offer_snapshot(&forged), OfferAnswer::Accept, "{plugin}");
+        match joiner.apply_snapshot_chunk(0, &forger.load_snapshot_chunk(2, forged.format, 0), "forger") {
+            ChunkAnswer::RejectSnapshot { reason, reject_senders } => {
+                assert!(
+                    reason.contains("chunk 0") && reason.contains("forged"),
+                    "{plugin}: {reason}"
+                );
+                assert_eq!(reject_senders, ["forger"], "{plugin}");
+            }
+            other => panic!("{plugin}: chunk 0 of a forged snapshot: {other:?}"),
+        }
+        assert_eq!(metric("statesnap_forged_chunks_total"), Some(1.0), "{plugin}");
+        assert_eq!(metric("statesnap_restore_entries_written_total"), Some(0.0), "{plugin}");
+
+        assert_eq!(joiner.offer_snapshot(&good), OfferAnswer::Accept, "{plugin}");
+        for i in 0..good.chunks {
+            let answer = joiner.apply_snapshot_chunk(i, &honest.load_snapshot_chunk(2, good.format, i), "honest");
+            assert!(
+                matches!(answer, ChunkAnswer::Accept | ChunkAnswer::Done(_)),
+                "{plugin}: chunk {i}: {answer:?}"
+            );
+        }
+        assert_eq!(joiner.info(), (2, hashes[2]), "{plugin}");
+        let manifest = Manifest::decode(&good.metadata).unwrap();
+        assert_eq!(
+            metric("statesnap_restore_entries_written_total"),
+            Some(manifest.entries as f64),
+            "{plugin}: only the honest snapshot's entries were written"
+        );
+
+        // Byte-identical: the other honest node, and offline create of the state.
+        let again = offer(&other);
+        assert_eq!((&again.hash, &again.metadata), (&good.hash, &good.metadata), "{plugin}");
+        drop((honest, other, forger));
+        let dir = format!("2-{}", good.format);
+        let offline = tmp.path().join("offline");
+        let store = HomeStore::open_read_only(&honest_home.join("state")).unwrap();
+        let mut reg = common::registry();
+        let p = reg.resolve(plugin).unwrap();
+        let params = p
+            .resolve_params(&[("chunk_bytes".to_string(), "200000".to_string())])
+            .unwrap();
+        let d = p.description();
+        statesnap::snapshot::create(
+            &store,
+            statesnap::snapshot::Codec::plugin(&p, &params).unwrap(),
+            statesnap::snapshot::PluginRef {
+                sha256: p.sha256(),
+                name: d.name.clone(),
+                version: d.version.clone(),
+            },
+            d.format,
+            &statesnap::snapshot::CreateOptions::new(CHAIN, 2, params.clone()),
+            &offline,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
+        for home in [honest_home.join("snapshots"), other_home.join("snapshots")] {
+            let (node_files, offline_files) = (files_of(&home.join(&dir)), files_of(&offline.join(&dir)));
+            let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+            assert_eq!(names(&node_files), names(&offline_files), "{plugin}");
+            for ((name, a), (_, b)) in node_files.iter().zip(&offline_files) {
+                assert!(
+                    a == b,
+                    "{plugin}: {name} of {} differs from offline create's",
+                    home.display()
+                );
+            }
+        }
+    }
+}
+
+/// Every file of a directory, by name, with its bytes.
+fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().to_string(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() > 2, "{}: {} files", dir.display(), files.len());
+    files
 }

@@ -94,6 +94,8 @@ pub enum Command {
     DemoNetwork(statesnap_harness::demo_network::DemoNetworkArgs),
     /// Run the node: CometBFT's ABCI application (state machine, snapshots, state sync).
     Start(node::StartArgs),
+    /// Watch a node joining by state sync; if no usable snapshot comes in time, switch its CometBFT to block sync.
+    JoinFallback(node::FallbackArgs),
     /// Measure block times while a background snapshot runs, in process.
     BenchNode(statesnap_harness::bench_node::BenchNodeArgs),
     /// Measure joining a local CometBFT network by state sync vs block sync, and restores from 1 vs 3 peers.
@@ -132,6 +134,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => statesnap_harness::bench::demo(&a, &cli.plugins.registry()?),
         Command::DemoNetwork(a) => statesnap_harness::demo_network::demo_network(&a),
         Command::Start(a) => node::start(a, &cli.plugins),
+        Command::JoinFallback(a) => node::join_fallback(a),
         Command::BenchNode(a) => statesnap_harness::bench_node::bench_node(&a, || cli.plugins.registry()),
         Command::BenchNetwork(a) => statesnap_harness::bench_network::bench_network(&a),
         Command::Tx(c) => tx::run(c),

@@ -31,6 +31,75 @@ pub struct StartArgs {
     /// Test only: advertise self-describing snapshots with forged approvals.
     #[arg(long, hide = true)]
     pub test_forge_approvals: bool,
+    /// Test only: build snapshots of a forged state claiming the real app hash.
+    #[arg(long, hide = true)]
+    pub test_forge_states: bool,
+}
+
+/// `statesnap join-fallback`: CometBFT 0.38 never gives up on state sync
+/// (cometbft#3878); run this beside a joining node to move it to block sync
+/// when no usable snapshot comes.
+#[derive(Args, Debug)]
+pub struct FallbackArgs {
+    /// CometBFT's home: `config/config.toml` there gets `[statesync] enable = false`.
+    #[arg(long, value_name = "DIR")]
+    pub cometbft_home: PathBuf,
+    /// CometBFT's RPC.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:26657")]
+    pub rpc: String,
+    /// statesnap's metrics, to see a restore in progress ("" to judge by CometBFT alone).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:26660/metrics")]
+    pub metrics: String,
+    /// How long without a block and without restore progress before falling back.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub after: std::time::Duration,
+    /// A shell command that restarts CometBFT after the edit (e.g.
+    /// "systemctl restart cometbft"); without it, restart CometBFT yourself.
+    #[arg(long, value_name = "COMMAND")]
+    pub then: Option<String>,
+}
+
+pub fn join_fallback(args: FallbackArgs) -> anyhow::Result<()> {
+    use statesnap_harness::fallback::{disable_state_sync, watch, Verdict, Watch};
+    let config = args.cometbft_home.join("config").join("config.toml");
+    anyhow::ensure!(
+        config.is_file(),
+        "{} not found: give CometBFT's home with --cometbft-home",
+        config.display()
+    );
+    let w = Watch {
+        rpc: statesnap_harness::rpc::RpcClient::new(&args.rpc),
+        metrics_url: (!args.metrics.is_empty()).then(|| args.metrics.clone()),
+        patience: args.after,
+        every: std::time::Duration::from_secs(1),
+    };
+    match watch(&w, |line| eprintln!("statesnap: {line}"))? {
+        Verdict::Synced { height } => {
+            println!("the node has blocks (height {height}): nothing to do");
+            Ok(())
+        }
+        Verdict::NoSnapshot { waited } => {
+            disable_state_sync(&args.cometbft_home)?;
+            println!(
+                "no usable snapshot and no restore progress for {}: set [statesync] enable = false in {}",
+                humantime::format_duration(std::time::Duration::from_secs(waited.as_secs())),
+                config.display()
+            );
+            match args.then {
+                Some(cmd) => {
+                    let status = std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(&cmd)
+                        .status()
+                        .with_context(|| format!("running {cmd:?}"))?;
+                    anyhow::ensure!(status.success(), "{cmd:?} failed ({status}): restart CometBFT yourself");
+                    println!("ran {cmd:?}: the node now joins by block sync from genesis");
+                }
+                None => println!("restart CometBFT (statesnap may keep running): it joins by block sync from genesis"),
+            }
+            Ok(())
+        }
+    }
 }
 
 pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
@@ -59,6 +128,7 @@ pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
         chunk_delay_ms: args.test_chunk_delay_ms,
         forge_approvals: args.test_forge_approvals,
         panic_snapshot_at: None,
+        forge_states: args.test_forge_states,
     };
     let node = Arc::new(Node::open(&args.home, config, plugins.registry()?, metrics, hooks)?);
     stop_cleanly_on_signals(node.clone())?;

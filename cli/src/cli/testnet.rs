@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use statesnap::store::StoreKind;
+use statesnap_harness::fallback::Verdict;
 use statesnap_harness::testnet::{AppKind, JoinOptions, Testnet, TestnetOptions};
 
 /// How long `start` waits for every node to commit block 1.
@@ -75,6 +76,10 @@ pub enum TestnetCommand {
         /// Its state store (default: the validators').
         #[arg(long, value_name = "lmdb|hdf5")]
         store: Option<StoreKind>,
+        /// Wait for the node to sync; if it goes this long with no block and
+        /// no restore progress (no usable snapshot), restart it by block sync.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "block_sync")]
+        block_sync_after: Option<Duration>,
     },
 }
 
@@ -146,6 +151,7 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
             name,
             block_sync,
             store,
+            block_sync_after,
         } => {
             let mut net = Testnet::open(&dir)?;
             let name = name.unwrap_or_else(|| net.next_node_name());
@@ -172,6 +178,19 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
                 net.dir().display()
             );
             emit(&text);
+            if let Some(patience) = block_sync_after {
+                emit(&format!(
+                    "waiting for {name} to sync (block sync after {} without a snapshot)\n",
+                    humantime::format_duration(patience)
+                ));
+                match net.join_or_fall_back(&name, patience, |line| eprintln!("{name}: {line}"))? {
+                    Verdict::Synced { height } => emit(&format!("{name} is syncing, at height {height}\n")),
+                    Verdict::NoSnapshot { waited } => emit(&format!(
+                        "{name}: no usable snapshot in {}; restarted with state sync off: it joins by block sync from genesis\n",
+                        humantime::format_duration(Duration::from_secs(waited.as_secs()))
+                    )),
+                }
+            }
         }
     }
     Ok(())

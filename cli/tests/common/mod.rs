@@ -6,6 +6,8 @@
 mod engine;
 pub use engine::*;
 
+pub mod net;
+
 /// Runs the statesnap binary, which must succeed; returns its stdout.
 pub fn statesnap_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_statesnap"))

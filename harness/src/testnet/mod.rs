@@ -432,6 +432,36 @@ impl Testnet {
         self.node(name)
     }
 
+    /// Waits for a node joining by state sync to get its first block; if it
+    /// goes `patience` without one and without restore progress (no usable
+    /// snapshot: CometBFT 0.38 would keep looking forever), restarts it with
+    /// state sync off so that it joins by block sync. See [`crate::fallback`].
+    pub fn join_or_fall_back(
+        &mut self,
+        name: &str,
+        patience: Duration,
+        tell: impl FnMut(&str),
+    ) -> anyhow::Result<crate::fallback::Verdict> {
+        let node = self.node(name)?.clone();
+        let watch = crate::fallback::Watch {
+            rpc: self.rpc(name)?,
+            metrics_url: (self.options.app == AppKind::Statesnap).then(|| node.metrics_url()),
+            patience,
+            every: Duration::from_millis(250),
+        };
+        let verdict = crate::fallback::watch(&watch, tell)?;
+        if let crate::fallback::Verdict::NoSnapshot { .. } = verdict {
+            self.stop_node(name)?;
+            crate::fallback::disable_state_sync(&node.cometbft_home)?;
+            if let Some(n) = self.nodes.iter_mut().find(|n| n.name == name) {
+                n.state_sync = false;
+            }
+            self.save()?;
+            self.start_node(name, &[])?;
+        }
+        Ok(verdict)
+    }
+
     /// The light client's settings: a recent trusted header and two RPC servers.
     fn state_sync_settings(&self, join: &JoinOptions) -> anyhow::Result<StateSyncSettings> {
         let rpc = self.rpc(&join.trust_from)?;

@@ -14,7 +14,10 @@
 //! | `statesnap_snapshot_last_height` | height of the newest snapshot made |
 //! | `statesnap_chunks_served_total` | chunks handed to peers (LoadSnapshotChunk) |
 //! | `statesnap_restore_chunks_applied`, `statesnap_restore_chunks_total`, `statesnap_restore_entries`, `statesnap_restore_bytes` | progress of the restore in flight |
+//! | `statesnap_restore_entries_written_total` | entries that passed their chunk's range proof and went to a staging home, over all restores |
 //! | `statesnap_restore_seconds` | time from accepting a snapshot to its verified state |
+//! | `statesnap_restore_started_unixtime` | when the restore in flight (or the last) accepted its snapshot, seconds since 1970 |
+//! | `statesnap_restore_apply_seconds` | of its time, what ApplySnapshotChunk took on CometBFT's ABCI connection (the rest is waiting for chunks) |
 //! | `statesnap_restored_snapshot_height` | height this node state-synced to (0: never) |
 //! | `statesnap_rejected_chunks_total`, `statesnap_rejected_senders_total`, `statesnap_rejected_snapshots_total` | what state sync refused |
 //! | `statesnap_forged_chunks_total` | chunks that matched their manifest but failed their range proof (forged snapshots) |
@@ -52,11 +55,14 @@ pub struct Metrics {
     pub restore_entries: Gauge,
     pub restore_bytes: Gauge,
     pub restore_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub restore_started_unixtime: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub restore_apply_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub restored_snapshot_height: Gauge,
     pub rejected_chunks: Counter,
     pub rejected_senders: Counter,
     pub rejected_snapshots: Counter,
     pub forged_chunks: Counter,
+    pub restore_entries_written: Counter,
     pub plugin_fuel_used: Counter,
     pub snapshot_last_format: Gauge,
     pub approved_formats: Gauge,
@@ -90,11 +96,14 @@ impl Metrics {
             restore_entries: Gauge::default(),
             restore_bytes: Gauge::default(),
             restore_seconds: Gauge::default(),
+            restore_started_unixtime: Gauge::default(),
+            restore_apply_seconds: Gauge::default(),
             restored_snapshot_height: Gauge::default(),
             rejected_chunks: Counter::default(),
             rejected_senders: Counter::default(),
             rejected_snapshots: Counter::default(),
             forged_chunks: Counter::default(),
+            restore_entries_written: Counter::default(),
             plugin_fuel_used: Counter::default(),
             snapshot_last_format: Gauge::default(),
             approved_formats: Gauge::default(),
@@ -164,6 +173,16 @@ impl Metrics {
             m.restore_seconds.clone(),
         );
         r.register(
+            "restore_started_unixtime",
+            "When the restore in flight (or the last) accepted its snapshot, seconds since 1970",
+            m.restore_started_unixtime.clone(),
+        );
+        r.register(
+            "restore_apply_seconds",
+            "Time the restore in flight (or the last) spent in ApplySnapshotChunk",
+            m.restore_apply_seconds.clone(),
+        );
+        r.register(
             "restored_snapshot_height",
             "Height this node restored by state sync (0: never)",
             m.restored_snapshot_height.clone(),
@@ -183,6 +202,11 @@ impl Metrics {
             "forged_chunks",
             "Chunks that matched their manifest but failed their range proof",
             m.forged_chunks.clone(),
+        );
+        r.register(
+            "restore_entries_written",
+            "Entries that passed their chunk's range proof and went to a staging home",
+            m.restore_entries_written.clone(),
         );
         r.register(
             "plugin_fuel_used",

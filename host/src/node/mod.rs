@@ -14,6 +14,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod config;
 pub mod execute;
+mod forged_state;
 pub mod formats;
 pub mod genesis;
 pub mod governance;
@@ -79,6 +80,10 @@ pub struct TestHooks {
     /// Make the background snapshot job of this height panic mid-way (in its
     /// encoder thread, after its first chunks are written).
     pub panic_snapshot_at: Option<u64>,
+    /// Build every snapshot from another state (one value altered) while
+    /// claiming the real app hash: a hostile validator's self-consistent
+    /// forgery, which range proofs must catch at its first chunk.
+    pub forge_states: bool,
 }
 
 /// A running node.
@@ -156,6 +161,10 @@ impl Node {
         if hooks.forge_approvals {
             tracing::warn!("TEST MODE: advertising snapshots with forged plugin approvals");
             snapshots.forge_approvals();
+        }
+        if hooks.forge_states {
+            tracing::warn!("TEST MODE: building snapshots of a forged state under the real app hash");
+            snapshots.forge_states();
         }
         if let Some(height) = hooks.panic_snapshot_at {
             tracing::warn!(height, "TEST MODE: the snapshot job of this height will panic");

@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use indicatif::ProgressBar;
 
+use super::forged_state::ForgedState;
 use super::formats::{FormatPlanner, Producer};
 use super::metrics::Metrics;
 use super::view::StateView;
@@ -53,6 +54,8 @@ pub(crate) struct SnapshotService {
     forge: bool,
     /// Test only: the job of this height panics mid-way.
     panic_at: Option<u64>,
+    /// Test only: snapshots are of a forged state (see `forge_states`).
+    forge_states: bool,
 }
 
 /// Format numbers a forging node advertises a "proof for another format" under.
@@ -101,6 +104,7 @@ impl SnapshotService {
             corrupt_chunks: false,
             forge: false,
             panic_at: None,
+            forge_states: false,
         })
     }
 
@@ -115,6 +119,14 @@ impl SnapshotService {
     /// that is not the approved plugin. Peers must refuse all three.
     pub(crate) fn forge_approvals(&mut self) {
         self.forge = true;
+    }
+
+    /// Test only: every snapshot is made of the real state with its last
+    /// consensus value altered, and its manifest claims the real app hash:
+    /// chunk hashes and manifest agree, and every chunk but the last holds
+    /// genuine entries. A restoring peer must refuse it at chunk 0.
+    pub(crate) fn forge_states(&mut self) {
+        self.forge_states = true;
     }
 
     /// Test only: the job of `height` panics in its encoder thread after
@@ -159,6 +171,7 @@ impl SnapshotService {
             planner: self.planner.clone(),
             metrics: self.metrics.clone(),
             panic: self.panic_at == Some(view.height),
+            forge_state: self.forge_states,
         };
         let idle = Idle(self.busy.clone());
         let handle = std::thread::Builder::new()
@@ -252,6 +265,8 @@ struct Job {
     metrics: Arc<Metrics>,
     /// Test only: panic mid-way.
     panic: bool,
+    /// Test only: snapshot a forged state under the real app hash.
+    forge_state: bool,
 }
 
 impl Job {
@@ -346,6 +361,9 @@ impl Job {
         }
         let mut opts = CreateOptions::new(chain_id, view.height, producer.params.clone());
         opts.ship = producer.ship.clone();
+        if self.forge_state {
+            return self.create_forged(view, codec, plugin, d.format, &opts);
+        }
         let report = snapshot::create(view, codec, plugin, d.format, &opts, &self.dir, &ProgressBar::hidden())?;
         if report.manifest.app_hash != view.app_hash {
             let _ = std::fs::remove_dir_all(&report.dir);
@@ -356,6 +374,41 @@ impl Job {
                 view.height
             );
         }
+        Ok(report)
+    }
+
+    /// Test only: a snapshot of [`ForgedState`] whose manifest claims the
+    /// view's real app hash. Made in a scratch directory (removed at start
+    /// like any unfinished snapshot) and renamed into place with its
+    /// manifest already rewritten, so the real root is never advertised.
+    fn create_forged(
+        &self,
+        view: &StateView,
+        codec: snapshot::Codec,
+        plugin: PluginRef,
+        format: u32,
+        opts: &CreateOptions,
+    ) -> anyhow::Result<snapshot::CreateReport> {
+        let scratch = self
+            .dir
+            .join(format!("{}forge-{}", snapshot::TMP_PREFIX, std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        let forged = ForgedState(view);
+        let mut report = snapshot::create(&forged, codec, plugin, format, opts, &scratch, &ProgressBar::hidden())?;
+        report.manifest.app_hash = view.app_hash;
+        let bytes = report.manifest.encode();
+        crate::durable::write_synced(&snapshot::manifest_path(&report.dir), &bytes)?;
+        let dest = self
+            .dir
+            .join(report.dir.file_name().expect("a snapshot directory name"));
+        std::fs::rename(&report.dir, &dest).with_context(|| format!("moving {} into place", dest.display()))?;
+        let _ = std::fs::remove_dir_all(&scratch);
+        tracing::warn!(
+            height = view.height,
+            "TEST MODE: made a forged snapshot claiming the real app hash"
+        );
+        report.hash = report.manifest.hash();
+        report.dir = dest;
         Ok(report)
     }
 

@@ -275,6 +275,11 @@ impl StateSync {
         self.metrics.restore_chunks_applied.set(0);
         self.metrics.restore_entries.set(0);
         self.metrics.restore_bytes.set(0);
+        self.metrics.restore_apply_seconds.set(0.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.metrics.restore_started_unixtime.set(now);
     }
 
     /// Chunk 0 of a self-describing snapshot whose plugin is not local: the
@@ -323,7 +328,10 @@ impl StateSync {
 
     /// Applies chunk `index` from peer `sender`.
     pub(crate) fn apply(&mut self, index: u32, chunk: &[u8], sender: &str) -> ChunkAnswer {
+        let started = std::time::Instant::now();
         let answer = self.try_apply(index, chunk, sender);
+        let apply = &self.metrics.restore_apply_seconds;
+        apply.set(apply.get() + started.elapsed().as_secs_f64());
         match &answer {
             ChunkAnswer::Retry { reason, .. } => {
                 tracing::warn!(index, sender, "state sync: refetching a chunk: {reason}")
@@ -376,6 +384,10 @@ impl StateSync {
             Ok(()) => {
                 self.metrics.restore_chunks_applied.set(i64::from(index) + 1);
                 self.metrics.restore_bytes.inc_by(chunk.len() as i64);
+                let before = self.metrics.restore_entries.get().max(0) as u64;
+                self.metrics
+                    .restore_entries_written
+                    .inc_by(restorer.entries().saturating_sub(before));
                 self.metrics.restore_entries.set(restorer.entries() as i64);
                 tracing::debug!(index, chunks = session.chunks, sender, "state sync: applied a chunk");
                 if index + 1 < session.chunks {

@@ -25,8 +25,8 @@ pub use admit::{admit, Admission, Admitted, AwaitingPlugin};
 pub use approval::{Approval, ApprovalError};
 pub use codec::{ChunkDecoder, ChunkEncoder, MAX_CHUNK_ENTRY_BYTES};
 pub use create::{create, Codec, CreateOptions, CreateReport};
-pub(crate) use layout::TMP_PREFIX;
 pub use layout::{list_snapshots, SnapshotDir};
+pub(crate) use layout::{manifest_path, TMP_PREFIX};
 pub use manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};
 pub use restore::{
     plugin_decoder, recover_interrupted_swap, restore_dir, restore_dir_with, staging_path, swap_into_place,
