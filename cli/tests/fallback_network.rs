@@ -2,7 +2,9 @@
 //! makes no snapshots, `statesnap testnet join --block-sync-after` sees the
 //! joining node find none (CometBFT alone would look forever,
 //! cometbft#3878), restarts it with state sync off, and the node joins by
-//! block sync from genesis. Needs cometbft (scripts/setup.sh installs it).
+//! block sync from genesis; `statesnap join-fallback`, the operator's
+//! command, does the same beside a node it does not start. Needs cometbft
+//! (scripts/setup.sh installs it).
 
 mod common;
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use common::net::{assert_same_app_hash, metric, require_cometbft};
 use statesnap::store::StoreKind;
-use statesnap_harness::testnet::{free_base_port, Testnet, TestnetOptions};
+use statesnap_harness::testnet::{free_base_port, JoinOptions, Testnet, TestnetOptions};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -89,4 +91,35 @@ fn a_node_that_finds_no_snapshot_joins_by_block_sync() {
     assert_eq!(restored, 0.0, "no snapshot was restored");
     // Its state machine computes the validator's app hash.
     assert_same_app_hash(&net, "joiner", "node0", TIMEOUT);
+
+    // The operator's command, beside a node that has blocks: nothing to do.
+    let joiner = net.node("joiner").unwrap().clone();
+    let fallback = |node: &statesnap_harness::testnet::NodeInfo, then: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_statesnap"))
+            .args(["join-fallback", "--after", "10s", "--then", then, "--cometbft-home"])
+            .arg(&node.cometbft_home)
+            .args(["--rpc", &node.rpc_url(), "--metrics", &node.metrics_url()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let said = fallback(&joiner, "false");
+    assert!(said.contains("nothing to do"), "{said}");
+
+    // And beside a new node that finds no snapshot: it turns state sync off
+    // and runs the restart command.
+    let mut net = net;
+    let operated = net.add_node("operated", &JoinOptions::default()).unwrap().clone();
+    net.start_node("operated", &[]).unwrap();
+    let marker = dir.path().join("restarted");
+    let said = fallback(&operated, &format!("touch {}", marker.display()));
+    assert!(said.contains("set [statesync] enable = false"), "{said}");
+    assert!(marker.exists(), "the restart command ran");
+    net.stop_node("operated").unwrap();
+    net.start_node("operated", &[]).unwrap();
+    let target = net.rpc("node0").unwrap().status().unwrap().latest_block_height;
+    net.wait_for_height("operated", target, TIMEOUT).unwrap();
+    assert_eq!(net.rpc("operated").unwrap().status().unwrap().earliest_block_height, 1);
+    assert_same_app_hash(&net, "operated", "node0", TIMEOUT);
 }

@@ -23,7 +23,8 @@ use crate::rpc::RpcClient;
 /// What a joining node did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// It has blocks: state sync (or block sync) got it going.
+    /// It has blocks, or restored a snapshot of this height: state sync (or
+    /// block sync) got it going.
     Synced { height: u64 },
     /// Nothing happened for `waited`: no snapshot was restored, none is being
     /// restored. Time to fall back to block sync.
@@ -62,7 +63,13 @@ pub fn watch(w: &Watch, mut tell: impl FnMut(&str)) -> anyhow::Result<Verdict> {
             Err(_) => {}
         }
         if let Some(url) = &w.metrics_url {
-            let now_applied = restore_chunks_applied(url).unwrap_or(0.0);
+            let (now_applied, restored) = restore_progress(url).unwrap_or((0.0, 0.0));
+            if restored > 0.0 {
+                // Restored; CometBFT is fetching the blocks since.
+                return Ok(Verdict::Synced {
+                    height: restored as u64,
+                });
+            }
             if now_applied > applied {
                 last_progress = Instant::now();
             }
@@ -91,13 +98,18 @@ pub fn watch(w: &Watch, mut tell: impl FnMut(&str)) -> anyhow::Result<Verdict> {
     }
 }
 
-fn restore_chunks_applied(url: &str) -> anyhow::Result<f64> {
+/// Chunks applied in the restore in flight, and the height restored (0: none).
+fn restore_progress(url: &str) -> anyhow::Result<(f64, f64)> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
         .build()
         .into();
     let text = agent.get(url).call()?.body_mut().read_to_string()?;
-    read_metric(&text, "statesnap_restore_chunks_applied").context("no statesnap_restore_chunks_applied metric")
+    let read = |name| read_metric(&text, name).with_context(|| format!("no {name} metric at {url}"));
+    Ok((
+        read("statesnap_restore_chunks_applied")?,
+        read("statesnap_restored_snapshot_height")?,
+    ))
 }
 
 /// Sets `[statesync] enable = false` in `<home>/config/config.toml`,

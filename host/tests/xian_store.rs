@@ -198,17 +198,21 @@ fn hdf5_files_are_not_inherited_by_child_processes() {
         .write_batch(&[("con_a.b".to_string(), Some("1".to_string()))])
         .unwrap();
     assert_eq!(store.get("con_a.b").unwrap().as_deref(), Some("1"));
+    let mine = tmp.path().join("contract_state").display().to_string();
     let held: Vec<String> = std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
         .map(|t| t.display().to_string())
-        .filter(|t| t.contains("contract_state"))
+        .filter(|t| t.contains(&mine))
         .collect();
     assert!(!held.is_empty(), "the store holds its file open");
     let child = std::process::Command::new("sh")
         .args(["-c", "ls -l /proc/$$/fd"])
         .output()
         .unwrap();
+    // Only this test's file: other tests of this binary open HDF5 files on
+    // other threads, and one caught between HDF5's open and the close-on-exec
+    // mark set right after it may be inherited (a window HDF5's API leaves).
     let listing = String::from_utf8_lossy(&child.stdout);
-    assert!(!listing.contains("contract_state"), "the child inherited: {listing}");
+    assert!(!listing.contains(&mine), "the child inherited: {listing}");
 }
