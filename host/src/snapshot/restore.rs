@@ -26,7 +26,7 @@ use super::manifest::{Manifest, MAX_CHUNK_BYTES};
 use crate::plugin::{Plugin, PluginError, PluginRegistry};
 use crate::store::home::{detect, is_vacant};
 use crate::store::range_proof::ProofError;
-use crate::store::root::{leaf_hash, RootBuilder, RootError};
+use crate::store::root::{leaf_hash, priority, RootBuilder, RootError};
 use crate::store::treap::{MerkleTreap, TreapBuilder};
 use crate::store::{HomeStore, StateStore, StoreKind};
 
@@ -108,7 +108,61 @@ pub struct Restorer {
     writes: Option<Sender<WriteBatch>>,
     writer: Option<JoinHandle<anyhow::Result<()>>>,
     keep: bool,
-    index: Option<TreapBuilder>,
+    index: Option<IndexThread>,
+}
+
+/// Keys with their priority and leaf hash, on their way to the index thread.
+type IndexBatch = Vec<(String, [u8; 32], [u8; 32])>;
+
+/// Builds the restored state's Merkle treap on a thread of its own, from the
+/// hashes the restore computes anyway: a node's restore then adds neither
+/// hashing nor tree building to the time CometBFT waits on ApplySnapshotChunk.
+struct IndexThread {
+    tx: Option<Sender<IndexBatch>>,
+    handle: Option<JoinHandle<MerkleTreap>>,
+    pending: IndexBatch,
+}
+
+impl IndexThread {
+    fn spawn() -> Self {
+        let (tx, rx) = bounded::<IndexBatch>(4);
+        let handle = std::thread::Builder::new()
+            .name("restore-index".into())
+            .spawn(move || {
+                let mut builder = TreapBuilder::new();
+                for batch in rx {
+                    for (key, prio, leaf) in batch {
+                        builder.push_prioritized(&key, prio, leaf);
+                    }
+                }
+                builder.finish()
+            })
+            .expect("spawning the restore index thread");
+        IndexThread {
+            tx: Some(tx),
+            handle: Some(handle),
+            pending: Vec::new(),
+        }
+    }
+
+    fn send(&mut self) -> Result<(), RestoreError> {
+        let batch = std::mem::take(&mut self.pending);
+        match &self.tx {
+            Some(tx) if tx.send(batch).is_ok() => Ok(()),
+            _ => Err(RestoreError::Store(anyhow::anyhow!(
+                "the restore's index thread stopped"
+            ))),
+        }
+    }
+
+    fn finish(mut self) -> Result<MerkleTreap, RestoreError> {
+        self.tx = None;
+        self.handle
+            .take()
+            .expect("joined once")
+            .join()
+            .map_err(|_| RestoreError::Store(anyhow::anyhow!("the restore's index thread panicked")))
+    }
 }
 
 impl Restorer {
@@ -163,7 +217,7 @@ impl Restorer {
     /// Also builds the restored state's Merkle treap (what a node keeps to
     /// update its app hash block by block), in the same pass.
     pub(crate) fn with_index(mut self) -> Self {
-        self.index = Some(TreapBuilder::new());
+        self.index = Some(IndexThread::spawn());
         self
     }
 
@@ -253,7 +307,9 @@ impl Restorer {
             let (key, value) = item.map_err(|e| RestoreError::Entries(format!("the plugin returned a {e}")))?;
             let entry = state_entry(key, value).map_err(RestoreError::Entries)?;
             let (key, value) = (entry.key, entry.value);
-            match self.root.push_canonical(key, &entry.canonical) {
+            let prio = priority(key.as_bytes());
+            let leaf = leaf_hash(key.as_bytes(), &entry.canonical);
+            match self.root.push_prioritized(key, prio, leaf) {
                 Ok(()) => {}
                 Err(RootError::OutOfOrder { previous, key }) => {
                     return Err(RestoreError::Entries(format!(
@@ -263,9 +319,7 @@ impl Restorer {
                 Err(e) => return Err(RestoreError::Entries(e.to_string())),
             }
             if let Some(index) = &mut self.index {
-                index
-                    .push(key, leaf_hash(key.as_bytes(), &entry.canonical))
-                    .map_err(|e| RestoreError::Entries(e.to_string()))?;
+                index.pending.push((key.to_string(), prio, leaf));
             }
             self.entries += 1;
             self.state_bytes += (key.len() + value.len()) as u64;
@@ -291,6 +345,9 @@ impl Restorer {
     }
 
     fn send_pending(&mut self) -> Result<(), RestoreError> {
+        if let Some(index) = &mut self.index {
+            index.send()?;
+        }
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         let tx = self.writes.as_ref().expect("writer open until finish");
@@ -344,6 +401,10 @@ impl Restorer {
                 self.manifest.entries, self.manifest.state_bytes, self.entries, self.state_bytes
             )));
         }
+        let index = match self.index.take() {
+            Some(thread) => Some(thread.finish()?),
+            None => None,
+        };
         self.keep = true;
         Ok(RestoreSummary {
             root,
@@ -351,7 +412,7 @@ impl Restorer {
             state_bytes: self.state_bytes,
             chunks: total,
             staging: self.staging.clone(),
-            index: self.index.take().map(TreapBuilder::finish),
+            index,
         })
     }
 }

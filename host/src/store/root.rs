@@ -142,6 +142,14 @@ impl RootBuilder {
         Ok(())
     }
 
+    /// Feeds a consensus entry whose priority and leaf hash are known (a
+    /// caller that needs them for something else too hashes once).
+    pub fn push_prioritized(&mut self, key: &str, priority: [u8; 32], leaf: [u8; 32]) -> Result<(), RootError> {
+        self.check_order(key)?;
+        self.insert_leaf(priority, leaf);
+        Ok(())
+    }
+
     fn check_order(&mut self, key: &str) -> Result<(), RootError> {
         if let Some(prev) = &self.previous {
             if key.as_bytes() <= prev.as_bytes() {

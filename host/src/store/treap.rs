@@ -505,7 +505,9 @@ impl TreapBuilder {
         Ok(())
     }
 
-    fn push_prioritized(&mut self, key: &str, prio: [u8; 32], leaf: [u8; 32]) {
+    /// Adds `key` with its priority and leaf hash; the caller has checked
+    /// that `key` is above every key added before.
+    pub(crate) fn push_prioritized(&mut self, key: &str, prio: [u8; 32], leaf: [u8; 32]) {
         // Spine nodes with a larger priority go below the new node and become
         // its left subtree, which is then final (an equal priority stays above,
         // as in `RootBuilder`).
