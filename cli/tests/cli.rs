@@ -158,6 +158,32 @@ fn plugin_commands() {
     let out = statesnap(&["plugin", "check", p(&testplugin("nondet")), "--keys", "500"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("hidden state"));
+    // By default the check is the chain's (its keys and fuel, whatever this
+    // host's limits), and it says what a proposal would get.
+    let chain = ok(&["plugin", "check", p(&zstd)]);
+    assert!(
+        chain.contains("as the chain checks a proposal: 1000 generated keys, 10000000000 fuel per call"),
+        "{chain}"
+    );
+    assert!(chain.contains("verdict: a proposal of this plugin passes"), "{chain}");
+    assert!(
+        chain.contains("the costliest") && !chain.contains("thorough"),
+        "{chain}"
+    );
+    let out = statesnap(&["--plugin-fuel", "1000000", "plugin", "check", p(&zstd), "--thorough"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("verdict: a proposal of this plugin passes"), "{said}");
+    assert!(
+        said.contains("thorough: 5000 generated keys") && said.contains("[FAIL]"),
+        "{said}"
+    );
+    let out = statesnap(&["plugin", "check", p(&testplugin("nondet"))]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("verdict: a proposal of this plugin is refused: it fails the conformance check `deterministic`"),
+        "{said}"
+    );
     let out = statesnap(&["plugin", "inspect", p(&testplugin("v2"))]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("contract 2.0.0"));

@@ -6,7 +6,8 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use serde_json::json;
 
-use statesnap::plugin::{check::check, CONTRACT_VERSION};
+use statesnap::plugin::check::{chain_limits, check, CheckReport, CHAIN_CHECK_FUEL_PER_CALL, CHAIN_CHECK_KEYS};
+use statesnap::plugin::{PluginEngine, PluginRegistry, CONTRACT_VERSION};
 
 use super::PluginArgs;
 
@@ -24,12 +25,15 @@ pub enum PluginCommand {
         #[arg(long, value_name = "FILE.wasm")]
         out: PathBuf,
     },
-    /// Conformance check for plugin authors: round trip, determinism, limits.
+    /// Conformance check: by default exactly the chain's (its state, keys and fuel), with the verdict a proposal would get.
     Check {
         file: PathBuf,
-        /// Keys in the generated test state.
-        #[arg(long, default_value_t = 5000)]
-        keys: u64,
+        /// Also check a larger state (5,000 keys), under this host's plugin limits (--plugin-fuel …).
+        #[arg(long)]
+        thorough: bool,
+        /// Keys in the generated state of the thorough check (implies --thorough).
+        #[arg(long)]
+        keys: Option<u64>,
     },
 }
 
@@ -83,33 +87,72 @@ pub fn run(cmd: PluginCommand, args: &PluginArgs) -> anyhow::Result<()> {
                 hex::encode(p.sha256())
             );
         }
-        PluginCommand::Check { file, keys } => {
-            let p = registry.add_file(&file)?;
-            let report = check(&p, keys)?;
-            println!("plugin check: {}", report.plugin);
-            for i in &report.items {
-                println!(
-                    "  [{}] {:<14} {}",
-                    if i.passed { "ok" } else { "FAIL" },
-                    i.name,
-                    i.detail
-                );
-            }
-            println!(
-                "  encode {:.3}s, {} fuel; decode {:.3}s, {} fuel; {} keys -> {} chunks, {} bytes",
-                report.encode_seconds,
-                report.encode_fuel,
-                report.decode_seconds,
-                report.decode_fuel,
-                report.keys,
-                report.chunks,
-                report.snapshot_bytes
+        PluginCommand::Check { file, thorough, keys } => {
+            // The chain's check: its engine limits, its state, its keys.
+            let mut chain = PluginRegistry::new(PluginEngine::new(chain_limits())?, false);
+            let plugin = chain.add_file(&file)?;
+            let report = check(&plugin, CHAIN_CHECK_KEYS)?;
+            print_report(
+                &report,
+                &format!(
+                    "as the chain checks a proposal: {} generated keys, {} fuel per call",
+                    CHAIN_CHECK_KEYS, CHAIN_CHECK_FUEL_PER_CALL
+                ),
+                CHAIN_CHECK_FUEL_PER_CALL,
             );
-            if !report.passed() {
+            match report.verdict() {
+                Ok(()) => println!("  verdict: a proposal of this plugin passes the chain's conformance check"),
+                Err(why) => println!("  verdict: a proposal of this plugin is refused: {why}"),
+            }
+            let mut passed = report.passed();
+            if thorough || keys.is_some() {
+                let keys = keys.unwrap_or(5000);
+                let p = registry.add_file(&file)?;
+                let report = check(&p, keys)?;
+                let fuel = args.limits().fuel_per_call;
+                print_report(
+                    &report,
+                    &format!("thorough: {keys} generated keys, this host's limits ({fuel} fuel per call)"),
+                    fuel,
+                );
+                passed &= report.passed();
+            }
+            if !passed {
                 bail!("{} failed conformance", report.plugin);
             }
             println!("passed");
         }
     }
     Ok(())
+}
+
+fn print_report(report: &CheckReport, how: &str, fuel_limit: u64) {
+    println!("plugin check: {} ({how})", report.plugin);
+    for i in &report.items {
+        println!(
+            "  [{}] {:<14} {}",
+            if i.passed { "ok" } else { "FAIL" },
+            i.name,
+            i.detail
+        );
+    }
+    println!(
+        "  encode {:.3}s, {} fuel; decode {:.3}s, {} fuel; {} keys -> {} chunks, {} bytes",
+        report.encode_seconds,
+        report.encode_fuel,
+        report.decode_seconds,
+        report.decode_fuel,
+        report.keys,
+        report.chunks,
+        report.snapshot_bytes
+    );
+    for (what, c) in [("encode", &report.encode_calls), ("decode", &report.decode_calls)] {
+        println!(
+            "  {what}: {} calls, the costliest {} fuel ({:.2}% of the per-call limit) and {:.4}s",
+            c.calls,
+            c.max_fuel,
+            c.max_fuel as f64 * 100.0 / fuel_limit.max(1) as f64,
+            c.max_seconds
+        );
+    }
 }

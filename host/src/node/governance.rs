@@ -24,7 +24,7 @@ use crate::chain::registry::{
     PluginMeta, ProposalRecord, STATUS_PASSED, STATUS_VOTING,
 };
 use crate::chain::tx::{Proposal, TxError};
-use crate::plugin::{check, Description, Limits, PluginEngine};
+use crate::plugin::{check, Description, PluginEngine};
 use crate::store::treap::MerkleTreap;
 
 pub use crate::plugin::check::{CHAIN_CHECK_FUEL_PER_CALL as CHECK_FUEL_PER_CALL, CHAIN_CHECK_KEYS as CHECK_KEYS};
@@ -73,12 +73,8 @@ pub struct Conformance {
 
 impl Conformance {
     pub fn new() -> anyhow::Result<Self> {
-        let limits = Limits {
-            fuel_per_call: CHECK_FUEL_PER_CALL,
-            ..Limits::default()
-        };
         Ok(Conformance {
-            engine: PluginEngine::new(limits)?,
+            engine: PluginEngine::new(check::chain_limits())?,
             verdicts: Mutex::default(),
         })
     }
@@ -124,13 +120,7 @@ impl Conformance {
             Err(e) => return Ok(Err(e.to_string())),
         };
         let report = check::check(&plugin, CHECK_KEYS)?;
-        Ok(match report.items.iter().find(|i| !i.passed) {
-            None => Ok(plugin.description().clone()),
-            Some(failed) => Err(format!(
-                "it fails the conformance check `{}`: {} (run `statesnap plugin check FILE.wasm`)",
-                failed.name, failed.detail
-            )),
-        })
+        Ok(report.verdict().map(|()| plugin.description().clone()))
     }
 }
 

@@ -20,6 +20,15 @@ pub const CHAIN_CHECK_KEYS: u64 = 1000;
 /// Fuel one plugin call may use in the chain's check: plenty for the small
 /// check state, and it bounds what a hostile plugin costs.
 pub const CHAIN_CHECK_FUEL_PER_CALL: u64 = 10_000_000_000;
+/// The limits the chain's check runs a plugin under: the host's defaults,
+/// with [`CHAIN_CHECK_FUEL_PER_CALL`].
+pub fn chain_limits() -> super::Limits {
+    super::Limits {
+        fuel_per_call: CHAIN_CHECK_FUEL_PER_CALL,
+        ..super::Limits::default()
+    }
+}
+
 /// The seed of the checked state ([`generate`], version
 /// [`GENERATOR_VERSION`](crate::store::generate::GENERATOR_VERSION)).
 const CHECK_SEED: u64 = 7;
@@ -43,12 +52,45 @@ pub struct CheckReport {
     pub decode_seconds: f64,
     pub encode_fuel: u64,
     pub decode_fuel: u64,
+    /// The first encode's calls (write, finish) and the first decode's (feed, next batch, finish).
+    pub encode_calls: CallCosts,
+    pub decode_calls: CallCosts,
     pub items: Vec<CheckItem>,
+}
+
+/// What the calls of one pass cost: the fuel limit is per call, so the
+/// costliest call is what a limit would stop.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CallCosts {
+    pub calls: u64,
+    pub max_fuel: u64,
+    pub max_seconds: f64,
+}
+
+impl CallCosts {
+    /// Records one call that used `fuel` and began at `started`.
+    fn record(&mut self, fuel: u64, started: Instant) {
+        self.calls += 1;
+        self.max_fuel = self.max_fuel.max(fuel);
+        self.max_seconds = self.max_seconds.max(started.elapsed().as_secs_f64());
+    }
 }
 
 impl CheckReport {
     pub fn passed(&self) -> bool {
         self.items.iter().all(|i| i.passed)
+    }
+
+    /// What governance decides on a plugin with this report: `Err` says why
+    /// a proposal of it is refused.
+    pub fn verdict(&self) -> Result<(), String> {
+        match self.items.iter().find(|i| !i.passed) {
+            None => Ok(()),
+            Some(failed) => Err(format!(
+                "it fails the conformance check `{}`: {} (run `statesnap plugin check FILE.wasm`)",
+                failed.name, failed.detail
+            )),
+        }
     }
 }
 
@@ -75,12 +117,22 @@ fn sample_batches(keys: u64, seed: u64) -> anyhow::Result<Sample> {
     Ok((batches, entries))
 }
 
-fn encode(writer: &mut super::PluginWriter, batches: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, PluginError> {
+fn encode(
+    writer: &mut super::PluginWriter,
+    batches: &[Vec<u8>],
+    costs: &mut CallCosts,
+) -> Result<Vec<Vec<u8>>, PluginError> {
     let mut chunks = Vec::new();
     for b in batches {
-        chunks.extend(writer.write(b)?);
+        let (fuel, started) = (writer.fuel_used(), Instant::now());
+        let written = writer.write(b);
+        costs.record(writer.fuel_used().saturating_sub(fuel), started);
+        chunks.extend(written?);
     }
-    chunks.extend(writer.finish()?);
+    let (fuel, started) = (writer.fuel_used(), Instant::now());
+    let last = writer.finish();
+    costs.record(writer.fuel_used().saturating_sub(fuel), started);
+    chunks.extend(last?);
     Ok(chunks)
 }
 
@@ -121,6 +173,8 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
         decode_seconds: 0.0,
         encode_fuel: 0,
         decode_fuel: 0,
+        encode_calls: CallCosts::default(),
+        decode_calls: CallCosts::default(),
         items: Vec::new(),
     };
     let mut item = |name, result: Result<String, String>| record(&mut items, name, result);
@@ -133,10 +187,12 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
     // Encode: fresh instance, then a second writer in the same instance, then
     // another fresh instance. All three must be byte-identical.
     let started = Instant::now();
+    let mut encode_calls = CallCosts::default();
     let first = plugin.writer(&params).and_then(|mut w| {
-        let chunks = encode(&mut w, &batches)?;
+        let chunks = encode(&mut w, &batches, &mut encode_calls)?;
         Ok((chunks, w))
     });
+    report.encode_calls = encode_calls;
     report.encode_seconds = started.elapsed().as_secs_f64();
     let (chunks, used_writer) = match first {
         Ok(r) => r,
@@ -162,8 +218,13 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
             ))
         },
     );
-    let reused = used_writer.another(&params).and_then(|mut w| encode(&mut w, &batches));
-    let fresh = plugin.writer(&params).and_then(|mut w| encode(&mut w, &batches));
+    let mut ignored = CallCosts::default();
+    let reused = used_writer
+        .another(&params)
+        .and_then(|mut w| encode(&mut w, &batches, &mut ignored));
+    let fresh = plugin
+        .writer(&params)
+        .and_then(|mut w| encode(&mut w, &batches, &mut ignored));
     let deterministic = match (reused, fresh) {
         (Ok(a), Ok(b)) if a == chunks && b == chunks => Ok("three runs gave identical chunks".into()),
         (Ok(a), Ok(_)) if a != chunks => {
@@ -177,18 +238,26 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
     // Decode and compare with the input.
     let started = Instant::now();
     // Inner errors are findings; the outer one is the host failing.
+    let mut decode_calls = CallCosts::default();
     let decoded = (|| -> anyhow::Result<Result<Decoded, String>> {
+        let costs = &mut decode_calls;
         let mut r = match plugin.reader(&params) {
             Ok(r) => r,
             Err(e) => return Ok(Err(finding(e)?)),
         };
         let mut out = Vec::new();
         for c in &chunks {
-            if let Err(e) = r.feed(c) {
+            let (fuel, started) = (r.fuel_used(), Instant::now());
+            let fed = r.feed(c);
+            costs.record(r.fuel_used().saturating_sub(fuel), started);
+            if let Err(e) = fed {
                 return Ok(Err(finding(e)?));
             }
             loop {
-                let b = match r.next_batch(1 << 20) {
+                let (fuel, started) = (r.fuel_used(), Instant::now());
+                let next = r.next_batch(1 << 20);
+                costs.record(r.fuel_used().saturating_sub(fuel), started);
+                let b = match next {
                     Ok(Some(b)) => b,
                     Ok(None) => break,
                     Err(e) => return Ok(Err(finding(e)?)),
@@ -205,11 +274,15 @@ pub fn check(plugin: &Plugin, keys: u64) -> anyhow::Result<CheckReport> {
                 }
             }
         }
-        if let Err(e) = r.finish() {
+        let (fuel, started) = (r.fuel_used(), Instant::now());
+        let finished = r.finish();
+        costs.record(r.fuel_used().saturating_sub(fuel), started);
+        if let Err(e) = finished {
             return Ok(Err(finding(e)?));
         }
         Ok(Ok((out, r.fuel_used())))
     })()?;
+    report.decode_calls = decode_calls;
     report.decode_seconds = started.elapsed().as_secs_f64();
     item(
         "round trip",
