@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing statesnap needs on a fresh Debian machine:
-# libhdf5 (Debian's), pkg-config, strace, the wasm32-wasip2 Rust target, and the Python
-# packages the compatibility tests use (h5py, lmdb). Safe to run again: it only
+# libhdf5 (Debian's), pkg-config, strace, the wasm32-wasip2 Rust target, the Python
+# packages the compatibility tests use (h5py, lmdb), the C plugin's toolchain
+# (clang, lld, wasi-libc, wit-bindgen, wasm-tools) and CometBFT. Safe to run again: it only
 # installs what is missing.
 set -euo pipefail
 
@@ -46,6 +47,24 @@ fi
 if ! python3 -c 'import lmdb' 2>/dev/null; then
     say "installing lmdb (Python, the binding Xian's node uses) for the LMDB compatibility tests"
     python3 -m pip install -q lmdb || python3 -m pip install -q --break-system-packages lmdb
+fi
+# The C plugin example (examples/plugin-c): Debian's clang, lld and wasi-libc
+# (with compiler-rt's wasm32 builtins), and from crates.io wit-bindgen's C
+# generator and wasm-tools, at the versions examples/plugin-c/build.sh expects.
+if ! dpkg -s clang lld wasi-libc libclang-rt-14-dev-wasm32 >/dev/null 2>&1; then
+    say "installing clang, lld, wasi-libc and libclang-rt-14-dev-wasm32 (Debian packages, for the C plugin example)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang lld wasi-libc libclang-rt-14-dev-wasm32 >/dev/null
+fi
+WIT_BINDGEN_VERSION=0.63.0
+WASM_TOOLS_VERSION=1.263.0
+if ! wit-bindgen --version 2>/dev/null | grep -q "^wit-bindgen-cli $WIT_BINDGEN_VERSION"; then
+    say "installing wit-bindgen-cli $WIT_BINDGEN_VERSION (crates.io, the C plugin's bindings)"
+    cargo install --locked --quiet wit-bindgen-cli --version "$WIT_BINDGEN_VERSION"
+fi
+if ! wasm-tools --version 2>/dev/null | grep -q "^wasm-tools $WASM_TOOLS_VERSION"; then
+    say "installing wasm-tools $WASM_TOOLS_VERSION (crates.io, makes the C plugin a component)"
+    cargo install --locked --quiet wasm-tools --version "$WASM_TOOLS_VERSION"
 fi
 scripts/install-cometbft.sh
 say "ready"
