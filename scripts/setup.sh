@@ -2,7 +2,8 @@
 # Installs what building and testing statesnap needs on a fresh Debian machine:
 # libhdf5 (Debian's), pkg-config, strace, the wasm32-wasip2 Rust target, the Python
 # packages the compatibility tests use (h5py, lmdb), the C plugin's toolchain
-# (clang, lld, wasi-libc, wit-bindgen, wasm-tools) and CometBFT. Safe to run again: it only
+# (clang, lld, wasi-libc, wit-bindgen, wasm-tools), the Python plugin's
+# componentize-py and CometBFT. Safe to run again: it only
 # installs what is missing.
 set -euo pipefail
 
@@ -67,6 +68,14 @@ fi
 if ! wasm-tools --version 2>/dev/null | grep -q "^wasm-tools $WASM_TOOLS_VERSION"; then
     say "installing wasm-tools $WASM_TOOLS_VERSION (crates.io, makes the C plugin a component)"
     cargo install --locked --quiet wasm-tools --version "$WASM_TOOLS_VERSION" --no-default-features --features component,strip
+fi
+# The Python plugin example (examples/plugin-python): componentize-py, which
+# bundles CPython for wasm32-wasi and needs nothing else.
+COMPONENTIZE_PY_VERSION=0.25.1
+if ! componentize-py --version 2>/dev/null | grep -q "$COMPONENTIZE_PY_VERSION"; then
+    say "installing componentize-py $COMPONENTIZE_PY_VERSION (PyPI, builds the Python plugin example)"
+    python3 -m pip install -q "componentize-py==$COMPONENTIZE_PY_VERSION" || \
+        python3 -m pip install -q --break-system-packages "componentize-py==$COMPONENTIZE_PY_VERSION"
 fi
 scripts/install-cometbft.sh
 say "ready"

@@ -723,25 +723,33 @@ fn a_restore_syncs_the_homes_directory_after_the_swap() {
 /// does: it passes the chain's check, round-trips a generated state and the
 /// h5py-written fixture through the host with byte-identical snapshots
 /// across runs, and is refused cleanly when it passes a limit.
-#[test]
-fn the_c_plugin_passes_the_check_and_round_trips() {
-    let tmp = tempfile::tempdir().unwrap();
-    let plugin = tmp.path().join("raw-c.wasm");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/plugin-c/build.sh");
-    let built = std::process::Command::new(&script).arg(&plugin).output().unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    let check = ok(&["plugin", "check", p(&plugin)]);
-    assert!(check.contains("raw-c 0.1.0 makes format 101"), "{check}");
-    assert!(check.contains("verdict: a proposal of this plugin passes"), "{check}");
+/// Builds an example plugin with its build script into `out`.
+fn build_example_plugin(script: &str, out: &std::path::Path) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(script);
+    let built = std::process::Command::new(&script).arg(out).output().unwrap();
+    assert!(
+        built.status.success(),
+        "{}: {}",
+        script.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
 
-    let generated = tmp.path().join("generated");
+/// What every example plugin must show: it round-trips a generated state and
+/// the h5py fixture through the host, and two runs give the same snapshot.
+/// `pre` are the global options that find it, `plugin` names it. Returns the
+/// generated home.
+fn example_plugin_round_trips(tmp: &std::path::Path, pre: &[&str], plugin: &str, format: u64) -> std::path::PathBuf {
+    let run = |args: &[&str]| ok(&[pre, args].concat());
+    let generated = tmp.join("generated");
     ok(&["state", "generate", "--home", p(&generated), "--keys", "20000"]);
     for (name, home) in [("generated", generated.clone()), ("h5py fixture", fixture_home())] {
         let root = ok(&["state", "root", "--home", p(&home)]).trim().to_string();
+        let slug = name.replace(' ', "-");
         let mut hashes = Vec::new();
-        for run in 0..2 {
-            let out = tmp.path().join(format!("snaps-{}-{run}", name.replace(' ', "-")));
-            let made = last_json(&ok(&[
+        for n in 0..2 {
+            let out = tmp.join(format!("snaps-{slug}-{n}"));
+            let made = last_json(&run(&[
                 "snapshot",
                 "create",
                 "--home",
@@ -751,54 +759,105 @@ fn the_c_plugin_passes_the_check_and_round_trips() {
                 "--out",
                 p(&out),
                 "--plugin",
-                p(&plugin),
+                plugin,
                 "--param",
                 "chunk_bytes=100000",
             ]));
-            assert_eq!(made["format"], 101, "{name}");
+            assert_eq!(made["format"], format, "{name}");
             assert_eq!(made["app_hash"].as_str().unwrap(), root, "{name}");
             hashes.push(made["hash"].as_str().unwrap().to_string());
-            if run == 0 {
-                let restored = tmp.path().join(format!("restored-{}", name.replace(' ', "-")));
-                ok(&[
-                    "snapshot",
-                    "restore",
-                    "--from",
-                    p(&out),
-                    "--home",
-                    p(&restored),
-                    "--app-hash",
-                    &root,
-                    "--plugin",
-                    p(&plugin),
-                ]);
-                assert_eq!(ok(&["state", "root", "--home", p(&restored)]).trim(), root, "{name}");
-            }
         }
         assert_eq!(hashes[0], hashes[1], "{name}: two runs give the same snapshot");
+        let restored = tmp.join(format!("restored-{slug}"));
+        let from = tmp.join(format!("snaps-{slug}-0"));
+        // Restore finds the snapshot's plugin by SHA-256 among those it
+        // knows (built in, --plugin-dir); a file is named with --plugin.
+        let file = if plugin.ends_with(".wasm") {
+            &["--plugin", plugin][..]
+        } else {
+            &[]
+        };
+        let args = [
+            "snapshot",
+            "restore",
+            "--from",
+            p(&from),
+            "--home",
+            p(&restored),
+            "--app-hash",
+            &root,
+        ];
+        run(&[&args[..], file].concat());
+        assert_eq!(ok(&["state", "root", "--home", p(&restored)]).trim(), root, "{name}");
     }
+    generated
+}
 
-    // Over the output limit (1 MiB per call, a chunk of 8 MB): a clear error, no snapshot.
-    let out = tmp.path().join("limited");
-    let refused = statesnap(&[
-        "--plugin-output-mib",
-        "1",
+/// A refused `snapshot create` of `home`: says `why` and leaves no snapshot.
+fn assert_create_refused(tmp: &std::path::Path, pre: &[&str], home: &std::path::Path, plugin: &str, why: &str) {
+    let out = tmp.join("refused");
+    let args = [
         "snapshot",
         "create",
         "--home",
-        p(&generated),
+        p(home),
         "--height",
         "5",
         "--out",
         p(&out),
         "--plugin",
-        p(&plugin),
-    ]);
+        plugin,
+    ];
+    let refused = statesnap(&[pre, &args[..]].concat());
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{said}");
-    assert!(said.contains("output"), "{said}");
+    assert!(said.contains(why), "{said}");
     assert!(
         !out.exists() || std::fs::read_dir(&out).unwrap().count() == 0,
         "no snapshot left"
+    );
+}
+
+#[test]
+fn the_c_plugin_passes_the_check_and_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugin = tmp.path().join("raw-c.wasm");
+    build_example_plugin("examples/plugin-c/build.sh", &plugin);
+    let check = ok(&["plugin", "check", p(&plugin)]);
+    assert!(check.contains("raw-c 0.1.0 makes format 101"), "{check}");
+    assert!(check.contains("verdict: a proposal of this plugin passes"), "{check}");
+
+    let generated = example_plugin_round_trips(tmp.path(), &[], p(&plugin), 101);
+    // Over the output limit (1 MiB per call, a chunk of 8 MB): a clear error, no snapshot.
+    assert_create_refused(
+        tmp.path(),
+        &["--plugin-output-mib", "1"],
+        &generated,
+        p(&plugin),
+        "output",
+    );
+}
+
+#[test]
+fn the_python_plugin_passes_the_check_and_round_trips_from_the_plugin_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    build_example_plugin("examples/plugin-python/build.sh", &dir.join("jsonl-py.wasm"));
+    let pre = ["--plugin-dir", p(&dir)];
+    let listed = ok(&[&pre[..], &["plugin", "list"]].concat());
+    assert!(listed.contains("jsonl-py"), "{listed}");
+    let check = ok(&[&pre[..], &["plugin", "check", "jsonl-py"]].concat());
+    assert!(check.contains("jsonl-py 1.0.0 makes format 102"), "{check}");
+    assert!(check.contains("verdict: a proposal of this plugin passes"), "{check}");
+
+    let generated = example_plugin_round_trips(tmp.path(), &pre, "jsonl-py", 102);
+    // An interpreter spends fuel fast: with 10^8 per call a batch runs out, a clear error, no snapshot.
+    assert_create_refused(
+        tmp.path(),
+        &[&pre[..], &["--plugin-fuel", "100000000"]].concat(),
+        &generated,
+        "jsonl-py",
+        "fuel",
     );
 }

@@ -404,3 +404,332 @@ fn blocks_do_not_wait_for_a_proposals_conformance_check() {
         );
     });
 }
+
+// ---- Plugins proposed by hash and uploaded in pieces ----
+
+fn by_hash(wasm: &[u8], format: u32, piece_bytes: u32, expires_after: u64) -> (Action, tx::HashProposal) {
+    let p = tx::HashProposal::new(format, wasm, piece_bytes, 2, expires_after);
+    (Action::ProposeHash(p.clone()), p)
+}
+
+fn upload(proposal: u64, index: u32, bytes: &[u8]) -> Action {
+    Action::Upload(tx::Upload {
+        proposal,
+        index,
+        bytes: bytes.to_vec(),
+    })
+}
+
+/// Whether the node's state holds `key`.
+fn has_key(node: &Node, key: &str) -> bool {
+    node.query("/key", key.as_bytes()).code == 0
+}
+
+fn plugin_keys(sha_hex: &str) -> (String, String) {
+    (
+        format!("statesnap.plugins:{sha_hex}"),
+        format!("statesnap.plugins:{sha_hex}:0"),
+    )
+}
+
+#[test]
+fn a_plugin_proposed_by_hash_is_uploaded_by_anyone_checked_when_complete_and_approved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, mut hashes) = genesis(&tmp.path().join("source"));
+    let v = validators();
+    let mut n = Nonces(&node);
+    let brotli = builtin("brotli");
+    let sha = statesnap::plugin::sha256_hex(&brotli);
+    const PIECE: u32 = 64 * 1024;
+    let pieces: Vec<&[u8]> = brotli.chunks(PIECE as usize).collect();
+    assert!(pieces.len() >= 3, "brotli is {} bytes", brotli.len());
+    let (action, _) = by_hash(&brotli, 3, PIECE, 40);
+
+    // Height 1: the proposal; a non-validator may not propose.
+    let codes = block(
+        &node,
+        &mut hashes,
+        &[n.sign(&v[0], action.clone()), n.sign(&key(90), action)],
+    );
+    assert_eq!(codes, [code::OK, code::NOT_VALIDATOR]);
+    let p = &gov(&node)["proposals"][0];
+    assert_eq!(
+        (p["status"].as_str(), p["sha256"].as_str()),
+        (Some("voting"), Some(sha.as_str()))
+    );
+    assert_eq!(p["upload"]["pieces"], pieces.len());
+    assert_eq!(p["upload"]["arrived"], 0);
+
+    // Height 2: uploads by anyone; each is checked on arrival.
+    let last = pieces.len() as u32 - 1;
+    let codes = block(
+        &node,
+        &mut hashes,
+        &[
+            n.sign(&key(91), upload(1, 0, pieces[1])),        // bytes of another piece
+            n.sign(&key(92), upload(1, last + 1, pieces[0])), // no such piece
+            n.sign(&key(93), upload(7, 0, pieces[0])),        // no such proposal
+            n.sign(&key(94), upload(1, 0, pieces[0])),
+        ],
+    );
+    assert_eq!(
+        codes,
+        [
+            code::UPLOAD_MISMATCH,
+            code::UPLOAD_REFUSED,
+            code::NO_SUCH_PROPOSAL,
+            code::OK
+        ]
+    );
+    assert!(node
+        .check_tx(&n.sign(&key(95), upload(1, 0, pieces[0])))
+        .log
+        .contains("already arrived"));
+
+    // Height 3: the vote passes before the code is complete: no approval yet.
+    let votes: Vec<_> = v[..3].iter().map(|k| n.sign(k, Action::Vote(1))).collect();
+    assert_eq!(block(&node, &mut hashes, &votes), [0, 0, 0]);
+    let status = gov(&node);
+    assert_eq!(status["proposals"][0]["status"], "passed");
+    assert_eq!(status["proposals"][0]["activation_height"], 0);
+    assert!(status["formats"].as_array().unwrap().is_empty());
+    assert!(has_key(&node, &format!("statesnap.plugins:{sha}:0")));
+    assert!(
+        !has_key(&node, &format!("statesnap.plugins:{sha}")),
+        "no meta before the code is complete"
+    );
+
+    // Height 4: the other pieces, each from its own account; the last one
+    // completes the code, which is checked and approved from 4 + 2.
+    let rest: Vec<_> = (1..=last)
+        .map(|i| n.sign(&key(100 + i as u8), upload(1, i, pieces[i as usize])))
+        .collect();
+    assert_eq!(block(&node, &mut hashes, &rest), vec![0; rest.len()]);
+    let status = gov(&node);
+    let p = &status["proposals"][0];
+    assert_eq!(
+        (p["name"].as_str(), p["activation_height"].as_u64()),
+        (Some("brotli"), Some(6))
+    );
+    assert_eq!(p["upload"]["complete"], true);
+    assert_eq!(status["formats"][0]["format"], 3);
+    assert_eq!(status["formats"][0]["sha256"], sha);
+    assert_eq!(status["pending_code"]["proposals"], serde_json::json!([]));
+    assert!(has_key(&node, &format!("statesnap.plugins:{sha}")));
+    assert_eq!(
+        node.check_tx(&n.sign(&key(95), upload(1, 0, pieces[0]))).code,
+        code::UPLOAD_REFUSED,
+        "a complete plugin takes no uploads"
+    );
+
+    // From the activation height the node makes format 3 with the code from state.
+    while hashes.len() <= 12 {
+        block(&node, &mut hashes, &[]);
+    }
+    assert!(
+        node.list_snapshots().iter().any(|s| s.format == 3 && s.height >= 8),
+        "{:?}",
+        node.list_snapshots()
+    );
+    let approval = node.query("/key", format_key(3).as_bytes());
+    let approval = FormatApproval::parse("k", std::str::from_utf8(&approval.value).unwrap()).unwrap();
+    assert_eq!((approval.proposal, approval.name.as_str()), (1, "brotli"));
+}
+
+#[test]
+fn uploads_that_cannot_complete_a_plugin_are_refused_with_their_own_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, mut hashes) = genesis(&tmp.path().join("source"));
+    let v = validators();
+    let mut n = Nonces(&node);
+    let junk: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    // Proposal 1: junk that is no plugin. Proposal 2: pieces named right, the whole SHA-256 wrong.
+    let (not_a_plugin, _) = by_hash(&junk, 40, 16 * 1024, 40);
+    let (_, mut wrong_whole) = by_hash(&junk, 41, 16 * 1024, 40);
+    wrong_whole.sha256 = [7; 32];
+    let gzip = builtin("gzip");
+    let codes = block(
+        &node,
+        &mut hashes,
+        &[
+            n.sign(&v[0], not_a_plugin),
+            n.sign(&v[1], Action::ProposeHash(wrong_whole)),
+            n.sign(&v[2], proposal(&gzip, 2, 40)), // inline: proposal 3
+        ],
+    );
+    assert_eq!(codes, [0, 0, 0]);
+    let (first, second) = junk.split_at(16 * 1024);
+    let codes = block(
+        &node,
+        &mut hashes,
+        &[
+            n.sign(&key(91), upload(1, 0, first)),
+            n.sign(&key(92), upload(2, 0, first)),
+            n.sign(&key(93), upload(3, 0, first)),
+        ],
+    );
+    assert_eq!(
+        codes,
+        [0, 0, code::UPLOAD_REFUSED],
+        "an inline proposal takes no uploads"
+    );
+    let codes = block(
+        &node,
+        &mut hashes,
+        &[
+            n.sign(&key(91), upload(1, 1, second)),
+            n.sign(&key(92), upload(2, 1, second)),
+        ],
+    );
+    assert_eq!(codes, [code::PLUGIN_REFUSED, code::UPLOAD_MISMATCH]);
+    let status = gov(&node);
+    assert_eq!(
+        status["proposals"][0]["upload"]["arrived"], 1,
+        "the refused last piece is not kept"
+    );
+    assert_eq!(status["proposals"][1]["upload"]["complete"], false);
+}
+
+#[test]
+fn proposals_by_hash_are_bounded_in_size_pieces_and_pending_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, mut hashes) = genesis(&tmp.path().join("source"));
+    let v = validators();
+    let mut n = Nonces(&node);
+    // A proposal names sizes and hashes only, so limits are checked on the claims.
+    let claim = |format: u32, bytes: u64, piece_bytes: u32| {
+        let pieces = bytes.div_ceil(u64::from(piece_bytes)) as usize;
+        Action::ProposeHash(tx::HashProposal {
+            format,
+            sha256: [format as u8; 32],
+            bytes,
+            piece_bytes,
+            piece_sha256: vec![[1; 32]; pieces],
+            activation_delay: 2,
+            expires_after: 100,
+        })
+    };
+    let too_big = claim(50, tx::MAX_UPLOADED_PLUGIN_BYTES + 1, 512 * 1024);
+    let too_many_pieces = claim(51, 257 * 16 * 1024, 16 * 1024);
+    let bad_piece = claim(52, 100_000, 1000);
+    let half = statesnap::node::governance::MAX_PENDING_BYTES / 2;
+    let codes = block(
+        &node,
+        &mut hashes,
+        &[
+            n.sign(&v[0], too_big),
+            n.sign(&v[1], too_many_pieces),
+            n.sign(&v[2], bad_piece),
+            n.sign(&v[3], claim(53, half, 512 * 1024)),
+        ],
+    );
+    assert_eq!(
+        codes,
+        [code::PLUGIN_TOO_LARGE, code::TOO_MANY_PIECES, code::GOVERNANCE, 0]
+    );
+    // Bytes: a second half fills the budget, one more byte is refused.
+    let codes = block(
+        &node,
+        &mut hashes,
+        &[
+            n.sign(&v[0], claim(54, half, 512 * 1024)),
+            n.sign(&v[1], claim(55, 1, 16 * 1024)),
+        ],
+    );
+    assert_eq!(codes, [0, code::PENDING_LIMIT]);
+    let log = node.check_tx(&n.sign(&v[1], claim(55, 1, 16 * 1024))).log;
+    assert!(log.contains("bytes of code"), "{log}");
+
+    // Count: on a fresh chain, eight small proposals fit and the ninth does not.
+    let (node, mut hashes) = genesis(&tmp.path().join("fresh"));
+    let mut n = Nonces(&node);
+    for round in 0..2u32 {
+        let txs: Vec<_> = (0..4u32)
+            .map(|i| n.sign(&v[i as usize], claim(60 + round * 4 + i, 100, 16 * 1024)))
+            .collect();
+        assert_eq!(block(&node, &mut hashes, &txs), [0, 0, 0, 0]);
+    }
+    let ninth = n.sign(&v[0], claim(70, 100, 16 * 1024));
+    let refused = node.check_tx(&ninth);
+    assert_eq!(refused.code, code::PENDING_LIMIT, "{}", refused.log);
+    assert!(refused.log.contains("8 proposals"), "{}", refused.log);
+    assert_eq!(gov(&node)["pending_code"]["proposals"].as_array().unwrap().len(), 8);
+}
+
+#[test]
+fn the_code_of_expired_and_superseded_proposals_leaves_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, mut hashes) = genesis(&tmp.path().join("source"));
+    let v = validators();
+    let mut n = Nonces(&node);
+    let gzip = builtin("gzip");
+    let brotli = builtin("brotli");
+    let gzip_sha = statesnap::plugin::sha256_hex(&gzip);
+    let brotli_sha = statesnap::plugin::sha256_hex(&brotli);
+    let (brotli_by_hash, _) = by_hash(&brotli, 3, 64 * 1024, 3);
+    // Height 1: gzip inline (expires after 4), brotli by hash (after 1 + 3).
+    let codes = block(
+        &node,
+        &mut hashes,
+        &[n.sign(&v[0], proposal(&gzip, 2, 4)), n.sign(&v[1], brotli_by_hash)],
+    );
+    assert_eq!(codes, [0, 0]);
+    let first_piece = &brotli[..64 * 1024];
+    assert_eq!(
+        block(&node, &mut hashes, &[n.sign(&key(91), upload(2, 0, first_piece))]),
+        [0]
+    );
+    let (gzip_meta, gzip_piece) = plugin_keys(&gzip_sha);
+    let (_, brotli_piece) = plugin_keys(&brotli_sha);
+    assert!(has_key(&node, &gzip_meta) && has_key(&node, &gzip_piece) && has_key(&node, &brotli_piece));
+    // Heights 3-4: nothing; height 5 is past brotli's expiry (4): its piece goes.
+    block(&node, &mut hashes, &[]);
+    block(&node, &mut hashes, &[]);
+    assert!(has_key(&node, &brotli_piece));
+    block(&node, &mut hashes, &[]);
+    assert!(!has_key(&node, &brotli_piece), "the expired proposal's piece is gone");
+    assert!(!has_key(&node, "statesnap.uploads:2"));
+    assert!(has_key(&node, &gzip_meta), "gzip's proposal (expiry 5) is still live");
+    assert_eq!(
+        node.check_tx(&n.sign(&key(92), upload(2, 1, &brotli[64 * 1024..128 * 1024])))
+            .code,
+        code::PROPOSAL_EXPIRED
+    );
+    block(&node, &mut hashes, &[]);
+    for key in [&gzip_meta, &gzip_piece] {
+        assert!(!has_key(&node, key), "{key} is gone once gzip's proposal expired");
+    }
+    let status = gov(&node);
+    let statuses: Vec<_> = status["proposals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].clone())
+        .collect();
+    assert_eq!(statuses, ["expired", "expired"]);
+    assert_eq!(status["pending_code"]["bytes"], 0);
+
+    // Superseded: gzip proposed twice for format 2 (3 inline, 4 by hash); 3 passes.
+    let (gzip_by_hash, _) = by_hash(&gzip, 2, 64 * 1024, 50);
+    let codes = block(
+        &node,
+        &mut hashes,
+        &[n.sign(&v[0], proposal(&gzip, 2, 50)), n.sign(&v[1], gzip_by_hash)],
+    );
+    assert_eq!(codes, [0, 0]);
+    let votes: Vec<_> = v[..3].iter().map(|k| n.sign(k, Action::Vote(3))).collect();
+    assert_eq!(block(&node, &mut hashes, &votes), [0, 0, 0]);
+    let status = gov(&node);
+    assert_eq!(status["proposals"][2]["status"], "passed");
+    assert_eq!(status["proposals"][3]["status"], "superseded");
+    assert_eq!(status["pending_code"]["proposals"], serde_json::json!([]));
+    assert!(
+        has_key(&node, &gzip_meta),
+        "the approved code stays, though the superseded proposal named it too"
+    );
+    assert_eq!(
+        node.check_tx(&n.sign(&v[3], Action::Vote(4))).code,
+        code::FORMAT_TAKEN,
+        "a superseded proposal takes no votes"
+    );
+}

@@ -556,7 +556,7 @@ fn a_view_reads_its_height_after_later_blocks(kind: StoreKind) {
             .chain([set(&format!("con.new:{h}"), "1")])
             .collect();
         let prepared = statesnap::node::execute::prepare(&patch(&a, h - 1, ops), CHAIN, &conformance).unwrap();
-        let (outcomes, _) = chain.finalize_block(h, &[prepared]).unwrap();
+        let (outcomes, _) = chain.finalize_block(h, &[prepared], &conformance).unwrap();
         assert_eq!(outcomes[0].code, 0, "{}", outcomes[0].log);
         chain.commit().unwrap();
     }

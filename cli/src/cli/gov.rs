@@ -10,7 +10,9 @@ use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
 use statesnap::chain::keys;
-use statesnap::chain::tx::{check_proposal, Action, Proposal, Tx, TxBody};
+use statesnap::chain::tx::{
+    check_hash_proposal, check_proposal, Action, HashProposal, Proposal, Tx, TxBody, TxError, Upload,
+};
 use statesnap::node::governance::Conformance;
 use statesnap_harness::load::fetch_nonce;
 use statesnap_harness::rpc::RpcClient;
@@ -23,6 +25,8 @@ pub enum GovCommand {
     Propose(ProposeArgs),
     /// Vote for a proposal (signed with a validator's consensus key).
     Vote(VoteArgs),
+    /// Upload the missing pieces of a plugin proposed by hash (any key may sign).
+    Upload(UploadArgs),
     /// Show validators, proposals and approved formats.
     Status(StatusArgs),
 }
@@ -56,6 +60,28 @@ pub struct ProposeArgs {
     /// Votes count for this many blocks after the proposal's block; then it expires.
     #[arg(long, value_name = "BLOCKS", default_value_t = 600)]
     expires_after: u64,
+    /// Propose the plugin by its SHA-256 and upload it in pieces (needed
+    /// when it is over 700 KiB compressed; up to 32 MiB).
+    #[arg(long)]
+    by_hash: bool,
+    /// With --by-hash: the size of each uploaded piece, in KiB (a multiple of 16, up to 512).
+    #[arg(long, value_name = "KIB", default_value_t = 512, requires = "by_hash")]
+    piece_kib: u32,
+    /// With --by-hash: only propose; upload later with `statesnap gov upload`.
+    #[arg(long, requires = "by_hash")]
+    no_upload: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The proposal (by hash) whose plugin to upload.
+    #[arg(long, value_name = "ID")]
+    proposal: u64,
+    /// The plugin's wasm component: the bytes the proposal names.
+    #[arg(long, value_name = "FILE.wasm")]
+    plugin: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -81,14 +107,35 @@ pub fn run(cmd: GovCommand) -> anyhow::Result<()> {
     match cmd {
         GovCommand::Propose(a) => propose(a),
         GovCommand::Vote(a) => vote(a),
+        GovCommand::Upload(a) => upload(&a.common, a.proposal, &read_plugin(&a.plugin)?),
         GovCommand::Status(a) => status(a),
     }
 }
 
+fn read_plugin(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading plugin file {}", path.display()))
+}
+
 fn propose(a: ProposeArgs) -> anyhow::Result<()> {
-    let wasm = std::fs::read(&a.plugin).with_context(|| format!("reading plugin file {}", a.plugin.display()))?;
-    let proposal = Proposal::new(a.format, &wasm, a.activation_delay, a.expires_after);
-    check_proposal(&proposal)?;
+    let wasm = read_plugin(&a.plugin)?;
+    let action = if a.by_hash {
+        let p = HashProposal::new(
+            a.format,
+            &wasm,
+            a.piece_kib.saturating_mul(1024),
+            a.activation_delay,
+            a.expires_after,
+        );
+        check_hash_proposal(&p)?;
+        Action::ProposeHash(p)
+    } else {
+        let p = Proposal::new(a.format, &wasm, a.activation_delay, a.expires_after);
+        check_proposal(&p).map_err(|e| match e {
+            TxError::TooLarge { .. } => anyhow::anyhow!("{e}; or propose it by hash with --by-hash"),
+            e => e.into(),
+        })?;
+        Action::Propose(p)
+    };
     // The same check every node runs on the proposal: fail here, not on chain.
     eprintln!("gov: running the conformance check every node will run on this plugin…");
     let description = Conformance::new()?
@@ -107,7 +154,7 @@ fn propose(a: ProposeArgs) -> anyhow::Result<()> {
     }
     let sha = statesnap::plugin::sha256_hex(&wasm);
     let bytes = wasm.len();
-    let (rpc, height) = send(&a.common, Action::Propose(proposal))?;
+    let (rpc, height) = send(&a.common, action)?;
     let gov = query_gov(&rpc)?;
     let record = gov["proposals"]
         .as_array()
@@ -123,6 +170,89 @@ fn propose(a: ProposeArgs) -> anyhow::Result<()> {
          validators vote with `statesnap gov vote --proposal {} …` until height {}",
         record["id"], a.format, description.name, description.version, record["id"], record["expires_height"]
     );
+    if a.by_hash {
+        let id = record["id"]
+            .as_u64()
+            .context("the node's /gov answer lacks the new proposal")?;
+        if a.no_upload {
+            eprintln!(
+                "gov: upload its pieces before height {} with `statesnap gov upload --proposal {id} --plugin {} …`",
+                record["expires_height"],
+                a.plugin.display()
+            );
+        } else {
+            upload(&a.common, id, &wasm)?;
+        }
+    }
+    Ok(())
+}
+
+/// Uploads each piece of `wasm` that proposal `id` still lacks, one
+/// transaction per piece, each waited for.
+fn upload(c: &Common, id: u64, wasm: &[u8]) -> anyhow::Result<()> {
+    let rpc = RpcClient::new(&c.rpc);
+    let gov = query_gov(&rpc)?;
+    let Some(record) = gov["proposals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["id"] == json!(id))
+    else {
+        bail!("the node lists no proposal {id} (`statesnap gov status` lists them)");
+    };
+    let u = &record["upload"];
+    let (Some(piece_bytes), Some(received)) = (u["piece_bytes"].as_u64(), u["received"].as_str()) else {
+        bail!("proposal {id} carried its plugin itself: it takes no uploads");
+    };
+    let sha = statesnap::plugin::sha256_hex(wasm);
+    if record["sha256"] != json!(sha) || u["bytes"] != json!(wasm.len()) {
+        bail!(
+            "proposal {id} names a plugin of {} bytes with SHA-256 {}, but this file is {} bytes with SHA-256 {sha}",
+            u["bytes"],
+            record["sha256"].as_str().unwrap_or("?"),
+            wasm.len()
+        );
+    }
+    let missing: Vec<usize> = received
+        .bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'0')
+        .map(|(i, _)| i)
+        .collect();
+    let total = received.len();
+    if missing.is_empty() {
+        eprintln!("gov: proposal {id} has all {total} pieces");
+        return Ok(());
+    }
+    for (n, index) in missing.iter().enumerate() {
+        let piece = wasm
+            .chunks(piece_bytes as usize)
+            .nth(*index)
+            .context("the file has fewer pieces than the proposal")?;
+        let (_, height) = send(
+            c,
+            Action::Upload(Upload {
+                proposal: id,
+                index: *index as u32,
+                bytes: piece.to_vec(),
+            }),
+        )
+        .with_context(|| format!("uploading piece {index} of {total}"))?;
+        eprintln!(
+            "gov: uploaded piece {index} ({} bytes) of proposal {id} at height {height} ({} of {} missing pieces)",
+            piece.len(),
+            n + 1,
+            missing.len()
+        );
+    }
+    let gov = query_gov(&rpc)?;
+    let record = gov["proposals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["id"] == json!(id))
+        .cloned();
+    println!("{}", json!({"proposal": record}));
     Ok(())
 }
 

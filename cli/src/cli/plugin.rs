@@ -27,7 +27,8 @@ pub enum PluginCommand {
     },
     /// Conformance check: by default exactly the chain's (its state, keys and fuel), with the verdict a proposal would get.
     Check {
-        file: PathBuf,
+        /// A .wasm file, or the name of a built-in or --plugin-dir plugin.
+        plugin: String,
         /// Also check a larger state (5,000 keys), under this host's plugin limits (--plugin-fuel …).
         #[arg(long)]
         thorough: bool,
@@ -87,10 +88,15 @@ pub fn run(cmd: PluginCommand, args: &PluginArgs) -> anyhow::Result<()> {
                 hex::encode(p.sha256())
             );
         }
-        PluginCommand::Check { file, thorough, keys } => {
+        PluginCommand::Check { plugin, thorough, keys } => {
+            let local = registry.resolve(&plugin)?;
+            let wasm = registry
+                .wasm(&local.sha256())
+                .ok_or_else(|| anyhow::anyhow!("the bytes of plugin {plugin} are not available"))?
+                .to_vec();
             // The chain's check: its engine limits, its state, its keys.
             let mut chain = PluginRegistry::new(PluginEngine::new(chain_limits())?, false);
-            let plugin = chain.add_file(&file)?;
+            let plugin = chain.add_bytes(wasm, &plugin)?;
             let report = check(&plugin, CHAIN_CHECK_KEYS)?;
             print_report(
                 &report,
@@ -107,8 +113,7 @@ pub fn run(cmd: PluginCommand, args: &PluginArgs) -> anyhow::Result<()> {
             let mut passed = report.passed();
             if thorough || keys.is_some() {
                 let keys = keys.unwrap_or(5000);
-                let p = registry.add_file(&file)?;
-                let report = check(&p, keys)?;
+                let report = check(&local, keys)?;
                 let fuel = args.limits().fuel_per_call;
                 print_report(
                     &report,

@@ -10,7 +10,16 @@
 //! statesnap.formats:<format>           FormatApproval (JSON object): the approved plugin
 //! statesnap.plugins:<sha256 hex>       PluginMeta (JSON object)
 //! statesnap.plugins:<sha256 hex>:<i>   piece i of the plugin's wasm, as a JSON hex string
+//! statesnap.uploads:<id>               UploadRecord (JSON object): a proposal by hash's pieces
+//! statesnap.pending_code               PendingCode list (JSON array): proposals whose code is
+//!                                      in state but not approved, by id
 //! ```
+//!
+//! Code in state that no approval uses is temporary: a proposal's code
+//! enters `pending_code` when it is proposed (inline) or its first piece
+//! arrives (by hash), and leaves it when its format is approved, or when
+//! the proposal expires or is superseded, and then the code is deleted
+//! (`node::governance::sweep`).
 //!
 //! Records are plain JSON objects with their fields in sorted order (their
 //! stored text is already Xian's canonical form). Plugin code is cut into
@@ -50,6 +59,14 @@ pub(crate) fn plugin_key(sha256: &[u8; 32]) -> String {
 
 pub(crate) fn plugin_piece_key(sha256: &[u8; 32], piece: u64) -> String {
     format!("{}:{piece}", plugin_key(sha256))
+}
+
+pub(crate) fn upload_key(id: u64) -> String {
+    format!("{RESERVED_CONTRACT}.uploads:{id}")
+}
+
+pub(crate) fn pending_code_key() -> String {
+    format!("{RESERVED_CONTRACT}.pending_code")
 }
 
 /// Prefix of every validator's key (its value: the voting power).
@@ -137,6 +154,10 @@ pub(crate) struct ProposalRecord {
 
 pub(crate) const STATUS_VOTING: &str = "voting";
 pub(crate) const STATUS_PASSED: &str = "passed";
+/// Written by the sweep once an expired proposal's code is removed.
+pub(crate) const STATUS_EXPIRED: &str = "expired";
+/// Written by the sweep when another proposal got the format first.
+pub(crate) const STATUS_SUPERSEDED: &str = "superseded";
 
 impl ProposalRecord {
     pub fn parse(key: &str, stored: &str) -> Result<Self, RecordError> {
@@ -147,11 +168,13 @@ impl ProposalRecord {
         to_stored(self)
     }
 
-    /// `voting`, `passed` or `expired`, as of `height`.
+    /// `voting`, `passed`, `expired` or `superseded`, as of `height`.
     pub(crate) fn status_at(&self, height: u64) -> &'static str {
         if self.status == STATUS_PASSED {
             STATUS_PASSED
-        } else if height > self.expires_height {
+        } else if self.status == STATUS_SUPERSEDED {
+            STATUS_SUPERSEDED
+        } else if height > self.expires_height || self.status == STATUS_EXPIRED {
             "expired"
         } else {
             STATUS_VOTING
@@ -185,11 +208,87 @@ impl PluginMeta {
     }
 }
 
+/// A proposal by hash's uploads: what `statesnap.uploads:<id>` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadRecord {
+    /// Length of the plugin's wasm.
+    pub bytes: u64,
+    /// Whether every piece arrived and the whole plugin passed its checks.
+    pub complete: bool,
+    /// Length of every piece but the last.
+    pub piece_bytes: u32,
+    /// SHA-256 of each piece, lowercase hex.
+    pub piece_sha256: Vec<String>,
+    /// One character per piece: `1` once it arrived, else `0`.
+    pub received: String,
+}
+
+impl UploadRecord {
+    pub fn parse(key: &str, stored: &str) -> Result<Self, RecordError> {
+        let r: UploadRecord = parse(key, stored)?;
+        if r.received.len() != r.piece_sha256.len() || r.received.bytes().any(|b| b != b'0' && b != b'1') {
+            return Err(RecordError {
+                key: key.to_string(),
+                reason: "`received` does not hold one 0 or 1 per piece".into(),
+            });
+        }
+        Ok(r)
+    }
+
+    pub(crate) fn stored(&self) -> String {
+        to_stored(self)
+    }
+
+    /// How many pieces arrived.
+    pub(crate) fn arrived(&self) -> usize {
+        self.received.bytes().filter(|&b| b == b'1').count()
+    }
+}
+
+/// One proposal whose code is in state but not approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PendingCode {
+    /// The plugin's length (what it holds, or will, in state).
+    pub bytes: u64,
+    pub id: u64,
+}
+
+/// Parses `statesnap.pending_code` (absent: empty).
+pub(crate) fn parse_pending(key: &str, stored: Option<&str>) -> Result<Vec<PendingCode>, RecordError> {
+    stored.map_or(Ok(Vec::new()), |s| parse(key, s))
+}
+
+/// The stored form of the pending list.
+pub(crate) fn pending_stored(list: &[PendingCode]) -> String {
+    to_stored(&list)
+}
+
+/// How many storage pieces a plugin of `bytes` has.
+pub(crate) fn storage_pieces(bytes: u64) -> u64 {
+    bytes.div_ceil(PIECE_BYTES as u64)
+}
+
+/// The stored form of one storage piece of plugin code.
+pub(crate) fn piece_stored(piece: &[u8]) -> String {
+    to_stored(&hex::encode(piece))
+}
+
+/// The bytes of one stored piece.
+pub(crate) fn piece_bytes(key: &str, stored: &str) -> Result<Vec<u8>, RecordError> {
+    let text: String = parse(key, stored)?;
+    hex::decode(text).map_err(|e| RecordError {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// The writes that store `wasm` under its SHA-256: its meta and its pieces.
 pub(crate) fn plugin_writes(sha256: &[u8; 32], wasm: &[u8], meta: &PluginMeta) -> Vec<(String, String)> {
     let mut out = vec![(plugin_key(sha256), meta.stored())];
     for (i, piece) in wasm.chunks(PIECE_BYTES).enumerate() {
-        out.push((plugin_piece_key(sha256, i as u64), to_stored(&hex::encode(piece))));
+        out.push((plugin_piece_key(sha256, i as u64), piece_stored(piece)));
     }
     out
 }
@@ -212,11 +311,7 @@ pub(crate) fn read_plugin(
     for i in 0..meta.pieces {
         let key = plugin_piece_key(sha256, i);
         let stored = get(&key)?.ok_or_else(|| anyhow::anyhow!("the state lacks piece {key} of a plugin"))?;
-        let text: String = parse(&key, &stored)?;
-        wasm.extend(hex::decode(text).map_err(|e| RecordError {
-            key: key.clone(),
-            reason: e.to_string(),
-        })?);
+        wasm.extend(piece_bytes(&key, &stored)?);
     }
     if crate::plugin::sha256(&wasm) != *sha256 {
         anyhow::bail!(
@@ -249,6 +344,28 @@ mod tests {
         assert_eq!(a.sha256_bytes(), Some([0xab; 32]));
         assert!(FormatApproval::parse("k", r#"{"x":1}"#).is_err());
         assert!(passes(3, 4) && !passes(2, 3) && passes(7, 10) && !passes(0, 0) && !passes(2, 4));
+
+        let u = UploadRecord {
+            bytes: 40_000,
+            complete: false,
+            piece_bytes: 16384,
+            piece_sha256: vec!["ab".repeat(32), "cd".repeat(32), "ef".repeat(32)],
+            received: "010".into(),
+        };
+        let stored = u.stored();
+        assert_eq!(&canonical_bytes(&stored).unwrap().unwrap()[..], stored.as_bytes());
+        assert_eq!(UploadRecord::parse("k", &stored).unwrap(), u);
+        assert_eq!(u.arrived(), 1);
+        let short = UploadRecord {
+            received: "01".into(),
+            ..u
+        };
+        assert!(UploadRecord::parse("k", &short.stored()).is_err(), "one flag per piece");
+        let list = vec![PendingCode { bytes: 5, id: 2 }, PendingCode { bytes: 7, id: 9 }];
+        let stored = pending_stored(&list);
+        assert_eq!(&canonical_bytes(&stored).unwrap().unwrap()[..], stored.as_bytes());
+        assert_eq!(parse_pending("k", Some(&stored)).unwrap(), list);
+        assert_eq!(parse_pending("k", None).unwrap(), []);
     }
 
     #[test]

@@ -10,10 +10,17 @@
 //! Action     = Patch(Vec<Op>)                                  (variant 0)
 //!            | Propose(Proposal)                               (variant 1, governance)
 //!            | Vote(u64)                                       (variant 2, governance: a proposal id)
+//!            | ProposeHash(HashProposal)                       (variant 3, governance)
+//!            | Upload(Upload)                                  (variant 4, anyone)
 //! Proposal   = { format: u32, plugin_gzip: Vec<u8>, activation_delay: u64, expires_after: u64 }
 //!              (plugin_gzip: the plugin's wasm, gzip-compressed: plugins
 //!              are mostly tables and code that compress 2-3x, and a
 //!              proposal must fit CometBFT's default request limits)
+//! HashProposal = { format: u32, sha256: [u8; 32], bytes: u64, piece_bytes: u32,
+//!                  piece_sha256: Vec<[u8; 32]>, activation_delay: u64, expires_after: u64 }
+//!              (a plugin approved by its hash; its bytes follow in uploads
+//!              of `piece_bytes` each, the last one shorter)
+//! Upload     = { proposal: u64, index: u32, bytes: Vec<u8> }  (piece `index` of a HashProposal's plugin)
 //! Op         = Set { key: String, stored: String }            (variant 0)
 //!            | Delete { key: String }                          (variant 1)
 //! signature  = ed25519(account's key, b"statesnap-tx-v1:" ‖ body), verified strictly
@@ -34,7 +41,11 @@
 //! The chain id matches. A governance transaction (see `node::governance`
 //! for what it does) is at most [`MAX_GOV_TX_BYTES`], carries a plugin of 1 to
 //! [`MAX_PLUGIN_BYTES`] (at most [`MAX_PLUGIN_GZIP_BYTES`] compressed) and an
-//! activation delay and expiry of 1 to [`MAX_GOV_BLOCKS`] blocks. A patch has 1 to [`MAX_OPS`] ops; the wire bytes are at
+//! activation delay and expiry of 1 to [`MAX_GOV_BLOCKS`] blocks. A proposal
+//! by hash names a plugin of 1 to [`MAX_UPLOADED_PLUGIN_BYTES`], cut into at
+//! most [`MAX_UPLOAD_PIECES`] pieces of a multiple of 16 KiB up to
+//! [`MAX_UPLOAD_PIECE_BYTES`], with one SHA-256 per piece; an upload carries
+//! 1 to [`MAX_UPLOAD_PIECE_BYTES`]. A patch has 1 to [`MAX_OPS`] ops; the wire bytes are at
 //! most [`MAX_TX_BYTES`]; no key appears twice; a key is at most
 //! [`MAX_KEY_BYTES`], does not start with `__` (the run-state namespace, whose
 //! nonces the node manages), does not belong to the reserved `statesnap`
@@ -63,6 +74,15 @@ pub(crate) const MAX_PLUGIN_GZIP_BYTES: usize = 700 * 1024;
 pub const MAX_PLUGIN_BYTES: usize = 8 << 20;
 /// Largest governance transaction, in wire bytes: the plugin and room for the rest.
 pub const MAX_GOV_TX_BYTES: usize = MAX_PLUGIN_GZIP_BYTES + 4096;
+/// Largest plugin a proposal may approve by hash (then uploaded in pieces).
+pub const MAX_UPLOADED_PLUGIN_BYTES: u64 = 32 << 20;
+/// Largest upload piece: it must fit one transaction under CometBFT's
+/// default limits, as base64 in JSON (1,000,000 bytes).
+pub const MAX_UPLOAD_PIECE_BYTES: u32 = 512 * 1024;
+/// Upload pieces are a multiple of this (how state stores plugin code).
+pub const UPLOAD_PIECE_UNIT: u32 = super::registry::PIECE_BYTES as u32;
+/// Most pieces a plugin approved by hash may be cut into.
+pub const MAX_UPLOAD_PIECES: usize = 256;
 /// Longest activation delay or voting period, in blocks.
 pub(crate) const MAX_GOV_BLOCKS: u64 = 10_000_000;
 /// Longest key, in UTF-8 bytes.
@@ -89,7 +109,7 @@ pub mod code {
     pub const GOVERNANCE: u32 = 11;
     pub const PLUGIN_REFUSED: u32 = 12;
     /// The proposal's format number is already approved.
-    pub(crate) const FORMAT_TAKEN: u32 = 13;
+    pub const FORMAT_TAKEN: u32 = 13;
     /// A vote for a proposal that does not exist.
     pub const NO_SUCH_PROPOSAL: u32 = 14;
     /// A vote for a proposal that already passed.
@@ -100,6 +120,19 @@ pub mod code {
     pub const ALREADY_VOTED: u32 = 17;
     /// The governance registry in state is malformed (never for valid state).
     pub(crate) const REGISTRY_CORRUPT: u32 = 18;
+    /// An upload whose bytes do not hash to the approved SHA-256 (of its
+    /// piece, or, when it completes the plugin, of the whole plugin).
+    pub const UPLOAD_MISMATCH: u32 = 19;
+    /// An upload the proposal does not take: an inline proposal, a piece
+    /// index out of range, or a piece already uploaded.
+    pub const UPLOAD_REFUSED: u32 = 20;
+    /// Too many proposals hold code in state that is not yet approved, or
+    /// too many bytes of it: wait for one to pass or expire.
+    pub const PENDING_LIMIT: u32 = 21;
+    /// A proposal by hash for a plugin over [`super::MAX_UPLOADED_PLUGIN_BYTES`].
+    pub const PLUGIN_TOO_LARGE: u32 = 22;
+    /// A proposal by hash cut into more than [`super::MAX_UPLOAD_PIECES`] pieces.
+    pub const TOO_MANY_PIECES: u32 = 23;
     /// CheckTx only, never in a block: this node failed to check the
     /// transaction (its disk, or its plugin engine on valid code).
     pub(crate) const NODE_FAILURE: u32 = 99;
@@ -124,6 +157,80 @@ pub enum Action {
     Propose(Proposal),
     /// Vote for the proposal with this id (signed by a validator).
     Vote(u64),
+    /// Propose approving a plugin by its SHA-256 (signed by a validator);
+    /// its bytes follow in [`Action::Upload`]s.
+    ProposeHash(HashProposal),
+    /// Upload one piece of a plugin proposed by hash (anyone may).
+    Upload(Upload),
+}
+
+/// A governance proposal by hash: make the plugin whose wasm hashes to
+/// `sha256` the snapshot format `format`. The proposal names each piece's
+/// SHA-256, so every upload is checked on arrival; the conformance check
+/// runs when the last piece arrives, and the format is approved once the
+/// vote has passed and the code is complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashProposal {
+    pub format: u32,
+    /// SHA-256 of the plugin's whole wasm.
+    pub sha256: [u8; 32],
+    /// Length of the plugin's wasm.
+    pub bytes: u64,
+    /// Length of every piece but the last (a multiple of [`UPLOAD_PIECE_UNIT`]).
+    pub piece_bytes: u32,
+    /// SHA-256 of each piece, in order.
+    pub piece_sha256: Vec<[u8; 32]>,
+    pub activation_delay: u64,
+    pub expires_after: u64,
+}
+
+impl HashProposal {
+    /// The proposal of `wasm` cut into pieces of `piece_bytes`.
+    pub fn new(format: u32, wasm: &[u8], piece_bytes: u32, activation_delay: u64, expires_after: u64) -> Self {
+        HashProposal {
+            format,
+            sha256: Sha256::digest(wasm).into(),
+            bytes: wasm.len() as u64,
+            piece_bytes,
+            piece_sha256: wasm
+                .chunks(piece_bytes.max(1) as usize)
+                .map(|p| Sha256::digest(p).into())
+                .collect(),
+            activation_delay,
+            expires_after,
+        }
+    }
+
+    /// How many pieces the plugin is cut into.
+    pub fn pieces(&self) -> u64 {
+        self.bytes.div_ceil(u64::from(self.piece_bytes.max(1)))
+    }
+
+    /// The length piece `index` must have.
+    pub fn piece_len(&self, index: u32) -> u64 {
+        let start = u64::from(index) * u64::from(self.piece_bytes);
+        self.bytes.saturating_sub(start).min(u64::from(self.piece_bytes))
+    }
+}
+
+/// One piece of a plugin proposed by hash.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    /// The proposal (by hash) whose plugin this is a piece of.
+    pub proposal: u64,
+    /// The piece's index, from 0.
+    pub index: u32,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("proposal", &self.proposal)
+            .field("index", &self.index)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
 }
 
 /// A governance proposal: make a plugin the snapshot format `format`.
@@ -259,6 +366,19 @@ pub enum TxError {
     AlreadyVoted(String),
     #[error("the governance registry in state is malformed: {0}")]
     RegistryCorrupt(String),
+    #[error("{0}")]
+    UploadMismatch(String),
+    #[error("{0}")]
+    UploadRefused(String),
+    #[error("{0}")]
+    PendingLimit(String),
+    #[error("the plugin is {size} bytes, over the {max} bytes a proposal by hash may approve")]
+    PluginTooLarge { size: u64, max: u64 },
+    #[error(
+        "the plugin is cut into {pieces} pieces, more than {max}: use larger pieces (up to {} bytes)",
+        MAX_UPLOAD_PIECE_BYTES
+    )]
+    TooManyPieces { pieces: u64, max: usize },
 }
 
 impl TxError {
@@ -283,6 +403,11 @@ impl TxError {
             TxError::ProposalExpired(_) => code::PROPOSAL_EXPIRED,
             TxError::AlreadyVoted(_) => code::ALREADY_VOTED,
             TxError::RegistryCorrupt(_) => code::REGISTRY_CORRUPT,
+            TxError::UploadMismatch(_) => code::UPLOAD_MISMATCH,
+            TxError::UploadRefused(_) => code::UPLOAD_REFUSED,
+            TxError::PendingLimit(_) => code::PENDING_LIMIT,
+            TxError::PluginTooLarge { .. } => code::PLUGIN_TOO_LARGE,
+            TxError::TooManyPieces { .. } => code::TOO_MANY_PIECES,
         }
     }
 }
@@ -355,6 +480,20 @@ impl Tx {
                 check_proposal(p)
             }
             Action::Vote(_) => check_tx_size(self.wire.len(), MAX_TX_BYTES),
+            Action::ProposeHash(p) => {
+                check_tx_size(self.wire.len(), MAX_TX_BYTES)?;
+                check_hash_proposal(p)
+            }
+            Action::Upload(u) => {
+                check_tx_size(self.wire.len(), MAX_GOV_TX_BYTES)?;
+                if u.bytes.is_empty() || u.bytes.len() > MAX_UPLOAD_PIECE_BYTES as usize {
+                    return Err(TxError::UploadRefused(format!(
+                        "the upload carries {} bytes; a piece is 1 to {MAX_UPLOAD_PIECE_BYTES}",
+                        u.bytes.len()
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -464,7 +603,11 @@ pub fn check_proposal(p: &Proposal) -> Result<(), TxError> {
             max: MAX_PLUGIN_GZIP_BYTES,
         });
     }
-    for (what, n) in [("activation delay", p.activation_delay), ("expiry", p.expires_after)] {
+    check_gov_blocks(p.activation_delay, p.expires_after)
+}
+
+fn check_gov_blocks(activation_delay: u64, expires_after: u64) -> Result<(), TxError> {
+    for (what, n) in [("activation delay", activation_delay), ("expiry", expires_after)] {
         if n == 0 || n > MAX_GOV_BLOCKS {
             return Err(TxError::Governance(format!(
                 "the {what} is {n} blocks; it must be 1 to {MAX_GOV_BLOCKS}"
@@ -472,6 +615,41 @@ pub fn check_proposal(p: &Proposal) -> Result<(), TxError> {
         }
     }
     Ok(())
+}
+
+/// The rules on a proposal by hash alone: its size, its pieces and its ranges.
+pub fn check_hash_proposal(p: &HashProposal) -> Result<(), TxError> {
+    if p.bytes == 0 {
+        return Err(TxError::PluginRefused("the proposal names a plugin of 0 bytes".into()));
+    }
+    if p.bytes > MAX_UPLOADED_PLUGIN_BYTES {
+        return Err(TxError::PluginTooLarge {
+            size: p.bytes,
+            max: MAX_UPLOADED_PLUGIN_BYTES,
+        });
+    }
+    if p.piece_bytes == 0 || p.piece_bytes % UPLOAD_PIECE_UNIT != 0 || p.piece_bytes > MAX_UPLOAD_PIECE_BYTES {
+        return Err(TxError::Governance(format!(
+            "pieces of {} bytes: a piece must be a multiple of {UPLOAD_PIECE_UNIT} bytes, up to {MAX_UPLOAD_PIECE_BYTES}",
+            p.piece_bytes
+        )));
+    }
+    if p.pieces() > MAX_UPLOAD_PIECES as u64 {
+        return Err(TxError::TooManyPieces {
+            pieces: p.pieces(),
+            max: MAX_UPLOAD_PIECES,
+        });
+    }
+    if p.piece_sha256.len() as u64 != p.pieces() {
+        return Err(TxError::Governance(format!(
+            "the proposal lists {} piece hashes, but {} bytes in pieces of {} make {} pieces",
+            p.piece_sha256.len(),
+            p.bytes,
+            p.piece_bytes,
+            p.pieces()
+        )));
+    }
+    check_gov_blocks(p.activation_delay, p.expires_after)
 }
 
 /// Decodes `bytes` as `T` and requires that re-encoding gives the same bytes.
@@ -691,5 +869,42 @@ mod tests {
     fn truncate_respects_char_boundaries() {
         assert_eq!(truncate("aé", 2), "a");
         assert_eq!(truncate("ab", 40), "ab");
+    }
+
+    #[test]
+    fn uploads_and_proposals_by_hash_have_their_documented_variants_and_rules() {
+        let wasm: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        let p = HashProposal::new(5, &wasm, 16 * 1024, 3, 9);
+        assert_eq!(
+            (p.pieces(), p.piece_len(0), p.piece_len(2)),
+            (3, 16384, 40_000 - 2 * 16384)
+        );
+        assert_eq!(p.piece_sha256[2], <[u8; 32]>::from(Sha256::digest(&wasm[32768..])));
+        assert_eq!(check_hash_proposal(&p), Ok(()));
+        let encoded = postcard::to_stdvec(&Action::ProposeHash(p.clone())).unwrap();
+        assert_eq!(encoded[0], 3, "ProposeHash is variant 3");
+        let upload = Action::Upload(Upload {
+            proposal: 1,
+            index: 0,
+            bytes: vec![1, 2],
+        });
+        assert_eq!(
+            postcard::to_stdvec(&upload).unwrap(),
+            [4, 1, 0, 2, 1, 2],
+            "Upload is variant 4"
+        );
+
+        let mut odd = p.clone();
+        odd.piece_bytes = 20_000;
+        assert_eq!(check_hash_proposal(&odd).unwrap_err().code(), code::GOVERNANCE);
+        let mut missing = p.clone();
+        missing.piece_sha256.pop();
+        assert_eq!(check_hash_proposal(&missing).unwrap_err().code(), code::GOVERNANCE);
+        let mut huge = p.clone();
+        huge.bytes = MAX_UPLOADED_PLUGIN_BYTES + 1;
+        assert_eq!(check_hash_proposal(&huge).unwrap_err().code(), code::PLUGIN_TOO_LARGE);
+        let mut empty = p;
+        empty.bytes = 0;
+        assert_eq!(check_hash_proposal(&empty).unwrap_err().code(), code::PLUGIN_REFUSED);
     }
 }

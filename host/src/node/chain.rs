@@ -27,7 +27,7 @@ use anyhow::{anyhow, bail, Context};
 use super::checkpoint::Checkpoint;
 use super::execute::{apply, Prepared, Writes};
 use super::genesis::{validator_key, AppState};
-use super::governance::{GovContext, ValidatorSet};
+use super::governance::{self, Conformance, GovContext, ValidatorSet};
 use super::index_file;
 use super::view::{lock, lock_slot, BeforeImages, SharedStore, StateView};
 use super::wal::{Wal, WalRecord};
@@ -322,6 +322,7 @@ impl Chain {
         &mut self,
         height: u64,
         txs: &[Result<Prepared, TxError>],
+        conformance: &Conformance,
     ) -> anyhow::Result<(Vec<TxOutcome>, [u8; 32])> {
         if height != self.height + 1 {
             bail!(
@@ -340,6 +341,7 @@ impl Chain {
                 height,
                 validators: &validators,
                 executing: true,
+                conformance,
             };
             for tx in txs {
                 let result = match tx {
@@ -354,6 +356,12 @@ impl Chain {
                     overlay.extend(writes);
                 }
             }
+            // Code of proposals that expired or were superseded leaves state.
+            let swept = governance::sweep(height, &mut |key: &str| match overlay.get(key) {
+                Some(v) => Ok(v.clone()),
+                None => store.get(key),
+            })?;
+            overlay.extend(swept);
         }
         let mut treap = self.treap.clone();
         apply_to_treap(&mut treap, &overlay)?;

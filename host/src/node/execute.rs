@@ -5,6 +5,11 @@
 //! [`crate::chain::tx`]; this adds the one rule that needs the state: the
 //! account's nonce, and the governance rules (`super::governance`). A
 //! transaction either applies entirely or not at all.
+//!
+//! One piece of heavy work stays inside the lock: the upload that completes
+//! a plugin proposed by hash runs the conformance check on the plugin as
+//! state holds it (only [`apply`] can know it completes). It is once per
+//! plugin per node: the verdict is cached by SHA-256.
 
 use super::governance::{self, Conformance, GovContext, Verdict};
 use crate::chain::tx::{self, Action, Op, Tx, TxError};
@@ -16,7 +21,8 @@ pub type Writes = Vec<(String, Option<String>)>;
 /// decoded, its signature verified, its stateless rules checked and, for a
 /// proposal, its plugin unpacked once and its conformance verdict reached.
 /// That is all the heavy work of a transaction, so the node does it outside
-/// the chain lock ([`prepare`]) and [`apply`] only reads and writes state.
+/// the chain lock ([`prepare`]) and [`apply`] only reads and writes state
+/// (but for the upload that completes a plugin, module header).
 pub struct Prepared {
     tx: Tx,
     /// A proposal's plugin wasm and the chain's verdict on it.
@@ -89,6 +95,14 @@ pub(crate) fn apply(
             }
         }
         Action::Vote(id) => match governance::vote(*id, &body.account, gov, &mut read)? {
+            Ok(w) => w.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            Err(e) => return Ok(Err(e)),
+        },
+        Action::ProposeHash(p) => match governance::propose_by_hash(p, &body.account, gov, &mut read)? {
+            Ok(w) => w.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            Err(e) => return Ok(Err(e)),
+        },
+        Action::Upload(u) => match governance::upload(u, gov, &mut read)? {
             Ok(w) => w.into_iter().map(|(k, v)| (k, Some(v))).collect(),
             Err(e) => return Ok(Err(e)),
         },

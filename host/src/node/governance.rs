@@ -15,15 +15,26 @@
 //!   voting power; its format is then approved from `height + activation_delay`.
 //!   Votes after `expires_height` are refused: the proposal has expired.
 //! * A format number is approved once; new code takes a new number.
+//! * A plugin too large for one transaction is proposed by hash
+//!   ([`propose_by_hash`]): the proposal names its SHA-256, size and the
+//!   SHA-256 of each piece, and anyone then uploads the pieces
+//!   ([`upload`]), each checked on arrival. The conformance check runs when
+//!   the last piece arrives; the format is approved once the vote has
+//!   passed and the code is complete, from that height plus the delay.
+//! * Code in state that no approval uses is bounded and temporary: at most
+//!   [`MAX_PENDING_PROPOSALS`] proposals and [`MAX_PENDING_BYTES`] of
+//!   code, and [`sweep`] deletes the code of proposals that expire or are
+//!   superseded at the end of every block.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::chain::registry::{
-    self, format_key, passes, plugin_key, plugin_writes, proposal_count_key, proposal_key, vote_key, FormatApproval,
-    PluginMeta, ProposalRecord, STATUS_PASSED, STATUS_VOTING,
+    self, format_key, passes, pending_code_key, plugin_key, plugin_piece_key, plugin_writes, proposal_count_key,
+    proposal_key, upload_key, vote_key, FormatApproval, PendingCode, PluginMeta, ProposalRecord, UploadRecord,
+    PIECE_BYTES, STATUS_EXPIRED, STATUS_PASSED, STATUS_SUPERSEDED, STATUS_VOTING,
 };
-use crate::chain::tx::{Proposal, TxError};
+use crate::chain::tx::{HashProposal, Proposal, TxError, Upload};
 use crate::plugin::{check, Description, PluginEngine};
 use crate::store::treap::MerkleTreap;
 
@@ -124,6 +135,12 @@ impl Conformance {
     }
 }
 
+/// Most proposals whose code is in state but not approved.
+pub const MAX_PENDING_PROPOSALS: usize = 8;
+/// Most bytes of plugin code in state that no approval uses (counting each
+/// proposal by hash at its full size from the moment it is proposed).
+pub const MAX_PENDING_BYTES: u64 = 64 << 20;
+
 /// What the governance rules need besides the transaction and the state.
 pub struct GovContext<'a> {
     /// The height of the block the transaction runs in.
@@ -131,6 +148,8 @@ pub struct GovContext<'a> {
     pub validators: &'a ValidatorSet,
     /// FinalizeBlock (log what happens), not CheckTx (a dry run).
     pub executing: bool,
+    /// The check a plugin uploaded by hash gets once its last piece arrives.
+    pub conformance: &'a Conformance,
 }
 
 type Read<'r> = dyn FnMut(&str) -> anyhow::Result<Option<String>> + 'r;
@@ -150,6 +169,29 @@ fn read_record<T>(
     })
 }
 
+/// Proposal `id`'s record, or the refusal that it does not exist.
+fn read_proposal(read: &mut Read<'_>, id: u64) -> anyhow::Result<Result<ProposalRecord, TxError>> {
+    Ok(match read_record(read, &proposal_key(id), ProposalRecord::parse)? {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(TxError::NoSuchProposal(format!(
+            "there is no proposal {id}; `statesnap gov status` lists them"
+        ))),
+        Err(e) => Err(e),
+    })
+}
+
+/// Refuses a proposal for `format` when that format is already approved.
+fn format_free(read: &mut Read<'_>, format: u32) -> anyhow::Result<Result<(), TxError>> {
+    Ok(match read_record(read, &format_key(format), FormatApproval::parse)? {
+        Ok(None) => Ok(()),
+        Ok(Some(a)) => Err(TxError::FormatTaken(format!(
+            "format {format} is already approved (plugin {} {}, proposal {}); a new plugin needs a new format number",
+            a.name, a.version, a.proposal
+        ))),
+        Err(e) => Err(e),
+    })
+}
+
 /// The writes of a `Propose` by `proposer`, whose plugin (unpacked) is
 /// `wasm` and the chain's verdict on it `verdict` (`execute::prepare`).
 pub fn propose(
@@ -163,15 +205,8 @@ pub fn propose(
     if ctx.validators.power(proposer) == 0 {
         return Ok(Err(TxError::NotValidator(hex::encode(proposer))));
     }
-    let approved = match read_record(read, &format_key(proposal.format), FormatApproval::parse)? {
-        Ok(a) => a,
-        Err(e) => return Ok(Err(e)),
-    };
-    if let Some(a) = approved {
-        return Ok(Err(TxError::FormatTaken(format!(
-            "format {} is already approved (plugin {} {}, proposal {}); a new plugin needs a new format number",
-            proposal.format, a.name, a.version, a.proposal
-        ))));
+    if let Err(e) = format_free(read, proposal.format)? {
+        return Ok(Err(e));
     }
     let description = match verdict {
         Ok(d) => d.clone(),
@@ -183,16 +218,13 @@ pub fn propose(
             proposal.format, description.name, description.version, description.format
         ))));
     }
-    let id = match read(&proposal_count_key())? {
-        None => 1,
-        Some(s) => match s.trim().parse::<u64>() {
-            Ok(n) => n + 1,
-            Err(_) => {
-                return Ok(Err(TxError::RegistryCorrupt(format!(
-                    "the proposal counter holds {s:?}"
-                ))))
-            }
-        },
+    let id = match next_proposal_id(read)? {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e)),
+    };
+    let pending = match admit_pending(read, id, wasm.len() as u64)? {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
     };
     let sha = crate::plugin::sha256(wasm);
     let record = ProposalRecord {
@@ -215,6 +247,7 @@ pub fn propose(
     let mut writes = vec![
         (proposal_count_key(), id.to_string()),
         (proposal_key(id), record.stored()),
+        pending,
     ];
     if read(&plugin_key(&sha))?.is_none() {
         let meta = PluginMeta {
@@ -241,13 +274,8 @@ pub fn vote(
         return Ok(Err(TxError::NotValidator(hex::encode(voter))));
     }
     let refuse = |e: TxError| Ok(Err(e));
-    let mut record = match read_record(read, &proposal_key(id), ProposalRecord::parse)? {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return refuse(TxError::NoSuchProposal(format!(
-                "there is no proposal {id}; `statesnap gov status` lists them"
-            )))
-        }
+    let mut record = match read_proposal(read, id)? {
+        Ok(r) => r,
         Err(e) => return Ok(Err(e)),
     };
     if record.status == STATUS_PASSED {
@@ -256,7 +284,13 @@ pub fn vote(
             record.passed_height, record.format, record.activation_height
         )));
     }
-    if ctx.height > record.expires_height {
+    if record.status == STATUS_SUPERSEDED {
+        return refuse(TxError::FormatTaken(format!(
+            "format {} was approved by another proposal; proposal {id} can no longer pass",
+            record.format
+        )));
+    }
+    if ctx.height > record.expires_height || record.status == STATUS_EXPIRED {
         return refuse(TxError::ProposalExpired(format!(
             "proposal {id} expired at height {} without passing; propose again",
             record.expires_height
@@ -286,27 +320,420 @@ pub fn vote(
         }
         record.status = STATUS_PASSED.into();
         record.passed_height = ctx.height;
-        record.activation_height = ctx.height + record.activation_delay;
-        let approval = FormatApproval {
-            activation_height: record.activation_height,
-            name: record.name.clone(),
-            proposal: id,
-            sha256: record.sha256.clone(),
-            version: record.version.clone(),
+        let uploads = match read_record(read, &upload_key(id), UploadRecord::parse)? {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(e)),
         };
-        if ctx.executing {
-            tracing::info!(
-                proposal = id,
-                format = record.format,
-                plugin = %record.name,
-                activation_height = record.activation_height,
-                "governance: proposal passed"
-            );
+        if uploads.is_some_and(|u| !u.complete) {
+            // Approved once the last piece arrives (`upload`).
+            if ctx.executing {
+                tracing::info!(
+                    proposal = id,
+                    format = record.format,
+                    "governance: proposal passed; its code is not complete yet"
+                );
+            }
+        } else {
+            match approve(&mut record, ctx, read)? {
+                Ok(w) => writes.extend(w),
+                Err(e) => return Ok(Err(e)),
+            }
         }
-        writes.push((format_key(record.format), approval.stored()));
     }
     writes.push((proposal_key(id), record.stored()));
     Ok(Ok(writes))
+}
+
+/// The writes approving `record`'s format from `ctx.height` plus its delay
+/// (its vote passed and its code is complete), and its leaving the pending list.
+fn approve(
+    record: &mut ProposalRecord,
+    ctx: &GovContext<'_>,
+    read: &mut Read<'_>,
+) -> anyhow::Result<Result<Vec<(String, String)>, TxError>> {
+    record.activation_height = ctx.height + record.activation_delay;
+    let approval = FormatApproval {
+        activation_height: record.activation_height,
+        name: record.name.clone(),
+        proposal: record.id,
+        sha256: record.sha256.clone(),
+        version: record.version.clone(),
+    };
+    if ctx.executing {
+        tracing::info!(
+            proposal = record.id,
+            format = record.format,
+            plugin = %record.name,
+            activation_height = record.activation_height,
+            "governance: format approved"
+        );
+    }
+    let mut pending = match read_pending(read)? {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    pending.retain(|p| p.id != record.id);
+    Ok(Ok(vec![
+        (format_key(record.format), approval.stored()),
+        (pending_code_key(), registry::pending_stored(&pending)),
+    ]))
+}
+
+/// The pending-code list in state.
+fn read_pending(read: &mut Read<'_>) -> anyhow::Result<Result<Vec<PendingCode>, TxError>> {
+    let key = pending_code_key();
+    let stored = read(&key)?;
+    Ok(registry::parse_pending(&key, stored.as_deref()).map_err(|e| TxError::RegistryCorrupt(e.to_string())))
+}
+
+/// The pending list's write with proposal `id` (code of `bytes`) added, or
+/// the refusal when that would pass a limit.
+fn admit_pending(read: &mut Read<'_>, id: u64, bytes: u64) -> anyhow::Result<Result<(String, String), TxError>> {
+    let mut pending = match read_pending(read)? {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    let held: u64 = pending.iter().map(|p| p.bytes).sum();
+    if pending.len() >= MAX_PENDING_PROPOSALS {
+        return Ok(Err(TxError::PendingLimit(format!(
+            "{} proposals already hold code in state that is not approved (at most {MAX_PENDING_PROPOSALS}); \
+             propose again once one passes or expires",
+            pending.len()
+        ))));
+    }
+    if held + bytes > MAX_PENDING_BYTES {
+        return Ok(Err(TxError::PendingLimit(format!(
+            "proposals already hold {held} bytes of code in state that is not approved, and this plugin's {bytes} \
+             would pass the limit of {MAX_PENDING_BYTES}; propose again once one passes or expires"
+        ))));
+    }
+    pending.push(PendingCode { bytes, id });
+    Ok(Ok((pending_code_key(), registry::pending_stored(&pending))))
+}
+
+/// The next proposal id.
+fn next_proposal_id(read: &mut Read<'_>) -> anyhow::Result<Result<u64, TxError>> {
+    Ok(match read(&proposal_count_key())? {
+        None => Ok(1),
+        Some(s) => s
+            .trim()
+            .parse::<u64>()
+            .map(|n| n + 1)
+            .map_err(|_| TxError::RegistryCorrupt(format!("the proposal counter holds {s:?}"))),
+    })
+}
+
+/// The writes of a `ProposeHash` by `proposer`: a proposal for the plugin
+/// `p` names, whose bytes are then uploaded ([`upload`]).
+pub fn propose_by_hash(
+    p: &HashProposal,
+    proposer: &[u8; 32],
+    ctx: &GovContext<'_>,
+    read: &mut Read<'_>,
+) -> anyhow::Result<Result<Vec<(String, String)>, TxError>> {
+    if ctx.validators.power(proposer) == 0 {
+        return Ok(Err(TxError::NotValidator(hex::encode(proposer))));
+    }
+    if let Err(e) = format_free(read, p.format)? {
+        return Ok(Err(e));
+    }
+    let id = match next_proposal_id(read)? {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e)),
+    };
+    let pending = match admit_pending(read, id, p.bytes)? {
+        Ok(w) => w,
+        Err(e) => return Ok(Err(e)),
+    };
+    let record = ProposalRecord {
+        activation_delay: p.activation_delay,
+        activation_height: 0,
+        expires_height: ctx.height + p.expires_after,
+        format: p.format,
+        id,
+        // Known once the code is complete and has described itself.
+        name: String::new(),
+        passed_height: 0,
+        proposer: hex::encode(proposer),
+        sha256: hex::encode(p.sha256),
+        status: STATUS_VOTING.into(),
+        submitted_height: ctx.height,
+        total_power: ctx.validators.total(),
+        version: String::new(),
+        votes: 0,
+        yes_power: 0,
+    };
+    let uploads = UploadRecord {
+        bytes: p.bytes,
+        complete: false,
+        piece_bytes: p.piece_bytes,
+        piece_sha256: p.piece_sha256.iter().map(hex::encode).collect(),
+        received: "0".repeat(p.piece_sha256.len()),
+    };
+    Ok(Ok(vec![
+        (proposal_count_key(), id.to_string()),
+        (proposal_key(id), record.stored()),
+        (upload_key(id), uploads.stored()),
+        pending,
+    ]))
+}
+
+/// The writes of an `Upload` (from any account): piece `u.index` of the
+/// plugin proposal `u.proposal` names by hash. The last piece completes the
+/// code: the whole plugin must hash to the proposal's SHA-256 and pass the
+/// conformance check (run here, once per plugin per node: its verdict is
+/// cached), and if the vote has passed the format is approved.
+pub fn upload(
+    u: &Upload,
+    ctx: &GovContext<'_>,
+    read: &mut Read<'_>,
+) -> anyhow::Result<Result<Vec<(String, String)>, TxError>> {
+    let id = u.proposal;
+    let refuse = |e: TxError| Ok(Err(e));
+    let mut record = match read_proposal(read, id)? {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    let ukey = upload_key(id);
+    let mut uploads = match read_record(read, &ukey, UploadRecord::parse)? {
+        Ok(Some(r)) => r,
+        Ok(None) if record.status == STATUS_VOTING || record.status == STATUS_PASSED => {
+            return refuse(TxError::UploadRefused(format!(
+                "proposal {id} carried its plugin itself; it takes no uploads"
+            )))
+        }
+        Ok(None) => {
+            return refuse(TxError::ProposalExpired(format!(
+                "proposal {id} is {}; its code was removed from state",
+                record.status
+            )))
+        }
+        Err(e) => return Ok(Err(e)),
+    };
+    if uploads.complete {
+        return refuse(TxError::UploadRefused(format!(
+            "the plugin of proposal {id} is complete; it takes no more uploads"
+        )));
+    }
+    if ctx.height > record.expires_height {
+        return refuse(TxError::ProposalExpired(format!(
+            "proposal {id} expired at height {} before its code was complete; propose again",
+            record.expires_height
+        )));
+    }
+    let pieces = uploads.piece_sha256.len();
+    let index = u.index as usize;
+    if index >= pieces {
+        return refuse(TxError::UploadRefused(format!(
+            "proposal {id}'s plugin has pieces 0 to {}; there is no piece {index}",
+            pieces - 1
+        )));
+    }
+    if uploads.received.as_bytes()[index] == b'1' {
+        return refuse(TxError::UploadRefused(format!(
+            "piece {index} of proposal {id} already arrived ({} of {pieces} have)",
+            uploads.arrived()
+        )));
+    }
+    let got = hex::encode(crate::plugin::sha256(&u.bytes));
+    if got != uploads.piece_sha256[index] {
+        return refuse(TxError::UploadMismatch(format!(
+            "piece {index} of proposal {id} ({} bytes) hashes to {got}, not the approved {}: \
+             upload the bytes of the plugin the proposal names",
+            u.bytes.len(),
+            uploads.piece_sha256[index]
+        )));
+    }
+    let sha = match record_sha(&record) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    // Upload pieces are a multiple of the storage piece, so this one's
+    // storage pieces start here.
+    let first = index as u64 * u64::from(uploads.piece_bytes) / PIECE_BYTES as u64;
+    let mut writes: Vec<(String, String)> = u
+        .bytes
+        .chunks(PIECE_BYTES)
+        .enumerate()
+        .map(|(j, piece)| (plugin_piece_key(&sha, first + j as u64), registry::piece_stored(piece)))
+        .collect();
+    let mut received = uploads.received.into_bytes();
+    received[index] = b'1';
+    uploads.received = String::from_utf8(received).expect("0s and 1s");
+    if uploads.arrived() == pieces {
+        match complete(&mut record, &uploads, &sha, &writes, ctx, read)? {
+            Ok(w) => writes.extend(w),
+            Err(e) => return Ok(Err(e)),
+        }
+        uploads.complete = true;
+    }
+    writes.push((ukey, uploads.stored()));
+    writes.push((proposal_key(id), record.stored()));
+    Ok(Ok(writes))
+}
+
+fn record_sha(record: &ProposalRecord) -> Result<[u8; 32], TxError> {
+    let mut sha = [0u8; 32];
+    hex::decode_to_slice(&record.sha256, &mut sha)
+        .map_err(|_| TxError::RegistryCorrupt(format!("proposal {} has SHA-256 {:?}", record.id, record.sha256)))?;
+    Ok(sha)
+}
+
+/// The last piece arrived: reassembles the plugin (the pieces in state and
+/// `new`, this upload's), checks it and, if the vote passed, approves it.
+fn complete(
+    record: &mut ProposalRecord,
+    uploads: &UploadRecord,
+    sha: &[u8; 32],
+    new: &[(String, String)],
+    ctx: &GovContext<'_>,
+    read: &mut Read<'_>,
+) -> anyhow::Result<Result<Vec<(String, String)>, TxError>> {
+    let id = record.id;
+    let mut wasm = Vec::with_capacity(uploads.bytes as usize);
+    for i in 0..registry::storage_pieces(uploads.bytes) {
+        let key = plugin_piece_key(sha, i);
+        let stored = match new.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => Some(v.clone()),
+            None => read(&key)?,
+        };
+        let Some(stored) = stored else {
+            return Ok(Err(TxError::RegistryCorrupt(format!(
+                "every piece of proposal {id} arrived, but {key} is not in state"
+            ))));
+        };
+        match registry::piece_bytes(&key, &stored) {
+            Ok(b) => wasm.extend(b),
+            Err(e) => return Ok(Err(TxError::RegistryCorrupt(e.to_string()))),
+        }
+    }
+    let got = crate::plugin::sha256(&wasm);
+    if &got != sha {
+        return Ok(Err(TxError::UploadMismatch(format!(
+            "every piece of proposal {id} arrived as the proposal named it, but together they hash to {}, \
+             not the proposed {}: the proposal's piece hashes are wrong and it cannot complete; propose again",
+            hex::encode(got),
+            record.sha256
+        ))));
+    }
+    let description = match ctx.conformance.verdict(&wasm)? {
+        Ok(d) => d,
+        Err(why) => return Ok(Err(TxError::PluginRefused(why))),
+    };
+    if description.format != record.format {
+        return Ok(Err(TxError::PluginRefused(format!(
+            "proposal {id} is for format {}, but the uploaded plugin {} {} makes format {}",
+            record.format, description.name, description.version, description.format
+        ))));
+    }
+    record.name = description.name.clone();
+    record.version = description.version.clone();
+    let mut writes = Vec::new();
+    if read(&plugin_key(sha))?.is_none() {
+        let meta = PluginMeta {
+            bytes: uploads.bytes,
+            format: description.format,
+            name: description.name,
+            pieces: registry::storage_pieces(uploads.bytes),
+            version: description.version,
+        };
+        writes.push((plugin_key(sha), meta.stored()));
+    }
+    if ctx.executing {
+        tracing::info!(proposal = id, plugin = %record.name, bytes = uploads.bytes, "governance: uploaded plugin complete and checked");
+    }
+    if record.status == STATUS_PASSED {
+        match read_record(read, &format_key(record.format), FormatApproval::parse)? {
+            Ok(None) => {}
+            Ok(Some(a)) => {
+                return Ok(Err(TxError::FormatTaken(format!(
+                    "format {} was approved meanwhile by proposal {}; proposal {id} can no longer complete",
+                    record.format, a.proposal
+                ))))
+            }
+            Err(e) => return Ok(Err(e)),
+        }
+        match approve(record, ctx, read)? {
+            Ok(w) => writes.extend(w),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(writes))
+}
+
+/// End of block `height`: for every proposal with code pending, if it
+/// expired or another proposal got its format, marks it so and deletes
+/// its code (unless an approval or another pending proposal uses the same
+/// plugin). Deletions are `None`. A malformed registry is left alone (and
+/// logged): the same on every node.
+pub fn sweep(height: u64, read: &mut Read<'_>) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let pending = match read_pending(read)? {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("governance: not sweeping pending code: {e}");
+            return Ok(Vec::new());
+        }
+    };
+    let mut keep = Vec::new();
+    let mut gone = Vec::new();
+    for entry in pending {
+        let record = match read_record(read, &proposal_key(entry.id), ProposalRecord::parse)? {
+            Ok(Some(r)) => r,
+            _ => {
+                keep.push((entry, None));
+                continue;
+            }
+        };
+        let approval = read_record(read, &format_key(record.format), FormatApproval::parse)?
+            .ok()
+            .flatten();
+        let status = match &approval {
+            Some(a) if a.proposal == record.id => None, // approved: leaves the list, keeps its code
+            Some(_) => Some(STATUS_SUPERSEDED),
+            None if height > record.expires_height => Some(STATUS_EXPIRED),
+            None => {
+                keep.push((entry, Some(record)));
+                continue;
+            }
+        };
+        gone.push((entry, record, status, approval));
+    }
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut writes: Vec<(String, Option<String>)> = Vec::new();
+    let kept_shas: Vec<String> = keep
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().map(|r| r.sha256.clone()))
+        .collect();
+    for (entry, mut record, status, approval) in gone {
+        let Some(status) = status else { continue };
+        record.status = status.into();
+        tracing::info!(
+            proposal = record.id,
+            status,
+            "governance: removing the code of a proposal that {status}"
+        );
+        let used = approval.is_some_and(|a| a.sha256 == record.sha256) || kept_shas.contains(&record.sha256);
+        if !used {
+            if let Ok(sha) = record_sha(&record) {
+                let mut keys = vec![plugin_key(&sha)];
+                keys.extend((0..registry::storage_pieces(entry.bytes)).map(|i| plugin_piece_key(&sha, i)));
+                for key in keys {
+                    if read(&key)?.is_some() {
+                        writes.push((key, None));
+                    }
+                }
+            }
+        }
+        if read(&upload_key(record.id))?.is_some() {
+            writes.push((upload_key(record.id), None));
+        }
+        writes.push((proposal_key(record.id), Some(record.stored())));
+    }
+    let kept: Vec<PendingCode> = keep.into_iter().map(|(e, _)| e).collect();
+    writes.push((pending_code_key(), Some(registry::pending_stored(&kept))));
+    Ok(writes)
 }
 
 /// Every approved format in a state whose keys `treap` lists, by format number.
@@ -350,6 +777,12 @@ pub(crate) fn status_json(
             let record = ProposalRecord::parse(&key, &stored)?;
             let mut v = serde_json::to_value(&record)?;
             v["status"] = json!(record.status_at(height));
+            let ukey = upload_key(id);
+            if let Some(stored) = get(&ukey)? {
+                let u = UploadRecord::parse(&ukey, &stored)?;
+                v["upload"] = json!({"bytes": u.bytes, "piece_bytes": u.piece_bytes, "pieces": u.piece_sha256.len(),
+                                     "arrived": u.arrived(), "received": u.received, "complete": u.complete});
+            }
             proposals.push(v);
         }
     }
@@ -361,8 +794,13 @@ pub(crate) fn status_json(
                    "active": a.activation_height <= height})
         })
         .collect();
+    let pending_key = pending_code_key();
+    let pending = registry::parse_pending(&pending_key, get(&pending_key)?.as_deref())?;
     Ok(json!({
         "height": height,
+        "pending_code": {"proposals": pending.iter().map(|p| p.id).collect::<Vec<_>>(),
+                         "bytes": pending.iter().map(|p| p.bytes).sum::<u64>(),
+                         "max_proposals": MAX_PENDING_PROPOSALS, "max_bytes": MAX_PENDING_BYTES},
         "total_power": validators.total(),
         "validators": validators.powers,
         "proposals": proposals,

@@ -247,6 +247,7 @@ impl Node {
                         height: chain.height() + 1,
                         validators: &validators,
                         executing: false,
+                        conformance: &self.conformance,
                     };
                     let result = execute::apply(&prepared, &gov, |key| match nonces.get(key) {
                         Some(n) => Ok(Some(n.to_string())),
@@ -339,7 +340,7 @@ impl Node {
             .map(|tx| execute::prepare(tx.as_ref(), &chain_id, &self.conformance))
             .collect::<anyhow::Result<Vec<_>>>()
             .context("checking the block's transactions")?;
-        let outcome = self.chain().finalize_block(height, &prepared)?;
+        let outcome = self.chain().finalize_block(height, &prepared, &self.conformance)?;
         let applied = outcome.0.iter().filter(|o| o.code == 0).count() as u64;
         self.metrics.txs_applied.inc_by(applied);
         self.metrics.txs_refused.inc_by(outcome.0.len() as u64 - applied);

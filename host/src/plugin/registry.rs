@@ -56,11 +56,17 @@ impl PluginRegistry {
     /// Adds a plugin file; returns it compiled and described.
     pub fn add_file(&mut self, path: &Path) -> anyhow::Result<Arc<Plugin>> {
         let bytes = std::fs::read(path).with_context(|| format!("reading plugin file {}", path.display()))?;
+        self.add_bytes(bytes, &path.display().to_string())
+    }
+
+    /// Adds a plugin's wasm from `origin` (a label for messages and lists);
+    /// returns it compiled and described.
+    pub fn add_bytes(&mut self, bytes: Vec<u8>, origin: &str) -> anyhow::Result<Arc<Plugin>> {
         let sha256 = super::sha256(&bytes);
-        let plugin = self.engine.load(&bytes, &path.display().to_string())?;
+        let plugin = self.engine.load(&bytes, origin)?;
         if !self.sources.iter().any(|s| s.sha256 == sha256) {
             self.sources.push(Source {
-                origin: path.display().to_string(),
+                origin: origin.to_string(),
                 bytes: Cow::Owned(bytes),
                 sha256,
             });
