@@ -733,3 +733,78 @@ fn the_code_of_expired_and_superseded_proposals_leaves_state() {
         "a superseded proposal takes no votes"
     );
 }
+
+#[test]
+fn a_plugin_larger_than_a_chunk_is_approved_by_hash_and_shipped_in_several_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, mut hashes) = genesis(&tmp.path().join("source"));
+    let v = validators();
+    let mut n = Nonces(&node);
+    let big = common::padded_plugin(&builtin("gzip"), 17 << 20);
+    const PIECE: usize = 512 * 1024;
+    let (action, p) = by_hash(&big, 2, PIECE as u32, 40);
+    assert_eq!(block(&node, &mut hashes, &[n.sign(&v[0], action)]), [0]);
+    // Height 2: three votes and every piece, from anyone, in one block.
+    let mut txs: Vec<_> = v[1..].iter().map(|k| n.sign(k, Action::Vote(1))).collect();
+    for (i, piece) in big.chunks(PIECE).enumerate() {
+        txs.push(n.sign(&key(100 + i as u8), upload(1, i as u32, piece)));
+    }
+    assert_eq!(p.pieces() as usize, txs.len() - 3);
+    assert_eq!(block(&node, &mut hashes, &txs), vec![0; txs.len()]);
+    assert_eq!(gov(&node)["formats"][0]["activation_height"], 4);
+    while hashes.len() <= 4 {
+        block(&node, &mut hashes, &[]);
+    }
+
+    // The snapshot at 4 ships the plugin in its first two chunks.
+    let good = offer(&node, &hashes, 4, 2);
+    let m = Manifest::decode(&good.metadata).unwrap();
+    let approval = m.approval.clone().expect("self-describing");
+    assert_eq!((approval.plugin_bytes, approval.plugin_chunks()), (big.len() as u64, 2));
+    let parts: Vec<Vec<u8>> = (0..2).map(|i| node.load_snapshot_chunk(4, 2, i)).collect();
+    assert_eq!(parts.concat(), big);
+    assert_eq!(parts[0].len(), statesnap::snapshot::PLUGIN_PART_BYTES);
+
+    // A node without it: parts in order, each checked, then the state.
+    let fresh = open(&tmp.path().join("fresh"), config(""), no_built_ins());
+    assert_eq!(fresh.offer_snapshot(&good), OfferAnswer::Accept);
+    let retry = |answer: ChunkAnswer| match answer {
+        ChunkAnswer::Retry {
+            refetch,
+            reject_senders,
+            ..
+        } => (refetch, reject_senders),
+        other => panic!("expected a retry, got {other:?}"),
+    };
+    assert_eq!(
+        retry(fresh.apply_snapshot_chunk(1, &parts[1], "early")),
+        (vec![0], vec![])
+    );
+    assert!(matches!(
+        fresh.apply_snapshot_chunk(0, &parts[0], "good"),
+        ChunkAnswer::Accept
+    ));
+    assert_eq!(
+        retry(fresh.apply_snapshot_chunk(1, &parts[0], "evil")),
+        (vec![1], vec!["evil".to_string()])
+    );
+    assert_eq!(metric(&fresh, "statesnap_shipped_plugins_loaded_total"), 0.0);
+    for i in 1..good.chunks {
+        let answer = fresh.apply_snapshot_chunk(i, &node.load_snapshot_chunk(4, 2, i), "good");
+        assert!(matches!(answer, ChunkAnswer::Accept), "chunk {i}: {answer:?}");
+    }
+    assert_eq!(fresh.info(), (4, hashes[4]));
+    assert_eq!(metric(&fresh, "statesnap_shipped_plugins_loaded_total"), 1.0);
+    assert_eq!(
+        common::consensus_entries(&tmp.path().join("fresh/state")),
+        common::consensus_entries(&tmp.path().join("source/state"))
+    );
+
+    // Offline too, and `snapshot verify` skips both plugin chunks.
+    let snap = tmp.path().join("source/snapshots/4-2");
+    let bar = indicatif::ProgressBar::hidden();
+    let summary =
+        statesnap::snapshot::restore_dir(&snap, &tmp.path().join("offline"), hashes[4], &no_built_ins(), &bar).unwrap();
+    assert_eq!(summary.root, hashes[4]);
+    statesnap::snapshot::verify(&snap).unwrap();
+}

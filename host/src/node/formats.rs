@@ -20,6 +20,7 @@ use super::view::StateView;
 use crate::chain::registry::{format_key, read_plugin, FormatApproval};
 use crate::plugin::{Plugin, PluginEngine};
 use crate::snapshot::Approval;
+use crate::store::treap::MembershipProof;
 use crate::store::StateStore;
 
 /// The configured plugin and its resolved parameters.
@@ -155,12 +156,21 @@ impl FormatPlanner {
         };
         let ship = match approval(view, &plugin)? {
             None => None,
-            Some(approval) => {
+            Some((key, stored, proof)) => {
                 let wasm = match wasm {
                     Some(w) => w,
                     None => Arc::new(read_plugin(&plugin.sha256(), |k| view.get(k))?),
                 };
-                Some((wasm, approval))
+                let plugin_bytes = wasm.len() as u64;
+                Some((
+                    wasm,
+                    Approval {
+                        key,
+                        stored,
+                        proof,
+                        plugin_bytes,
+                    },
+                ))
             }
         };
         Ok(Producer { plugin, params, ship })
@@ -168,8 +178,9 @@ impl FormatPlanner {
 }
 
 /// The proof that the view's state approves `plugin` for its format, if it
-/// does (and the format is active at the view's height).
-fn approval(view: &StateView, plugin: &Plugin) -> anyhow::Result<Option<Approval>> {
+/// does (and the format is active at the view's height): the registry key,
+/// its stored value and its membership proof.
+fn approval(view: &StateView, plugin: &Plugin) -> anyhow::Result<Option<(String, String, MembershipProof)>> {
     let format = plugin.description().format;
     let key = format_key(format);
     let Some(stored) = view.get(&key)? else {
@@ -183,5 +194,5 @@ fn approval(view: &StateView, plugin: &Plugin) -> anyhow::Result<Option<Approval
         .treap()
         .prove(&key)
         .with_context(|| format!("{key} has a value but no proof (a bug)"))?;
-    Ok(Some(Approval { key, stored, proof }))
+    Ok(Some((key, stored, proof)))
 }

@@ -90,9 +90,11 @@ impl std::fmt::Debug for Restored {
 
 /// Where a restore stands.
 enum Stage {
-    /// Self-describing snapshot, plugin not local: chunk 0 brings it.
+    /// Self-describing snapshot, plugin not local: its first chunks bring it.
     AwaitingPlugin {
         pending: Box<AwaitingPlugin>,
+        /// The plugin's chunks so far, each as the manifest lists it.
+        parts: Vec<Vec<u8>>,
         staging: std::path::PathBuf,
         /// The layout of the home being restored into.
         kind: StoreKind,
@@ -219,12 +221,14 @@ impl StateSync {
                     format = m.format,
                     plugin = %m.plugin.name,
                     sha256 = %hex::encode(m.plugin.sha256),
-                    "state sync: the snapshot's plugin is not local, but the trusted state approves it; it arrives in chunk 0"
+                    plugin_chunks = m.plugin_chunks(),
+                    "state sync: the snapshot's plugin is not local, but the trusted state approves it; it arrives in its first chunks"
                 );
                 self.start_metrics(chunks);
                 self.session = Some(Session {
                     stage: Stage::AwaitingPlugin {
                         pending: Box::new(pending),
+                        parts: Vec::new(),
                         staging: staging.to_path_buf(),
                         kind,
                     },
@@ -282,37 +286,65 @@ impl StateSync {
         self.metrics.restore_started_unixtime.set(now);
     }
 
-    /// Chunk 0 of a self-describing snapshot whose plugin is not local: the
-    /// plugin. Its bytes must hash to what the manifest lists (else another
-    /// peer is asked) and to the approved SHA-256; only then is it compiled.
-    fn load_plugin(&mut self, chunk: &[u8], sender: &str) -> Result<(), ChunkAnswer> {
+    /// Chunk `index` of a self-describing snapshot whose plugin is not
+    /// local: a part of the plugin. Its bytes must hash to what the manifest
+    /// lists (else another peer is asked); once all parts are here, the whole
+    /// must hash to the approved SHA-256, and only then is it compiled and
+    /// the parts applied.
+    fn load_plugin(&mut self, index: u32, chunk: &[u8], sender: &str) -> Result<(), ChunkAnswer> {
         let session = self.session.as_mut().expect("checked by the caller");
-        let Stage::AwaitingPlugin { pending, staging, kind } = &session.stage else {
+        let Stage::AwaitingPlugin {
+            pending,
+            parts,
+            staging,
+            kind,
+        } = &mut session.stage
+        else {
             return Ok(());
         };
         let manifest = pending.manifest();
+        let expected = parts.len() as u32;
+        if index != expected {
+            return Err(ChunkAnswer::Retry {
+                refetch: vec![expected],
+                reject_senders: Vec::new(),
+                reason: format!("chunk {index} arrived before chunk {expected} (the plugin)"),
+            });
+        }
         let got = crate::plugin::sha256(chunk);
-        if Some(&got) != manifest.chunks.first() {
+        if Some(&got) != manifest.chunks.get(index as usize) {
             let reject_senders = bad_chunk_from(&self.metrics, sender);
             return Err(ChunkAnswer::Retry {
-                refetch: vec![0],
+                refetch: vec![index],
                 reject_senders,
                 reason: format!(
-                    "chunk 0 (the shipped plugin) from peer {sender:?} hashes to {}, not the approved {}",
+                    "chunk {index} (the shipped plugin) from peer {sender:?} hashes to {}, not the {} the manifest lists",
                     hex::encode(got),
-                    hex::encode(manifest.plugin.sha256)
+                    hex::encode(manifest.chunks[index as usize])
                 ),
             });
         }
+        parts.push(chunk.to_vec());
+        if parts.len() < manifest.plugin_chunks() as usize {
+            return Ok(());
+        }
+        let parts = std::mem::take(parts);
         let begin = || -> Result<Restorer, RestoreError> {
-            let admitted = pending.with_plugin(&self.registry, chunk)?;
+            let admitted = pending.with_plugin(&self.registry, &parts.concat())?;
             let decoder = Box::new(admitted.plugin().reader(&admitted.manifest().params)?);
             self.metrics.shipped_plugins_loaded.inc();
             tracing::info!(
                 plugin = admitted.plugin().label(),
-                "state sync: loaded the approved plugin shipped in chunk 0"
+                chunks = parts.len(),
+                "state sync: loaded the approved plugin shipped in the snapshot"
             );
-            Ok(Restorer::begin(admitted, decoder, staging, *kind)?.with_index())
+            let mut restorer = Restorer::begin(admitted, decoder, staging, *kind)?.with_index();
+            // The parts before this one; this one is applied as any chunk.
+            for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
+                restorer.apply_chunk(i as u32, part)?;
+                self.metrics.restore_bytes.inc_by(part.len() as i64);
+            }
+            Ok(restorer)
         };
         match begin() {
             Ok(restorer) => {
@@ -357,20 +389,13 @@ impl StateSync {
             return ChunkAnswer::Abort("a chunk arrived, but no snapshot was accepted".into());
         };
         if let Stage::AwaitingPlugin { .. } = session.stage {
-            if index != 0 {
-                return ChunkAnswer::Retry {
-                    refetch: vec![0],
-                    reject_senders: Vec::new(),
-                    reason: format!("chunk {index} arrived before chunk 0 (the plugin)"),
-                };
-            }
-            if let Err(answer) = self.load_plugin(chunk, sender) {
+            if let Err(answer) = self.load_plugin(index, chunk, sender) {
                 return answer;
             }
         }
         let session = self.session.as_mut().expect("still in flight");
         let Stage::Restoring(restorer) = &mut session.stage else {
-            unreachable!("the plugin was loaded above")
+            return ChunkAnswer::Accept; // a part of the plugin, held until the rest arrives
         };
         let next = restorer.next_chunk();
         if index < next {

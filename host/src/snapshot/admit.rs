@@ -96,8 +96,8 @@ impl AwaitingPlugin {
         &self.manifest
     }
 
-    /// Admits the snapshot with chunk 0, the shipped plugin: its bytes must
-    /// hash to the approved SHA-256 before they are compiled.
+    /// Admits the snapshot with the shipped plugin (its chunks, joined): its
+    /// bytes must hash to the approved SHA-256 before they are compiled.
     pub fn with_plugin(&self, registry: &PluginRegistry, wasm: &[u8]) -> Result<Admitted, RestoreError> {
         let got = crate::plugin::sha256(wasm);
         if got != self.manifest.plugin.sha256 {

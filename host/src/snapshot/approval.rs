@@ -1,5 +1,7 @@
 //! Self-describing snapshots: a snapshot made with a governance-approved
-//! plugin ships that plugin's wasm as chunk 0, and its manifest carries a
+//! plugin ships that plugin's wasm as its first chunks (chunk 0, and more
+//! for a plugin over [`PLUGIN_PART_BYTES`]: the wasm cut into chunks of
+//! that size), and its manifest carries a
 //! Merkle membership proof that the state at the snapshot's height approves
 //! the plugin's SHA-256 for the snapshot's format (`statesnap.formats:<format>`
 //! in the registry, `chain::registry`).
@@ -14,6 +16,10 @@ use crate::chain::registry::{format_key, FormatApproval};
 use crate::store::treap::MembershipProof;
 use crate::store::value::canonical_bytes;
 
+/// Bytes of shipped plugin per chunk: like a plugin's own chunks, CometBFT's
+/// 16,000,000-byte chunk message less room for the message's framing.
+pub const PLUGIN_PART_BYTES: usize = 15_990_000;
+
 /// The proof a self-describing manifest carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
@@ -23,6 +29,9 @@ pub struct Approval {
     pub stored: String,
     /// Membership of (key, value) in the state whose root is the app hash.
     pub proof: MembershipProof,
+    /// Length of the shipped plugin's wasm: it fills the first
+    /// [`Approval::plugin_chunks`] chunks.
+    pub plugin_bytes: u64,
 }
 
 /// Why a shipped plugin is refused. Each is decided before the plugin runs.
@@ -46,6 +55,8 @@ pub enum ApprovalError {
     NotYetActive { format: u32, activation: u64, height: u64 },
     #[error("chunk 0 must be the shipped plugin (SHA-256 {plugin}), but the manifest lists {listed} for it")]
     PluginChunk { plugin: String, listed: String },
+    #[error("the manifest ships a plugin of {bytes} bytes in {chunks} chunks, but lists {listed} chunks in all: no state chunk follows")]
+    NoStateChunks { bytes: u64, chunks: u32, listed: usize },
 }
 
 /// What a self-describing manifest claims about its plugin
@@ -54,11 +65,16 @@ pub struct Claim<'a> {
     pub format: u32,
     pub height: u64,
     pub plugin_sha256: &'a [u8; 32],
-    /// The SHA-256 the manifest lists for chunk 0.
-    pub chunk0: Option<&'a [u8; 32]>,
+    /// The SHA-256 the manifest lists for each chunk.
+    pub chunks: &'a [[u8; 32]],
 }
 
 impl Approval {
+    /// How many chunks the shipped plugin fills (1 up to [`PLUGIN_PART_BYTES`]).
+    pub fn plugin_chunks(&self) -> u32 {
+        self.plugin_bytes.div_ceil(PLUGIN_PART_BYTES as u64).max(1) as u32
+    }
+
     /// Checks the approval of `claim` against `trusted`, the app hash of the
     /// snapshot's height. On success the plugin claimed (which chunk 0 must
     /// hash to) is approved by the chain for this format.
@@ -102,10 +118,20 @@ fn verify(manifest: &Claim<'_>, approval: &Approval, trusted: &[u8; 32]) -> Resu
             height: manifest.height,
         });
     }
-    if manifest.chunk0 != Some(manifest.plugin_sha256) {
+    let chunks = approval.plugin_chunks();
+    if manifest.chunks.len() <= chunks as usize {
+        return Err(ApprovalError::NoStateChunks {
+            bytes: approval.plugin_bytes,
+            chunks,
+            listed: manifest.chunks.len(),
+        });
+    }
+    // A plugin in one chunk is that chunk; one in several is checked whole
+    // once they have arrived (`admit::AwaitingPlugin::with_plugin`).
+    if chunks == 1 && manifest.chunks.first() != Some(manifest.plugin_sha256) {
         return Err(ApprovalError::PluginChunk {
             plugin: named,
-            listed: manifest.chunk0.map(hex::encode).unwrap_or_default(),
+            listed: manifest.chunks.first().map(hex::encode).unwrap_or_default(),
         });
     }
     Ok(record)

@@ -115,8 +115,8 @@ pub fn create(
         std::fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
     }
     std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    if let Some((wasm, _)) = &opts.ship {
-        if crate::plugin::sha256(wasm) != plugin.sha256 {
+    if let Some((wasm, approval)) = &opts.ship {
+        if crate::plugin::sha256(wasm) != plugin.sha256 || approval.plugin_bytes != wasm.len() as u64 {
             bail!("the plugin to ship is not the plugin that encodes the snapshot (a bug)");
         }
     }
@@ -238,7 +238,8 @@ fn build(
         let (entries, state_bytes, digest) = read?;
         let encode_fuel = encoded?;
         let w = written?;
-        if w.hashes.len() <= usize::from(opts.ship.is_some()) {
+        let shipped_chunks = opts.ship.as_ref().map_or(0, |(_, a)| a.plugin_chunks() as usize);
+        if w.hashes.len() <= shipped_chunks {
             bail!("the plugin produced no chunks; a format must produce at least one chunk, even for an empty state");
         }
         if w.entries != entries || w.digest != digest {
@@ -267,11 +268,13 @@ fn write_chunks(
 ) -> anyhow::Result<Written> {
     let mut hashes = Vec::new();
     let mut bytes = 0u64;
-    // A self-describing snapshot's chunk 0 is its plugin, unframed.
+    // A self-describing snapshot's first chunks are its plugin, unframed.
     if let Some(wasm) = shipped {
-        hashes.push(Sha256::digest(wasm).into());
-        bytes += wasm.len() as u64;
-        write_synced(&chunk_path(dir, 0), wasm)?;
+        for (index, part) in wasm.chunks(super::approval::PLUGIN_PART_BYTES).enumerate() {
+            hashes.push(Sha256::digest(part).into());
+            bytes += part.len() as u64;
+            write_synced(&chunk_path(dir, index as u32), part)?;
+        }
     }
     let first = hashes.len();
     let mut prover = RangeProver::new();

@@ -6,11 +6,13 @@ use serde::{Deserialize, Serialize};
 
 use super::approval::{Approval, ApprovalError, Claim};
 use crate::chain::registry::FormatApproval;
+use crate::chain::tx::MAX_UPLOADED_PLUGIN_BYTES;
 use crate::plugin::sha256;
 
 /// The manifest layout version this host writes and reads (2 added `approval`;
-/// 3: every state chunk ends with its range proof, see `frame`).
-pub const MANIFEST_VERSION: u32 = 3;
+/// 3: every state chunk ends with its range proof, see `frame`; 4: the
+/// approval gives the shipped plugin's length, which may fill several chunks).
+pub const MANIFEST_VERSION: u32 = 4;
 
 /// CometBFT refuses snapshot advertisements over 4,000,000 bytes; the manifest
 /// must leave room for the rest of the message.
@@ -50,12 +52,17 @@ pub struct Manifest {
     /// Bytes of all chunks together.
     pub snapshot_bytes: u64,
     /// Present when the plugin is approved by governance in the snapshot's
-    /// state: the proof of that approval, and chunk 0 is the plugin's wasm
-    /// (a self-describing snapshot, see `approval`).
+    /// state: the proof of that approval, and the first chunks are the
+    /// plugin's wasm (a self-describing snapshot, see `approval`).
     pub approval: Option<Approval>,
 }
 
 impl Manifest {
+    /// How many leading chunks hold the shipped plugin (0: none shipped).
+    pub fn plugin_chunks(&self) -> u32 {
+        self.approval.as_ref().map_or(0, Approval::plugin_chunks)
+    }
+
     /// The canonical encoding (postcard).
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("a manifest always serializes")
@@ -77,7 +84,7 @@ impl Manifest {
             format: self.format,
             height: self.height,
             plugin_sha256: &self.plugin.sha256,
-            chunk0: self.chunks.first(),
+            chunks: &self.chunks,
         };
         approval.verify(&claim, trusted)
     }
@@ -113,8 +120,19 @@ impl Manifest {
                 m.chunks.len()
             );
         }
-        if m.approval.is_some() && m.chunks.len() < 2 {
-            anyhow::bail!("manifest ships a plugin (chunk 0) but lists no state chunks after it");
+        if let Some(a) = &m.approval {
+            if a.plugin_bytes == 0 || a.plugin_bytes > MAX_UPLOADED_PLUGIN_BYTES {
+                anyhow::bail!(
+                    "manifest ships a plugin of {} bytes; a shipped plugin is 1 to {MAX_UPLOADED_PLUGIN_BYTES} bytes",
+                    a.plugin_bytes
+                );
+            }
+            if m.chunks.len() <= a.plugin_chunks() as usize {
+                anyhow::bail!(
+                    "manifest ships a plugin in {} chunks but lists no state chunks after it",
+                    a.plugin_chunks()
+                );
+            }
         }
         Ok(m)
     }

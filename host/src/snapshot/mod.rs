@@ -22,7 +22,7 @@ mod restore;
 mod verify;
 
 pub use admit::{admit, Admission, Admitted, AwaitingPlugin};
-pub use approval::{Approval, ApprovalError};
+pub use approval::{Approval, ApprovalError, PLUGIN_PART_BYTES};
 pub use codec::{ChunkDecoder, ChunkEncoder, MAX_CHUNK_ENTRY_BYTES};
 pub use create::{create, Codec, CreateOptions, CreateReport};
 pub use layout::{list_snapshots, SnapshotDir};

@@ -280,10 +280,10 @@ impl Restorer {
             });
         }
         self.chunk_bytes += chunk.len() as u64;
-        if index == 0 && self.manifest.approval.is_some() {
-            // The shipped plugin (its hash is the approved one, checked in
-            // `begin`): the caller loaded it to make the decoder.
-            self.next = 1;
+        if index < self.manifest.plugin_chunks() {
+            // The shipped plugin (checked whole against the approved hash
+            // before `begin`): the caller loaded it to make the decoder.
+            self.next = index + 1;
             return Ok(());
         }
         let (plugin_bytes, proof) = frame::open(chunk).map_err(|source| RestoreError::Proof { index, source })?;
@@ -546,29 +546,33 @@ pub fn restore_dir_with(
     let kind = kind.or(check_replaceable(home)?).unwrap_or_default();
     let snap = SnapshotDir::open(dir).map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
     let manifest = snap.manifest().map_err(|e| RestoreError::Manifest(format!("{e:#}")))?;
-    // Chunk 0 of a self-describing snapshot is its plugin: read once, used
-    // to admit the snapshot, then applied like any chunk.
-    let mut chunk_zero = None;
+    // The first chunks of a self-describing snapshot are its plugin: read
+    // once, used to admit the snapshot, then applied like any chunk.
+    let mut plugin_parts = Vec::new();
     let admitted = match admit(manifest, trusted, registry)? {
         Admission::Ready(a) => a,
         Admission::AwaitingPlugin(pending) => {
-            let wasm = snap
-                .read_chunk(0, pending.manifest().snapshot_bytes)
-                .map_err(|e| RestoreError::Unreadable(format!("{e:#}")))?;
-            let admitted = pending.with_plugin(registry, &wasm)?;
-            chunk_zero = Some(wasm);
-            admitted
+            let mut left = pending.manifest().snapshot_bytes;
+            for index in 0..pending.manifest().plugin_chunks() {
+                let part = snap
+                    .read_chunk(index, left)
+                    .map_err(|e| RestoreError::Unreadable(format!("{e:#}")))?;
+                left = left.saturating_sub(part.len() as u64);
+                plugin_parts.push(part);
+            }
+            pending.with_plugin(registry, &plugin_parts.concat())?
         }
     };
+    let mut plugin_parts = plugin_parts.into_iter();
     let decoder = make_decoder(admitted.plugin(), &admitted.manifest().params)?;
     let staging = staging_path(home);
     let chunks = admitted.manifest().chunks.len() as u32;
     progress.set_length(chunks as u64);
     let mut restorer = Restorer::begin(admitted, decoder, &staging, kind)?;
     for index in 0..chunks {
-        let chunk = match chunk_zero.take() {
-            Some(wasm) if index == 0 => wasm,
-            _ => snap
+        let chunk = match plugin_parts.next() {
+            Some(part) => part,
+            None => snap
                 .read_chunk(index, restorer.snapshot_bytes_left())
                 .map_err(|e| RestoreError::Unreadable(format!("{e:#}")))?,
         };

@@ -39,7 +39,7 @@ pub fn verify(dir: &Path) -> anyhow::Result<VerifyReport> {
             );
         }
         bytes += chunk.len() as u64;
-        if index == 0 && manifest.approval.is_some() {
+        if index < manifest.plugin_chunks() as usize {
             continue; // the shipped plugin
         }
         let (_, proof) = frame::open(&chunk).map_err(|e| anyhow::anyhow!("chunk {index}: {e}"))?;

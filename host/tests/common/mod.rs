@@ -218,3 +218,35 @@ pub fn all_entries(store: &dyn StateStore) -> Vec<(String, String)> {
         .map(|e| e.map(|e| (e.key, e.stored)).unwrap())
         .collect()
 }
+
+/// `wasm` with a custom section of `extra` pseudo-random (incompressible)
+/// bytes appended: the same plugin, another SHA-256, any size.
+pub fn padded_plugin(wasm: &[u8], extra: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let name = b"statesnap-test-padding";
+    let mut payload = Vec::with_capacity(extra);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while payload.len() < extra {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        payload.extend_from_slice(&x.to_le_bytes());
+    }
+    payload.truncate(extra);
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section
+    leb(1 + name.len() + payload.len(), &mut out);
+    leb(name.len(), &mut out);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&payload);
+    out
+}

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use statesnap::chain::keys;
-use statesnap::chain::tx::{Action, Op, Proposal, Tx, TxBody};
+use statesnap::chain::tx::{Action, HashProposal, Op, Proposal, Tx, TxBody, Upload};
 use statesnap::snapshot::{Manifest, PluginRef, MANIFEST_VERSION};
 use statesnap_plugin_sdk::{sample, Format, FormatWriter};
 
@@ -84,6 +84,14 @@ fn main() {
     let wasm: Vec<u8> = b"\0asm\x0d\0\x01\0".iter().copied().cycle().take(4096).collect();
     let propose = Action::Propose(Proposal::new(9, &wasm, 10, 100));
     put("tx", "propose", Tx::sign(body(2, propose), &key).unwrap().bytes());
+    let by_hash = Action::ProposeHash(HashProposal::new(9, &wasm, 16 * 1024, 10, 100));
+    put("tx", "propose-hash", Tx::sign(body(3, by_hash), &key).unwrap().bytes());
+    let upload = Action::Upload(Upload {
+        proposal: 4,
+        index: 0,
+        bytes: wasm[..1024].to_vec(),
+    });
+    put("tx", "upload", Tx::sign(body(4, upload), &key).unwrap().bytes());
 
     let vectors: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
