@@ -183,18 +183,21 @@ fn a_plugin_too_large_for_a_proposal_is_approved_by_hash_uploaded_and_shipped_to
     assert!(r.log.contains("not the approved"), "{}", r.log);
     let url2 = net.0.node("node2").unwrap().rpc_url();
     let other = dir.path().join("gzip.wasm");
-    let (ok, out) = statesnap(&[
-        "gov",
-        "upload",
-        "--proposal",
-        "1",
-        "--plugin",
-        other.to_str().unwrap(),
-        "--rpc",
-        &url2,
-        "--key",
-        uploader.to_str().unwrap(),
-    ]);
+    let upload = |file: &Path| {
+        statesnap(&[
+            "gov",
+            "upload",
+            "--proposal",
+            "1",
+            "--plugin",
+            file.to_str().unwrap(),
+            "--rpc",
+            &url2,
+            "--key",
+            uploader.to_str().unwrap(),
+        ])
+    };
+    let (ok, out) = upload(&other);
     assert!(!ok && out.contains("but this file is"), "{out}");
 
     // Three of four validators vote: it passes, but nothing is approved
@@ -229,18 +232,7 @@ fn a_plugin_too_large_for_a_proposal_is_approved_by_hash_uploaded_and_shipped_to
     assert!(has_key(&net.0, "node0", &format!("{small_meta}:0")));
 
     // Anyone finishes proposal 1's upload: a key that is no validator's.
-    let (ok, out) = statesnap(&[
-        "gov",
-        "upload",
-        "--proposal",
-        "1",
-        "--plugin",
-        big_file.to_str().unwrap(),
-        "--rpc",
-        &url2,
-        "--key",
-        uploader.to_str().unwrap(),
-    ]);
+    let (ok, out) = upload(&big_file);
     assert!(ok, "{out}");
     assert!(out.contains(&format!("({pieces} of {pieces} missing pieces)")), "{out}");
     let status = gov_status(&net.0, "node1");

@@ -218,43 +218,26 @@ pub fn propose(
             proposal.format, description.name, description.version, description.format
         ))));
     }
-    let id = match next_proposal_id(read)? {
-        Ok(id) => id,
-        Err(e) => return Ok(Err(e)),
-    };
-    let pending = match admit_pending(read, id, wasm.len() as u64)? {
-        Ok(p) => p,
-        Err(e) => return Ok(Err(e)),
-    };
     let sha = crate::plugin::sha256(wasm);
-    let record = ProposalRecord {
-        activation_delay: proposal.activation_delay,
-        activation_height: 0,
-        expires_height: ctx.height + proposal.expires_after,
+    let opening = Opening {
         format: proposal.format,
-        id,
-        name: description.name.clone(),
-        passed_height: 0,
-        proposer: hex::encode(proposer),
-        sha256: hex::encode(sha),
-        status: STATUS_VOTING.into(),
-        submitted_height: ctx.height,
-        total_power: ctx.validators.total(),
-        version: description.version.clone(),
-        votes: 0,
-        yes_power: 0,
+        sha256: &sha,
+        bytes: wasm.len() as u64,
+        name: &description.name,
+        version: &description.version,
+        activation_delay: proposal.activation_delay,
+        expires_after: proposal.expires_after,
     };
-    let mut writes = vec![
-        (proposal_count_key(), id.to_string()),
-        (proposal_key(id), record.stored()),
-        pending,
-    ];
+    let (_, mut writes) = match open_proposal(&opening, proposer, ctx, read)? {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(e)),
+    };
     if read(&plugin_key(&sha))?.is_none() {
         let meta = PluginMeta {
             bytes: wasm.len() as u64,
             format: description.format,
             name: description.name,
-            pieces: wasm.len().div_ceil(registry::PIECE_BYTES) as u64,
+            pieces: registry::storage_pieces(wasm.len() as u64),
             version: description.version,
         };
         writes.extend(plugin_writes(&sha, wasm, &meta));
@@ -411,6 +394,65 @@ fn admit_pending(read: &mut Read<'_>, id: u64, bytes: u64) -> anyhow::Result<Res
     Ok(Ok((pending_code_key(), registry::pending_stored(&pending))))
 }
 
+/// Registry keys and the values a rule writes to them.
+type RegistryWrites = Vec<(String, String)>;
+
+/// What a new proposal records about its plugin and its schedule.
+struct Opening<'a> {
+    format: u32,
+    sha256: &'a [u8; 32],
+    /// The plugin's length: what it holds in state, or will.
+    bytes: u64,
+    name: &'a str,
+    version: &'a str,
+    activation_delay: u64,
+    expires_after: u64,
+}
+
+/// The writes that open a proposal by `proposer` (its id, its record, its
+/// place in the pending list), or the refusal when the pending limits are
+/// reached. Returns the new id too.
+fn open_proposal(
+    o: &Opening<'_>,
+    proposer: &[u8; 32],
+    ctx: &GovContext<'_>,
+    read: &mut Read<'_>,
+) -> anyhow::Result<Result<(u64, RegistryWrites), TxError>> {
+    let id = match next_proposal_id(read)? {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e)),
+    };
+    let pending = match admit_pending(read, id, o.bytes)? {
+        Ok(w) => w,
+        Err(e) => return Ok(Err(e)),
+    };
+    let record = ProposalRecord {
+        activation_delay: o.activation_delay,
+        activation_height: 0,
+        expires_height: ctx.height + o.expires_after,
+        format: o.format,
+        id,
+        name: o.name.to_string(),
+        passed_height: 0,
+        proposer: hex::encode(proposer),
+        sha256: hex::encode(o.sha256),
+        status: STATUS_VOTING.into(),
+        submitted_height: ctx.height,
+        total_power: ctx.validators.total(),
+        version: o.version.to_string(),
+        votes: 0,
+        yes_power: 0,
+    };
+    Ok(Ok((
+        id,
+        vec![
+            (proposal_count_key(), id.to_string()),
+            (proposal_key(id), record.stored()),
+            pending,
+        ],
+    )))
+}
+
 /// The next proposal id.
 fn next_proposal_id(read: &mut Read<'_>) -> anyhow::Result<Result<u64, TxError>> {
     Ok(match read(&proposal_count_key())? {
@@ -437,31 +479,19 @@ pub fn propose_by_hash(
     if let Err(e) = format_free(read, p.format)? {
         return Ok(Err(e));
     }
-    let id = match next_proposal_id(read)? {
-        Ok(id) => id,
-        Err(e) => return Ok(Err(e)),
-    };
-    let pending = match admit_pending(read, id, p.bytes)? {
-        Ok(w) => w,
-        Err(e) => return Ok(Err(e)),
-    };
-    let record = ProposalRecord {
-        activation_delay: p.activation_delay,
-        activation_height: 0,
-        expires_height: ctx.height + p.expires_after,
+    let opening = Opening {
         format: p.format,
-        id,
+        sha256: &p.sha256,
+        bytes: p.bytes,
         // Known once the code is complete and has described itself.
-        name: String::new(),
-        passed_height: 0,
-        proposer: hex::encode(proposer),
-        sha256: hex::encode(p.sha256),
-        status: STATUS_VOTING.into(),
-        submitted_height: ctx.height,
-        total_power: ctx.validators.total(),
-        version: String::new(),
-        votes: 0,
-        yes_power: 0,
+        name: "",
+        version: "",
+        activation_delay: p.activation_delay,
+        expires_after: p.expires_after,
+    };
+    let (id, mut writes) = match open_proposal(&opening, proposer, ctx, read)? {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(e)),
     };
     let uploads = UploadRecord {
         bytes: p.bytes,
@@ -470,12 +500,8 @@ pub fn propose_by_hash(
         piece_sha256: p.piece_sha256.iter().map(hex::encode).collect(),
         received: "0".repeat(p.piece_sha256.len()),
     };
-    Ok(Ok(vec![
-        (proposal_count_key(), id.to_string()),
-        (proposal_key(id), record.stored()),
-        (upload_key(id), uploads.stored()),
-        pending,
-    ]))
+    writes.push((upload_key(id), uploads.stored()));
+    Ok(Ok(writes))
 }
 
 /// The writes of an `Upload` (from any account): piece `u.index` of the
