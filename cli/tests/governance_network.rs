@@ -5,18 +5,17 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::net::{metric, Running};
+use common::gov::{self, advertised, gov_status, key_file, statesnap, vote, Propose};
+use common::net::{metric, require_cometbft, Running};
 use serde_json::Value;
 use statesnap::chain::keys;
 use statesnap::chain::tx::{code, Action, Proposal, Tx, TxBody};
 use statesnap::node::NodeConfig;
 use statesnap_harness::load::fetch_nonce;
-use statesnap_harness::testnet::{free_base_port, CometBft, JoinOptions, Testnet, TestnetOptions};
+use statesnap_harness::testnet::{free_base_port, JoinOptions, Testnet, TestnetOptions};
 
 const CHAIN: &str = "gov-e2e";
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -27,82 +26,15 @@ const FORMAT_B: u32 = 3;
 const INTERVAL: u64 = 5;
 const ACTIVATION_DELAY: u64 = 8;
 
-fn statesnap(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_statesnap"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn key_file(net: &Testnet, node: &str) -> PathBuf {
-    net.node(node)
-        .unwrap()
-        .cometbft_home
-        .join("config/priv_validator_key.json")
-}
-
-fn gov_status(net: &Testnet, node: &str) -> Value {
-    let url = net.node(node).unwrap().rpc_url();
-    let (ok, out, err) = statesnap(&["gov", "status", "--rpc", &url, "--json"]);
-    assert!(ok, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
-fn vote(net: &Testnet, node: &str, key: &Path, proposal: u64) -> (bool, String) {
-    let url = net.node(node).unwrap().rpc_url();
-    let id = proposal.to_string();
-    let (ok, out, err) = statesnap(&[
-        "gov",
-        "vote",
-        "--proposal",
-        &id,
-        "--rpc",
-        &url,
-        "--key",
-        key.to_str().unwrap(),
-    ]);
-    (ok, format!("{out}{err}"))
-}
-
 fn propose(net: &Testnet, node: &str, wasm: &Path, format: u32, expires_after: u64) -> (bool, String) {
-    let url = net.node(node).unwrap().rpc_url();
-    let key = key_file(net, node);
-    let (format, delay, expires) = (
-        format.to_string(),
-        ACTIVATION_DELAY.to_string(),
-        expires_after.to_string(),
-    );
-    let (ok, out, err) = statesnap(&[
-        "gov",
-        "propose",
-        "--plugin",
-        wasm.to_str().unwrap(),
-        "--format",
-        &format,
-        "--activation-delay",
-        &delay,
-        "--expires-after",
-        &expires,
-        "--rpc",
-        &url,
-        "--key",
-        key.to_str().unwrap(),
-    ]);
-    (ok, format!("{out}{err}"))
-}
-
-/// (height, format) of every snapshot a node advertises.
-fn advertised(net: &Testnet, node: &str) -> BTreeSet<(u64, u32)> {
-    let q = net.rpc(node).unwrap().abci_query("/snapshots", b"").unwrap();
-    let list: Vec<Value> = serde_json::from_slice(&q.value).unwrap();
-    list.iter()
-        .map(|s| (s["height"].as_u64().unwrap(), s["format"].as_u64().unwrap() as u32))
-        .collect()
+    let p = Propose {
+        wasm,
+        format,
+        activation_delay: ACTIVATION_DELAY,
+        expires_after,
+        extra: &[],
+    };
+    gov::propose(net, node, &p)
 }
 
 fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
@@ -111,9 +43,7 @@ fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn validators_vote_in_a_new_format_and_a_node_without_it_syncs_from_it() {
-    if let Err(e) = CometBft::discover() {
-        panic!("this test runs real CometBFT: install it with scripts/install-cometbft.sh (scripts/setup.sh runs it). {e:#}");
-    }
+    require_cometbft();
     let dir = tempfile::tempdir().unwrap();
     let opts = TestnetOptions {
         validators: 4,

@@ -6,6 +6,7 @@
 mod engine;
 pub use engine::*;
 
+pub mod gov;
 pub mod net;
 
 /// Runs the statesnap binary, which must succeed; returns its stdout.
