@@ -861,3 +861,78 @@ fn the_python_plugin_passes_the_check_and_round_trips_from_the_plugin_dir() {
         "fuel",
     );
 }
+
+/// The compile cache only saves time: a command served from it makes the
+/// same snapshot bytes and spends the same fuel as one that compiles; a cache
+/// that cannot be opened is a warning, not a failure.
+#[test]
+fn the_compile_cache_changes_nothing_but_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let home = t.join("gen");
+    ok(&["state", "generate", "--home", p(&home), "--keys", "2000", "--seed", "9"]);
+    let cache = t.join("cache");
+    let run = |name: &str, cache_args: &[&str]| {
+        let out = t.join(name);
+        let args = [
+            cache_args,
+            &[
+                "snapshot",
+                "create",
+                "--home",
+                p(&home),
+                "--height",
+                "3",
+                "--out",
+                p(&out),
+                "--plugin",
+                "brotli",
+            ],
+        ]
+        .concat();
+        ok(&args);
+        let check = ok(&[cache_args, &["plugin", "check", "brotli"]].concat());
+        // The fuel figures (not the times, which vary).
+        let words: Vec<&str> = check.split_whitespace().collect();
+        let fuel: Vec<String> = words
+            .windows(2)
+            .filter(|w| w[1].starts_with("fuel"))
+            .map(|w| w[0].to_string())
+            .collect();
+        assert!(!fuel.is_empty(), "{check}");
+        (tree(&out), fuel)
+    };
+    let compiled = run("none", &["--no-compile-cache"]);
+    assert!(!cache.exists());
+    let cold = run("cold", &["--compile-cache", p(&cache)]);
+    let stored = cache_entries(&cache);
+    assert!(!stored.is_empty(), "the first command fills the cache");
+    let warm = run("warm", &["--compile-cache", p(&cache)]);
+    assert_eq!(cache_entries(&cache), stored, "the second command compiles nothing new");
+    assert_eq!(cold.1, compiled.1, "the fuel spent");
+    assert_eq!(warm.1, compiled.1, "the fuel spent");
+    assert!(cold.0 == compiled.0 && warm.0 == compiled.0, "the snapshots differ");
+
+    // A cache that cannot be made: the command still works, and says so.
+    let file = t.join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = statesnap(&["--compile-cache", p(&file.join("sub")), "plugin", "list"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("compiling plugins without a cache") && err.contains("--no-compile-cache"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("brotli"));
+    let out = statesnap(&["--compile-cache", "x", "--no-compile-cache", "plugin", "list"]);
+    assert!(!out.status.success(), "the two options conflict");
+}
+
+/// The names of the files under `dir` (recursively), but not wasmtime's
+/// usage counters (`.stats`), which a cache hit updates.
+fn cache_entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    tree(dir)
+        .into_keys()
+        .filter(|f| f.extension().is_none_or(|e| e != "stats"))
+        .collect()
+}

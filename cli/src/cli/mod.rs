@@ -50,6 +50,15 @@ pub struct PluginArgs {
     /// Output one plugin call may return, in MiB.
     #[arg(long, global = true, value_name = "MIB", default_value_t = (Limits::default().output_bytes_per_call >> 20) as u64)]
     pub plugin_output_mib: u64,
+    /// Keep compiled plugin code here, so the next command skips compiling
+    /// (default: $STATESNAP_COMPILE_CACHE, else $XDG_CACHE_HOME/statesnap/compiled,
+    /// else ~/.cache/statesnap/compiled). Its files run as native code: keep it
+    /// as private as the binary.
+    #[arg(long, global = true, value_name = "DIR", conflicts_with = "no_compile_cache")]
+    pub compile_cache: Option<PathBuf>,
+    /// Compile every plugin afresh in each command.
+    #[arg(long, global = true)]
+    pub no_compile_cache: bool,
 }
 
 impl PluginArgs {
@@ -62,8 +71,37 @@ impl PluginArgs {
         }
     }
 
+    /// Where compiled plugin code is kept, if anywhere.
+    pub fn compile_cache_dir(&self) -> Option<PathBuf> {
+        if self.no_compile_cache {
+            return None;
+        }
+        let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let dir = self
+            .compile_cache
+            .clone()
+            .or_else(|| env("STATESNAP_COMPILE_CACHE"))
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("statesnap/compiled")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache/statesnap/compiled")))?;
+        Some(std::path::absolute(&dir).unwrap_or(dir))
+    }
+
+    /// The engine: with the compile cache when one can be opened (a cache
+    /// that cannot is a warning, never a failure: it only saves time).
+    pub fn engine(&self, limits: Limits) -> anyhow::Result<PluginEngine> {
+        if let Some(dir) = self.compile_cache_dir() {
+            match PluginEngine::with_compile_cache(limits, &dir) {
+                Ok(engine) => return Ok(engine),
+                Err(e) => tracing::warn!(
+                    "compiling plugins without a cache: {e:#} (choose another with --compile-cache DIR, or pass --no-compile-cache)"
+                ),
+            }
+        }
+        PluginEngine::new(limits)
+    }
+
     pub fn registry(&self) -> anyhow::Result<PluginRegistry> {
-        let engine = PluginEngine::new(self.limits())?;
+        let engine = self.engine(self.limits())?;
         let mut reg = PluginRegistry::new(engine, !self.no_built_in_plugins);
         if let Some(dir) = &self.plugin_dir {
             reg.add_dir(dir)?;

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use statesnap::plugin::check::{chain_limits, check, CheckReport, CHAIN_CHECK_FUEL_PER_CALL, CHAIN_CHECK_KEYS};
-use statesnap::plugin::{PluginEngine, PluginRegistry, CONTRACT_VERSION};
+use statesnap::plugin::{PluginRegistry, CONTRACT_VERSION};
 
 use super::PluginArgs;
 
@@ -95,7 +95,7 @@ pub fn run(cmd: PluginCommand, args: &PluginArgs) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("the bytes of plugin {plugin} are not available"))?
                 .to_vec();
             // The chain's check: its engine limits, its state, its keys.
-            let mut chain = PluginRegistry::new(PluginEngine::new(chain_limits())?, false);
+            let mut chain = PluginRegistry::new(args.engine(chain_limits())?, false);
             let plugin = chain.add_bytes(wasm, &plugin)?;
             let report = check(&plugin, CHAIN_CHECK_KEYS)?;
             print_report(

@@ -48,7 +48,43 @@ pub struct PluginEngine {
 impl PluginEngine {
     /// An engine configured for deterministic, bounded execution.
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
+        Self::build(limits, None)
+    }
+
+    /// The same engine, keeping the native code it compiles in `dir` (made if
+    /// missing; must be absolute) so that the next process loading the same
+    /// plugin skips compiling it: seconds for a large plugin, such as a
+    /// componentize-py one. wasmtime keys each entry by the plugin's bytes,
+    /// its own version and the compiler settings, so a cached entry is the
+    /// code this engine would compile. The directory must be as trusted as
+    /// the binary: its files are loaded as native code. The chain's
+    /// conformance check never uses a cache.
+    pub fn with_compile_cache(limits: Limits, dir: &std::path::Path) -> anyhow::Result<Self> {
+        Self::build(limits, Some(dir))
+    }
+
+    fn build(limits: Limits, cache_dir: Option<&std::path::Path>) -> anyhow::Result<Self> {
         let mut config = Config::new();
+        if let Some(dir) = cache_dir {
+            anyhow::ensure!(
+                dir.is_absolute(),
+                "the compile cache directory must be an absolute path, not {}",
+                dir.display()
+            );
+            // Private to this user: its files are loaded as native code.
+            let mut mkdir = std::fs::DirBuilder::new();
+            mkdir.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut mkdir, 0o700);
+            mkdir
+                .create(dir)
+                .map_err(|e| anyhow::anyhow!("creating the compile cache directory {}: {e}", dir.display()))?;
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            let cache = wasmtime::Cache::new(cache)
+                .map_err(|e| anyhow::anyhow!("opening the compile cache in {}: {e:#}", dir.display()))?;
+            config.cache(Some(cache));
+        }
         config
             .wasm_component_model(true)
             .consume_fuel(true)
@@ -541,4 +577,36 @@ fn validate_description(d: &Description, plugin: &str) -> Result<(), PluginError
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compile_cache_is_private_and_its_code_is_the_compiled_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = PluginEngine::with_compile_cache(Limits::default(), std::path::Path::new("relative"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("absolute path"), "{err:#}");
+
+        let dir = tmp.path().join("a/cache");
+        let (name, wasm) = super::super::BUILT_IN[0];
+        let describe = |engine: PluginEngine| {
+            let p = engine.load(wasm, name).unwrap();
+            (p.sha256(), p.description().clone())
+        };
+        let cold = describe(PluginEngine::with_compile_cache(Limits::default(), &dir).unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        assert!(std::fs::read_dir(dir.join("modules")).unwrap().next().is_some());
+        let warm = describe(PluginEngine::with_compile_cache(Limits::default(), &dir).unwrap());
+        let fresh = describe(PluginEngine::new(Limits::default()).unwrap());
+        assert_eq!((&cold, &warm), (&fresh, &fresh));
+    }
 }
