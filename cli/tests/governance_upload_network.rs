@@ -177,6 +177,16 @@ fn a_plugin_too_large_for_a_proposal_is_approved_by_hash_uploaded_and_shipped_to
     let (ok, out) = upload(&big_file);
     assert!(ok, "{out}");
     assert!(out.contains(&format!("({pieces} of {pieces} missing pieces)")), "{out}");
+    // Pieces travel several at a time: blocks take more than one.
+    let heights: std::collections::BTreeSet<&str> = out
+        .lines()
+        .filter_map(|l| l.split(" at height ").nth(1)?.split(' ').next())
+        .collect();
+    assert!(
+        !heights.is_empty() && (heights.len() as u64) < pieces,
+        "{pieces} pieces in {} blocks: {out}",
+        heights.len()
+    );
     let status = gov_status(&net.0, "node1");
     let p = &status["proposals"][0];
     assert_eq!(p["upload"]["complete"], true);

@@ -1,6 +1,7 @@
 //! `statesnap gov …`: propose a snapshot format plugin, vote for a proposal,
 //! and show governance's state, all through a node's CometBFT RPC.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +19,10 @@ use statesnap_harness::load::fetch_nonce;
 use statesnap_harness::rpc::RpcClient;
 
 use super::tx::{or_no_log, wait_for};
+
+/// Upload pieces sent before the first is in a block: 8 pieces of 512 KiB
+/// fit CometBFT's default block (21 MiB) several times over.
+const UPLOAD_IN_FLIGHT: usize = 8;
 
 #[derive(Subcommand, Debug)]
 pub enum GovCommand {
@@ -224,24 +229,45 @@ fn upload(c: &Common, id: u64, wasm: &[u8]) -> anyhow::Result<()> {
         eprintln!("gov: proposal {id} has all {total} pieces");
         return Ok(());
     }
-    for (n, index) in missing.iter().enumerate() {
-        let piece = wasm
-            .chunks(piece_bytes as usize)
-            .nth(*index)
-            .context("the file has fewer pieces than the proposal")?;
-        let (_, height) = send(
-            c,
-            Action::Upload(Upload {
+    // Several pieces in flight, with consecutive nonces (CheckTx admits an
+    // account's next nonces in order), so that one block can take several.
+    let key: SigningKey = keys::read(&c.key)?;
+    let chain_id = rpc.status().context("asking the node for its chain id")?.chain_id;
+    let account = key.verifying_key().to_bytes();
+    let mut nonce = fetch_nonce(&rpc, &account).context("finding the uploading key's nonce")?;
+    let mut pending = missing.iter().copied();
+    let mut in_flight: VecDeque<(usize, usize, Tx)> = VecDeque::new();
+    let mut done = 0;
+    loop {
+        while in_flight.len() < UPLOAD_IN_FLIGHT {
+            let Some(index) = pending.next() else { break };
+            let piece = wasm
+                .chunks(piece_bytes as usize)
+                .nth(index)
+                .context("the file has fewer pieces than the proposal")?;
+            let action = Action::Upload(Upload {
                 proposal: id,
-                index: *index as u32,
+                index: index as u32,
                 bytes: piece.to_vec(),
-            }),
-        )
-        .with_context(|| format!("uploading piece {index} of {total}"))?;
+            });
+            let tx = sign(&key, &chain_id, nonce, action)?;
+            broadcast(&rpc, &tx).with_context(|| {
+                format!(
+                    "sending piece {index} of {total}; pieces sent before it may still arrive: \
+                     `statesnap gov upload` again sends only what is missing"
+                )
+            })?;
+            nonce += 1;
+            in_flight.push_back((index, piece.len(), tx));
+        }
+        let Some((index, len, tx)) = in_flight.pop_front() else {
+            break;
+        };
+        let height =
+            committed(&rpc, &tx, c.wait_timeout).with_context(|| format!("uploading piece {index} of {total}"))?;
+        done += 1;
         eprintln!(
-            "gov: uploaded piece {index} ({} bytes) of proposal {id} at height {height} ({} of {} missing pieces)",
-            piece.len(),
-            n + 1,
+            "gov: uploaded piece {index} ({len} bytes) of proposal {id} at height {height} ({done} of {} missing pieces)",
             missing.len()
         );
     }
@@ -293,16 +319,26 @@ fn send(c: &Common, action: Action) -> anyhow::Result<(RpcClient, u64)> {
     let chain_id = rpc.status().context("asking the node for its chain id")?.chain_id;
     let account = key.verifying_key().to_bytes();
     let nonce = fetch_nonce(&rpc, &account).context("finding the validator's nonce")?;
-    let tx = Tx::sign(
-        TxBody {
-            chain_id: chain_id.clone(),
-            account,
-            nonce,
-            action,
-        },
-        &key,
-    )?;
-    tx.validate(&chain_id)?;
+    let tx = sign(&key, &chain_id, nonce, action)?;
+    broadcast(&rpc, &tx)?;
+    let height = committed(&rpc, &tx, c.wait_timeout)?;
+    Ok((rpc, height))
+}
+
+fn sign(key: &SigningKey, chain_id: &str, nonce: u64, action: Action) -> anyhow::Result<Tx> {
+    let body = TxBody {
+        chain_id: chain_id.to_string(),
+        account: key.verifying_key().to_bytes(),
+        nonce,
+        action,
+    };
+    let tx = Tx::sign(body, key)?;
+    tx.validate(chain_id)?;
+    Ok(tx)
+}
+
+/// Sends `tx` to the mempool; an error if CheckTx refuses it.
+fn broadcast(rpc: &RpcClient, tx: &Tx) -> anyhow::Result<()> {
     let r = rpc.broadcast_tx_sync(tx.bytes())?;
     if r.code != 0 {
         bail!(
@@ -311,14 +347,19 @@ fn send(c: &Common, action: Action) -> anyhow::Result<(RpcClient, u64)> {
             or_no_log(&r.log)
         );
     }
-    let (height, code, log) = wait_for(&rpc, tx.bytes(), c.wait_timeout)?;
+    Ok(())
+}
+
+/// Waits for `tx` in a block: its height, or an error if the block refused it.
+fn committed(rpc: &RpcClient, tx: &Tx, timeout: Duration) -> anyhow::Result<u64> {
+    let (height, code, log) = wait_for(rpc, tx.bytes(), timeout)?;
     if code != 0 {
         bail!(
             "the transaction is in block {height} but was refused (code {code}): {}",
             or_no_log(&log)
         );
     }
-    Ok((rpc, height))
+    Ok(height)
 }
 
 fn query_gov(rpc: &RpcClient) -> anyhow::Result<Value> {
