@@ -205,12 +205,6 @@ impl HashProposal {
     pub fn pieces(&self) -> u64 {
         self.bytes.div_ceil(u64::from(self.piece_bytes.max(1)))
     }
-
-    /// The length piece `index` must have.
-    pub fn piece_len(&self, index: u32) -> u64 {
-        let start = u64::from(index) * u64::from(self.piece_bytes);
-        self.bytes.saturating_sub(start).min(u64::from(self.piece_bytes))
-    }
 }
 
 /// One piece of a plugin proposed by hash.
@@ -875,10 +869,7 @@ mod tests {
     fn uploads_and_proposals_by_hash_have_their_documented_variants_and_rules() {
         let wasm: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
         let p = HashProposal::new(5, &wasm, 16 * 1024, 3, 9);
-        assert_eq!(
-            (p.pieces(), p.piece_len(0), p.piece_len(2)),
-            (3, 16384, 40_000 - 2 * 16384)
-        );
+        assert_eq!(p.pieces(), 3);
         assert_eq!(p.piece_sha256[2], <[u8; 32]>::from(Sha256::digest(&wasm[32768..])));
         assert_eq!(check_hash_proposal(&p), Ok(()));
         let encoded = postcard::to_stdvec(&Action::ProposeHash(p.clone())).unwrap();
