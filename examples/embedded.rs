@@ -46,7 +46,14 @@ fn main() -> anyhow::Result<()> {
     // A new node trusts only the app hash its light client gives it.
     let trusted = m.app_hash;
     let target = dir.path().join("restored");
-    let summary = snapshot::restore_dir(&report.dir, &target, trusted, &registry, &ProgressBar::hidden())?;
+    let summary = snapshot::restore_dir(
+        &report.dir,
+        &target,
+        trusted,
+        &registry,
+        Default::default(),
+        &ProgressBar::hidden(),
+    )?;
     println!(
         "restored {} entries; root {} matches the trusted app hash",
         summary.entries,

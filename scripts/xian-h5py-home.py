@@ -9,11 +9,11 @@ host/src/store/generate.rs (about 40% `currency.balances:<64-hex>`, 20%
 `__n.<64-hex>` nonces, token contract balances, nested
 `approvals:<owner>:<spender>` and metadata, DAO proposal records, masternode
 votes, three `__latest_block.*` keys), with values in every stored form of
-xian-compat.md §2 except `__delta__`. It is not the same state as
+docs/XIAN.md §2 except `__delta__`. It is not the same state as
 `generate.rs` for the same seed: this is a separate, deterministic generator
 (same N and S give the same home, byte for byte in content).
 
-What makes the files look like a real Xian node's (xian-compat.md §1):
+What makes the files look like a real Xian node's (docs/XIAN.md §1):
 
 * h5py's DEFAULT file format (no `libver`: "earliest", i.e. symbol-table
   groups with a B-tree and a local name heap each), which is what Xian's
@@ -21,8 +21,8 @@ What makes the files look like a real Xian node's (xian-compat.md §1):
   name heap of tens of MiB;
 * one file per contract in contract_state/, `__*` files in run_state/, one
   group per key with `:` segments as nested groups;
-* `value` in both string forms Xian wrote, as in the shared fixture
-  xian-hdf5-small: a variable-length UTF-8 `str` for most keys, a fixed-length
+* `value` in both string forms Xian wrote, as in the fixture
+  tests/fixtures/xian-hdf5-small: a variable-length UTF-8 `str` for most keys, a fixed-length
   NUL-padded byte string `S<n>` (numpy.bytes_) for about --bytes-fraction of
   them (default 0.3); `block` a signed 64-bit integer;
 * a few groups left behind without `value` (deleted keys), as Xian's driver

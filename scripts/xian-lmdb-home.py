@@ -5,7 +5,7 @@
     scripts/xian-lmdb-home.py --home DIR --jsonl FILE          # given {"key":..,"stored":..} lines
 
 The environment is <home>/lmdb, opened as xian-contracting's driver opens it
-(xian-compat.md section 6): lmdb.open(path, map_size=4 GiB, max_dbs=1,
+(docs/XIAN.md §6): lmdb.open(path, map_size=4 GiB, max_dbs=1,
 readahead=True, writemap=False, sync=True, metasync=True); the unnamed
 database; key = the state key's UTF-8 bytes, value = the stored JSON text;
 one write transaction per batch; on lmdb.MapFullError the map is doubled and

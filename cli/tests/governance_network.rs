@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::gov::{self, advertised, gov_status, key_file, statesnap, vote, Propose};
 use common::net::{metric, require_cometbft, Running};
 use serde_json::Value;
-use statesnap::chain::keys;
-use statesnap::chain::tx::{code, Action, Proposal, Tx, TxBody};
 use statesnap::node::NodeConfig;
+use statesnap::protocol::account_key;
+use statesnap::protocol::tx::{code, Action, Proposal, Tx, TxBody};
 use statesnap_harness::load::fetch_nonce;
 use statesnap_harness::testnet::{free_base_port, JoinOptions, Testnet, TestnetOptions};
 
@@ -73,7 +73,7 @@ fn validators_vote_in_a_new_format_and_a_node_without_it_syncs_from_it() {
     // (sent raw: the CLI would refuse it before sending).
     let nondet = std::fs::read(common::testplugin("nondet")).unwrap();
     let rpc = net.0.rpc("node1").unwrap();
-    let v1 = keys::read(&key_file(&net.0, "node1")).unwrap();
+    let v1 = account_key::read(&key_file(&net.0, "node1")).unwrap();
     let account = v1.verifying_key().to_bytes();
     let bad = Tx::sign(
         TxBody {
@@ -102,7 +102,7 @@ fn validators_vote_in_a_new_format_and_a_node_without_it_syncs_from_it() {
 
     // A vote signed by a key that is not a validator's is refused.
     let outsider = dir.path().join("outsider.json");
-    keys::write_new(&outsider, &keys::generate()).unwrap();
+    account_key::write_new(&outsider, &account_key::generate()).unwrap();
     let (ok, out) = vote(&net.0, "node2", &outsider, 1);
     assert!(!ok && out.contains("not a validator"), "{out}");
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 use common::gov::{self, gov_status, key_file, statesnap_joined as statesnap, vote, Propose};
 use common::net::{metric, require_cometbft, Running};
 use serde_json::Value;
-use statesnap::chain::keys;
-use statesnap::chain::tx::{code, Action, Tx, TxBody, Upload};
 use statesnap::node::NodeConfig;
+use statesnap::protocol::account_key;
+use statesnap::protocol::tx::{code, Action, Tx, TxBody, Upload};
 use statesnap_harness::load::fetch_nonce;
 use statesnap_harness::testnet::{free_base_port, JoinOptions, Testnet, TestnetOptions};
 
@@ -112,8 +112,8 @@ fn a_plugin_too_large_for_a_proposal_is_approved_by_hash_uploaded_and_shipped_to
     // An upload of bytes that are not the approved piece is refused (sent
     // raw: the CLI compares the file with the proposal before it sends).
     let uploader = dir.path().join("uploader.json");
-    keys::write_new(&uploader, &keys::generate()).unwrap();
-    let key = keys::read(&uploader).unwrap();
+    account_key::write_new(&uploader, &account_key::generate()).unwrap();
+    let key = account_key::read(&uploader).unwrap();
     let account = key.verifying_key().to_bytes();
     let rpc = net.0.rpc("node2").unwrap();
     let forged = Tx::sign(

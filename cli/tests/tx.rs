@@ -13,8 +13,8 @@ use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
-use statesnap::chain::keys::{self, KeyFileError};
-use statesnap::chain::tx::{
+use statesnap::protocol::account_key::{self, KeyFileError};
+use statesnap::protocol::tx::{
     code, decode_and_verify, Action, Op, Proposal, SignedTx, Tx, TxBody, TxError, MAX_GOV_TX_BYTES, MAX_OPS,
     MAX_PLUGIN_BYTES, MAX_TX_BYTES, SIGN_DOMAIN,
 };
@@ -23,7 +23,7 @@ use statesnap_harness::load::{run_load, CheckResult, Clock, LoadConfig, LoadStat
 const CHAIN: &str = "statesnap-test";
 
 fn key() -> SigningKey {
-    keys::derive(42, 0)
+    account_key::derive(42, 0)
 }
 
 fn set(key: &str, stored: &str) -> Op {
@@ -292,7 +292,7 @@ fn signatures_by_other_keys_or_weak_keys_are_refused() {
     let mut signed_tx: SignedTx = postcard::from_bytes(tx.bytes()).unwrap();
     let mut msg = SIGN_DOMAIN.to_vec();
     msg.extend_from_slice(&signed_tx.body);
-    signed_tx.signature = keys::derive(42, 1).sign(&msg).to_bytes();
+    signed_tx.signature = account_key::derive(42, 1).sign(&msg).to_bytes();
     assert_eq!(
         decode_and_verify(&signed_tx.to_bytes()).unwrap_err().code(),
         code::BAD_SIGNATURE
@@ -342,18 +342,18 @@ const COMETBFT_SAMPLE: &str = r#"{
 fn key_file_round_trip_mode_and_no_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.json");
-    let key = keys::generate();
-    keys::write_new(&path, &key).unwrap();
-    assert_eq!(keys::read(&path).unwrap().to_bytes(), key.to_bytes());
+    let key = account_key::generate();
+    account_key::write_new(&path, &key).unwrap();
+    assert_eq!(account_key::read(&path).unwrap().to_bytes(), key.to_bytes());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
-    let err = keys::write_new(&path, &keys::generate()).unwrap_err();
+    let err = account_key::write_new(&path, &account_key::generate()).unwrap_err();
     assert!(matches!(err, KeyFileError::Exists { .. }), "{err}");
     assert_eq!(
-        keys::read(&path).unwrap().to_bytes(),
+        account_key::read(&path).unwrap().to_bytes(),
         key.to_bytes(),
         "the file is unchanged"
     );
@@ -361,19 +361,22 @@ fn key_file_round_trip_mode_and_no_overwrite() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(v["pub_key"]["type"], "tendermint/PubKeyEd25519");
     assert_eq!(v["priv_key"]["type"], "tendermint/PrivKeyEd25519");
-    assert_eq!(v["address"], keys::address(&key.verifying_key()));
+    assert_eq!(v["address"], account_key::address(&key.verifying_key()));
 }
 
 fn check_cometbft_key(text: &str) {
-    let key = keys::from_json(text).unwrap();
+    let key = account_key::from_json(text).unwrap();
     let v: serde_json::Value = serde_json::from_str(text).unwrap();
     let pub_b64 = base64::engine::general_purpose::STANDARD
         .decode(v["pub_key"]["value"].as_str().unwrap())
         .unwrap();
     assert_eq!(key.verifying_key().to_bytes().as_slice(), pub_b64.as_slice());
-    assert_eq!(keys::address(&key.verifying_key()), v["address"].as_str().unwrap());
+    assert_eq!(
+        account_key::address(&key.verifying_key()),
+        v["address"].as_str().unwrap()
+    );
     // Our writer produces the same JSON as CometBFT (modulo the trailing newline).
-    assert_eq!(keys::to_json(&key), text.trim_end());
+    assert_eq!(account_key::to_json(&key), text.trim_end());
 }
 
 #[test]
@@ -409,7 +412,7 @@ fn a_key_file_from_cometbft_init_reads() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let path = home.path().join("config/priv_validator_key.json");
     check_cometbft_key(&std::fs::read_to_string(&path).unwrap());
-    keys::read(&path).unwrap();
+    account_key::read(&path).unwrap();
 }
 
 #[test]
@@ -417,50 +420,52 @@ fn wrong_key_types_and_damaged_files_are_refused_clearly() {
     let secp = COMETBFT_SAMPLE
         .replace("tendermint/PubKeyEd25519", "tendermint/PubKeySecp256k1")
         .replace("tendermint/PrivKeyEd25519", "tendermint/PrivKeySecp256k1");
-    let err = keys::from_json(&secp).unwrap_err().to_string();
+    let err = account_key::from_json(&secp).unwrap_err().to_string();
     assert!(err.contains("Secp256k1") && err.contains("ed25519"), "{err}");
 
     let bls = COMETBFT_SAMPLE.replace("tendermint/PubKeyEd25519", "cometbft/PubKeyBls12_381");
-    let err = keys::from_json(&bls).unwrap_err().to_string();
+    let err = account_key::from_json(&bls).unwrap_err().to_string();
     assert!(err.contains("Bls12_381"), "{err}");
 
     // pub_key of another key
-    let other = keys::to_json(&keys::derive(1, 1));
+    let other = account_key::to_json(&account_key::derive(1, 1));
     let other_pub: serde_json::Value = serde_json::from_str(&other).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(COMETBFT_SAMPLE).unwrap();
     v["pub_key"]["value"] = other_pub["pub_key"]["value"].clone();
-    let err = keys::from_json(&v.to_string()).unwrap_err();
+    let err = account_key::from_json(&v.to_string()).unwrap_err();
     assert!(matches!(err, KeyFileError::Mismatch(_)), "{err}");
 
     // the private key's public half swapped
     let mut v: serde_json::Value = serde_json::from_str(COMETBFT_SAMPLE).unwrap();
     v["priv_key"] = other_pub["priv_key"].clone();
-    let err = keys::from_json(&v.to_string()).unwrap_err();
+    let err = account_key::from_json(&v.to_string()).unwrap_err();
     assert!(matches!(err, KeyFileError::Mismatch(_)), "{err}");
 
     // wrong address
     let mut v: serde_json::Value = serde_json::from_str(COMETBFT_SAMPLE).unwrap();
     v["address"] = "00".repeat(20).into();
     assert!(matches!(
-        keys::from_json(&v.to_string()),
+        account_key::from_json(&v.to_string()),
         Err(KeyFileError::Mismatch(_))
     ));
 
     // a 32-byte private key, not base64, not JSON
     let mut v: serde_json::Value = serde_json::from_str(COMETBFT_SAMPLE).unwrap();
     v["priv_key"]["value"] = base64::engine::general_purpose::STANDARD.encode([1u8; 32]).into();
-    let err = keys::from_json(&v.to_string()).unwrap_err().to_string();
+    let err = account_key::from_json(&v.to_string()).unwrap_err().to_string();
     assert!(err.contains("64 bytes") && err.contains("32 bytes"), "{err}");
     let mut v: serde_json::Value = serde_json::from_str(COMETBFT_SAMPLE).unwrap();
     v["priv_key"]["value"] = "!!".into();
     assert!(matches!(
-        keys::from_json(&v.to_string()),
+        account_key::from_json(&v.to_string()),
         Err(KeyFileError::Encoding { .. })
     ));
-    assert!(matches!(keys::from_json("{"), Err(KeyFileError::Json(_))));
+    assert!(matches!(account_key::from_json("{"), Err(KeyFileError::Json(_))));
 
     // a missing file names its path
-    let err = keys::read(Path::new("/nonexistent/k.json")).unwrap_err().to_string();
+    let err = account_key::read(Path::new("/nonexistent/k.json"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("/nonexistent/k.json"), "{err}");
 }
 
@@ -486,19 +491,19 @@ fn key_new_and_show_round_trip() {
     assert!(out.status.success(), "{}", stderr(&out));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(created, shown);
-    let key = keys::read(&path).unwrap();
-    assert_eq!(shown["account"], keys::account_hex(&key.verifying_key()));
-    assert_eq!(shown["address"], keys::address(&key.verifying_key()));
+    let key = account_key::read(&path).unwrap();
+    assert_eq!(shown["account"], account_key::account_hex(&key.verifying_key()));
+    assert_eq!(shown["address"], account_key::address(&key.verifying_key()));
 
     let out = statesnap(&["key", "new", "--out", p]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
-    assert_eq!(keys::read(&path).unwrap().to_bytes(), key.to_bytes());
+    assert_eq!(account_key::read(&path).unwrap().to_bytes(), key.to_bytes());
 }
 
 fn key_file(dir: &Path) -> String {
     let path = dir.join("k.json");
-    keys::write_new(&path, &key()).unwrap();
+    account_key::write_new(&path, &key()).unwrap();
     path.to_str().unwrap().to_string()
 }
 
@@ -713,7 +718,7 @@ impl Submitter for FakeNode<'_> {
 const SEED: u64 = 11;
 
 fn account(i: u64) -> [u8; 32] {
-    keys::derive(SEED, i).verifying_key().to_bytes()
+    account_key::derive(SEED, i).verifying_key().to_bytes()
 }
 
 fn config(rate: f64, secs: u64, accounts: usize) -> LoadConfig {
@@ -935,8 +940,11 @@ impl Submitter for RpcNoNonce {
 #[ignore]
 fn throughput() {
     use std::time::Instant;
-    let keys_: Vec<SigningKey> = (0..50).map(|i| keys::derive(SEED, i)).collect();
-    let pool: Vec<String> = keys_.iter().map(|k| keys::account_hex(&k.verifying_key())).collect();
+    let keys_: Vec<SigningKey> = (0..50).map(|i| account_key::derive(SEED, i)).collect();
+    let pool: Vec<String> = keys_
+        .iter()
+        .map(|k| account_key::account_hex(&k.verifying_key()))
+        .collect();
     let mut rng = statesnap::store::prng::Prng::new(1);
     let n = 20_000;
     let bodies: Vec<(usize, TxBody)> = (0..n)

@@ -444,7 +444,7 @@ pub fn demo(args: &DemoArgs, registry: &PluginRegistry) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&target);
         let started = Instant::now();
         let bar = progress::bar(None, "restoring", "chunks");
-        let summary = snapshot::restore_dir(&report.dir, &target, m.app_hash, registry, &bar)?;
+        let summary = snapshot::restore_dir(&report.dir, &target, m.app_hash, registry, Default::default(), &bar)?;
         bar.finish_and_clear();
         let restore_s = started.elapsed().as_secs_f64();
         let restored = XianHdf5Store::open(&target)?;

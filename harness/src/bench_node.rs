@@ -19,9 +19,9 @@ use ed25519_dalek::SigningKey;
 use serde_json::json;
 
 use crate::bench::peak_rss_bytes;
-use statesnap::chain::tx::{self, Action, Op, TxBody};
-use statesnap::node::{Metrics, Node, NodeConfig, TestHooks};
+use statesnap::node::{Metrics, Node, NodeConfig};
 use statesnap::plugin::PluginRegistry;
+use statesnap::protocol::tx::{self, Action, Op, TxBody};
 use statesnap::store::{generate, HomeStore, StateStore, StoreKind};
 
 /// Arguments of `statesnap bench-node`.
@@ -86,7 +86,7 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
         ..NodeConfig::default()
     };
     let metrics = Arc::new(Metrics::new());
-    let node = Node::open(&home, config.clone(), registry()?, metrics, TestHooks::default())?;
+    let node = Node::open(&home, config.clone(), registry()?, metrics)?;
     eprintln!("bench-node: loading the genesis state");
     let started = Instant::now();
     let app_state = json!({ "import_home": genesis }).to_string();
@@ -163,13 +163,7 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
     let reopen = || -> anyhow::Result<(Node, f64)> {
         let registry = registry()?;
         let started = Instant::now();
-        let node = Node::open(
-            &home,
-            config.clone(),
-            registry,
-            Arc::new(Metrics::new()),
-            TestHooks::default(),
-        )?;
+        let node = Node::open(&home, config.clone(), registry, Arc::new(Metrics::new()))?;
         Ok((node, started.elapsed().as_secs_f64()))
     };
     let (node, reopen_s) = reopen()?;

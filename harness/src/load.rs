@@ -1,7 +1,7 @@
 //! A load generator: signed state-patch transactions with typical Xian writes,
 //! paced at a steady rate, from a pool of deterministic accounts.
 //!
-//! * Accounts are [`keys::derive`]`(seed, i)`. Transactions go round robin over
+//! * Accounts are [`account_key::derive`]`(seed, i)`. Transactions go round robin over
 //!   the accounts; each account belongs to one worker thread and one
 //!   [`Submitter`] (node), so its transactions reach that node's mempool in
 //!   nonce order.
@@ -26,8 +26,8 @@ use ed25519_dalek::SigningKey;
 use serde::Serialize;
 
 use crate::rpc::RpcClient;
-use statesnap::chain::keys;
-use statesnap::chain::tx::{code, nonce_key, parse_nonce, Action, Op, Tx, TxBody};
+use statesnap::protocol::account_key;
+use statesnap::protocol::tx::{code, nonce_key, parse_nonce, Action, Op, Tx, TxBody};
 use statesnap::store::generate::{big_int, fixed, time};
 use statesnap::store::prng::Prng;
 
@@ -229,7 +229,7 @@ pub fn run_load<S: Submitter>(
     cfg.check(submitters.len())?;
     let accounts: Vec<Account> = (0..cfg.accounts)
         .map(|i| {
-            let key = keys::derive(cfg.seed, i as u64);
+            let key = account_key::derive(cfg.seed, i as u64);
             let id = key.verifying_key().to_bytes();
             Account { key, id }
         })
@@ -507,8 +507,11 @@ mod tests {
 
     #[test]
     fn typical_ops_are_valid_patches() {
-        let keys: Vec<SigningKey> = (0..3).map(|i| keys::derive(1, i)).collect();
-        let pool: Vec<String> = keys.iter().map(|k| keys::account_hex(&k.verifying_key())).collect();
+        let keys: Vec<SigningKey> = (0..3).map(|i| account_key::derive(1, i)).collect();
+        let pool: Vec<String> = keys
+            .iter()
+            .map(|k| account_key::account_hex(&k.verifying_key()))
+            .collect();
         let mut rng = Prng::new(5);
         let (mut deletes, mut times, mut big_ints) = (0, 0, 0);
         for i in 0..2000 {

@@ -11,9 +11,9 @@
 //! * [`node`]: the ABCI application, and [`abci`] its protocol layer.
 
 pub mod abci;
-pub mod chain;
 mod durable;
 pub mod node;
 pub mod plugin;
+pub mod protocol;
 pub mod snapshot;
 pub mod store;

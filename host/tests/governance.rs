@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use serde_json::Value;
-use statesnap::chain::registry::{format_key, FormatApproval};
-use statesnap::chain::tx::{self, code, Action, Proposal, TxBody};
-use statesnap::node::{ChunkAnswer, Metrics, Node, NodeConfig, Offer, OfferAnswer, TestHooks};
+use statesnap::node::{ChunkAnswer, Metrics, Node, NodeConfig, Offer, OfferAnswer};
 use statesnap::plugin::{PluginEngine, PluginRegistry};
+use statesnap::protocol::gov_records::{format_key, FormatApproval};
+use statesnap::protocol::tx::{self, code, Action, Proposal, TxBody};
 use statesnap::snapshot::Manifest;
 use statesnap::store::treap::MerkleTreap;
 use statesnap::store::value::canonical_bytes;
@@ -68,7 +68,7 @@ fn config(snapshot_plugin: &str) -> NodeConfig {
 }
 
 fn open(home: &Path, config: NodeConfig, registry: PluginRegistry) -> Node {
-    Node::open(home, config, registry, Arc::new(Metrics::new()), TestHooks::default()).unwrap()
+    Node::open(home, config, registry, Arc::new(Metrics::new())).unwrap()
 }
 
 /// A node at genesis with the four validators (power 10 each) and some state.
@@ -330,9 +330,11 @@ fn a_format_passes_activates_and_restores_on_a_node_without_the_plugin() {
     let snap = tmp.path().join("source/snapshots/12-2");
     let home = tmp.path().join("offline");
     let bar = indicatif::ProgressBar::hidden();
-    let summary = statesnap::snapshot::restore_dir(&snap, &home, hashes[12], &no_built_ins(), &bar).unwrap();
+    let summary =
+        statesnap::snapshot::restore_dir(&snap, &home, hashes[12], &no_built_ins(), Default::default(), &bar).unwrap();
     assert_eq!(summary.root, hashes[12]);
-    let err = statesnap::snapshot::restore_dir(&snap, &home, hashes[0], &no_built_ins(), &bar).unwrap_err();
+    let err = statesnap::snapshot::restore_dir(&snap, &home, hashes[0], &no_built_ins(), Default::default(), &bar)
+        .unwrap_err();
     assert!(err.to_string().contains("trusted app hash"), "{err}");
 }
 
@@ -803,8 +805,15 @@ fn a_plugin_larger_than_a_chunk_is_approved_by_hash_and_shipped_in_several_chunk
     // Offline too, and `snapshot verify` skips both plugin chunks.
     let snap = tmp.path().join("source/snapshots/4-2");
     let bar = indicatif::ProgressBar::hidden();
-    let summary =
-        statesnap::snapshot::restore_dir(&snap, &tmp.path().join("offline"), hashes[4], &no_built_ins(), &bar).unwrap();
+    let summary = statesnap::snapshot::restore_dir(
+        &snap,
+        &tmp.path().join("offline"),
+        hashes[4],
+        &no_built_ins(),
+        Default::default(),
+        &bar,
+    )
+    .unwrap();
     assert_eq!(summary.root, hashes[4]);
     statesnap::snapshot::verify(&snap).unwrap();
 }

@@ -1,5 +1,5 @@
 //! The persistent Merkle treap against the definition: the streamed
-//! `RootBuilder`, a sorted map of the same entries, and the shared vectors.
+//! `RootBuilder`, a sorted map of the same entries, and the vectors (docs/XIAN.md §5).
 
 mod common;
 

@@ -5,7 +5,7 @@ Prints JSON lines {"key":..., "stored":...} sorted by key, like
 `statesnap state export`. The compatibility test compares the two, which shows
 that what statesnap writes is what a Xian node reads. Escaped names (statesnap's
 rule for keys the layout cannot express) are decoded the same way as
-host/src/store/keys.rs documents: a group name starting with ':' stands for
+host/src/store/key_layout.rs documents: a group name starting with ':' stands for
 the rest with ':' read as '/', a file name starting with '%.' for the rest with
 '.' read as '/'.
 """

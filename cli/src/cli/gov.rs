@@ -10,11 +10,11 @@ use clap::{Args, Subcommand};
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
-use statesnap::chain::keys;
-use statesnap::chain::tx::{
+use statesnap::node::governance::Conformance;
+use statesnap::protocol::account_key;
+use statesnap::protocol::tx::{
     check_hash_proposal, check_proposal, Action, HashProposal, Proposal, Tx, TxBody, TxError, Upload,
 };
-use statesnap::node::governance::Conformance;
 use statesnap_harness::load::fetch_nonce;
 use statesnap_harness::rpc::RpcClient;
 
@@ -231,7 +231,7 @@ fn upload(c: &Common, id: u64, wasm: &[u8]) -> anyhow::Result<()> {
     }
     // Several pieces in flight, with consecutive nonces (CheckTx admits an
     // account's next nonces in order), so that one block can take several.
-    let key: SigningKey = keys::read(&c.key)?;
+    let key: SigningKey = account_key::read(&c.key)?;
     let chain_id = rpc.status().context("asking the node for its chain id")?.chain_id;
     let account = key.verifying_key().to_bytes();
     let mut nonce = fetch_nonce(&rpc, &account).context("finding the uploading key's nonce")?;
@@ -314,7 +314,7 @@ fn vote(a: VoteArgs) -> anyhow::Result<()> {
 /// Signs `action` with the key file, broadcasts it and waits for its block:
 /// (the client, the block height).
 fn send(c: &Common, action: Action) -> anyhow::Result<(RpcClient, u64)> {
-    let key: SigningKey = keys::read(&c.key)?;
+    let key: SigningKey = account_key::read(&c.key)?;
     let rpc = RpcClient::new(&c.rpc);
     let chain_id = rpc.status().context("asking the node for its chain id")?.chain_id;
     let account = key.verifying_key().to_bytes();

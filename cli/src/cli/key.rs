@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use serde_json::json;
 
-use statesnap::chain::keys;
+use statesnap::protocol::account_key;
 
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
@@ -22,16 +22,16 @@ pub enum KeyCommand {
 pub fn run(cmd: KeyCommand) -> anyhow::Result<()> {
     let key = match cmd {
         KeyCommand::New { out } => {
-            let key = keys::generate();
-            keys::write_new(&out, &key)?;
+            let key = account_key::generate();
+            account_key::write_new(&out, &key)?;
             key
         }
-        KeyCommand::Show { file } => keys::read(&file)?,
+        KeyCommand::Show { file } => account_key::read(&file)?,
     };
     let vk = key.verifying_key();
     println!(
         "{}",
-        json!({"account": keys::account_hex(&vk), "address": keys::address(&vk)})
+        json!({"account": account_key::account_hex(&vk), "address": account_key::address(&vk)})
     );
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use statesnap::abci::AbciApp;
-use statesnap::node::{config::CONFIG_FILE, Metrics, Node, NodeConfig, TestHooks};
+use statesnap::node::{config::CONFIG_FILE, Metrics, Node, NodeConfig};
 
 use super::PluginArgs;
 
@@ -22,17 +22,27 @@ pub struct StartArgs {
     /// Serve Prometheus metrics here (HOST:PORT, "" for none); overrides metrics_listen.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<String>,
+    #[cfg(feature = "test-hooks")]
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+/// Faults for tests to watch peers refuse (feature `test-hooks`: only in
+/// binaries the test command builds, never in a release build).
+#[cfg(feature = "test-hooks")]
+#[derive(Args, Debug)]
+pub struct FaultArgs {
     /// Test only: serve every snapshot chunk corrupted.
-    #[arg(long, hide = true)]
+    #[arg(long)]
     pub test_corrupt_chunks: bool,
     /// Test only: wait this many milliseconds before applying each restored chunk.
-    #[arg(long, hide = true, default_value_t = 0)]
+    #[arg(long, default_value_t = 0)]
     pub test_chunk_delay_ms: u64,
     /// Test only: advertise self-describing snapshots with forged approvals.
-    #[arg(long, hide = true)]
+    #[arg(long)]
     pub test_forge_approvals: bool,
     /// Test only: build snapshots of a forged state claiming the real app hash.
-    #[arg(long, hide = true)]
+    #[arg(long)]
     pub test_forge_states: bool,
 }
 
@@ -123,14 +133,23 @@ pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
     if !config.metrics_listen.is_empty() {
         metrics.serve(&config.metrics_listen)?;
     }
-    let hooks = TestHooks {
-        corrupt_chunks: args.test_corrupt_chunks,
-        chunk_delay_ms: args.test_chunk_delay_ms,
-        forge_approvals: args.test_forge_approvals,
-        panic_snapshot_at: None,
-        forge_states: args.test_forge_states,
-    };
-    let node = Arc::new(Node::open(&args.home, config, plugins.registry()?, metrics, hooks)?);
+    #[cfg(not(feature = "test-hooks"))]
+    let node = Node::open(&args.home, config, plugins.registry()?, metrics)?;
+    #[cfg(feature = "test-hooks")]
+    let node = Node::open_with_hooks(
+        &args.home,
+        config,
+        plugins.registry()?,
+        metrics,
+        statesnap::node::TestHooks {
+            corrupt_chunks: args.faults.test_corrupt_chunks,
+            chunk_delay_ms: args.faults.test_chunk_delay_ms,
+            forge_approvals: args.faults.test_forge_approvals,
+            panic_snapshot_at: None,
+            forge_states: args.faults.test_forge_states,
+        },
+    )?;
+    let node = Arc::new(node);
     stop_cleanly_on_signals(node.clone())?;
     let server = tendermint_abci::ServerBuilder::default()
         .bind(&abci_addr, AbciApp::new(node))

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 #[cfg(feature = "native-codecs")]
 use statesnap::snapshot::native;
-use statesnap::snapshot::{self, ChunkEncoder, CreateOptions, DecoderChoice, PluginRef, SnapshotDir};
+use statesnap::snapshot::{self, ChunkEncoder, CreateOptions, DecoderChoice, PluginRef, RestoreOptions, SnapshotDir};
 use statesnap::store::{HomeStore, StoreKind};
 use statesnap_harness::bench::peak_rss_bytes;
 use statesnap_harness::progress;
@@ -175,12 +175,16 @@ pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
                 registry.add_file(p)?;
             }
             let bar = progress::bar(Some(0), "restoring", "chunks");
-            let decoder: DecoderChoice = if native {
-                native_decoder()?
-            } else {
-                snapshot::plugin_decoder
+            let options = RestoreOptions {
+                store,
+                decoder: if native {
+                    native_decoder()?
+                } else {
+                    snapshot::plugin_decoder
+                },
+                ..RestoreOptions::default()
             };
-            let summary = snapshot::restore_dir_with(&from, &home, store, trusted, &registry, decoder, &bar)?;
+            let summary = snapshot::restore_dir(&from, &home, trusted, &registry, options, &bar)?;
             bar.finish_and_clear();
             println!(
                 "{}",

@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use statesnap::store::home::{ensure_vacant, is_vacant};
-use statesnap::store::root::{is_consensus_key, RootBuilder};
+use statesnap::store::root::{is_consensus_key, state_root_of};
 use statesnap::store::{convert, generate, HomeStore, StateStore, StoreKind};
 use statesnap_harness::bench::peak_rss_bytes;
 use statesnap_harness::progress;
@@ -113,14 +113,9 @@ pub fn run(cmd: StateCommand) -> anyhow::Result<()> {
         StateCommand::Root { home } => {
             let store = HomeStore::open_read_only(&home)?;
             let bar = progress::bar(None, "hashing", "keys");
-            let mut root = RootBuilder::new();
-            for e in store.entries()? {
-                let e = e?;
-                root.push(&e.key, &e.stored)?;
-                bar.inc(1);
-            }
+            let (root, _) = state_root_of(&store, || bar.inc(1))?;
             bar.finish_and_clear();
-            println!("{}", hex::encode(root.finish()));
+            println!("{}", hex::encode(root));
         }
         StateCommand::Export { home, out } => {
             let store = HomeStore::open_read_only(&home)?;

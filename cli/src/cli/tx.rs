@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use statesnap::chain::keys;
-use statesnap::chain::tx::{check_patch, Action, Op, Tx, TxBody};
+use statesnap::protocol::account_key;
+use statesnap::protocol::tx::{check_patch, Action, Op, Tx, TxBody};
 use statesnap_harness::load::{fetch_nonce, run_load, LoadConfig, LoadStats, RpcSubmitter, SystemClock};
 use statesnap_harness::rpc::RpcClient;
 
@@ -87,7 +87,7 @@ pub fn run(cmd: TxCommand) -> anyhow::Result<()> {
 }
 
 fn patch(a: PatchArgs) -> anyhow::Result<()> {
-    let key = keys::read(&a.key)?;
+    let key = account_key::read(&a.key)?;
     let mut ops: Vec<Op> = a
         .sets
         .into_iter()
@@ -190,7 +190,7 @@ pub(super) fn wait_for(rpc: &RpcClient, tx: &[u8], timeout: Duration) -> anyhow:
             if let Ok(r) = rpc.call("check_tx", json!({"tx": b64.encode(tx)})) {
                 let code = r["code"].as_u64().unwrap_or(0);
                 // A bad nonce may just mean it was committed since the /tx call.
-                if code != 0 && code != u64::from(statesnap::chain::tx::code::BAD_NONCE) {
+                if code != 0 && code != u64::from(statesnap::protocol::tx::code::BAD_NONCE) {
                     bail!(
                         "transaction {} was accepted, but the node now refuses it (code {code}): {}; \
                          it was dropped from the mempool and will not be in a block",

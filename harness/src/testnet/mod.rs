@@ -23,8 +23,8 @@
 //! binary is `$COMETBFT`, else `cometbft` on `PATH`, else Go's bin directory.
 
 pub mod cometbft;
-pub mod genesis;
-pub mod layout;
+pub mod genesis_file;
+pub mod paths;
 pub mod process;
 mod run;
 
@@ -41,11 +41,11 @@ use statesnap::node::NodeConfig;
 use statesnap::store::StoreKind;
 
 pub use cometbft::CometBft;
-pub use genesis::GenesisEntry;
-pub use layout::{free_base_port, Ports};
+pub use genesis_file::GenesisEntry;
+pub use paths::{free_base_port, Ports};
 
 use cometbft::{NodeSettings, StateSyncSettings};
-use layout::HOST;
+use paths::HOST;
 use process::Supervisor;
 
 /// Version of `testnet.json`.
@@ -137,7 +137,7 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     fn new(dir: &Path, name: &str, index: usize, ports: Ports, validator: bool, state_sync: bool) -> NodeInfo {
-        let base = layout::node_dir(dir, name);
+        let base = paths::node_dir(dir, name);
         NodeInfo {
             name: name.to_string(),
             index,
@@ -205,7 +205,7 @@ impl Default for JoinOptions {
     fn default() -> Self {
         JoinOptions {
             state_sync: true,
-            trust_from: layout::node_name(0),
+            trust_from: paths::node_name(0),
             rpc_servers: Vec::new(),
             peers: Vec::new(),
             store: None,
@@ -241,7 +241,7 @@ impl Testnet {
         if opts.validators == 0 {
             bail!("a testnet needs at least one validator");
         }
-        genesis::check_chain_id(&opts.chain_id)?;
+        genesis_file::check_chain_id(&opts.chain_id)?;
         Ports::for_node(opts.base_port, opts.validators - 1)?;
         if dir.exists()
             && std::fs::read_dir(dir)
@@ -249,7 +249,7 @@ impl Testnet {
                 .next()
                 .is_some()
         {
-            if dir.join(layout::TESTNET_FILE).is_file() {
+            if dir.join(paths::TESTNET_FILE).is_file() {
                 bail!(
                     "{} already holds a testnet: start it with `statesnap testnet start --dir {0}` \
                      (Testnet::open), or pick a new directory",
@@ -286,15 +286,15 @@ impl Testnet {
     fn write_validators(&mut self) -> anyhow::Result<()> {
         let cometbft = self.cometbft()?.clone();
         let import_home = if self.options.genesis_keys > 0 {
-            let home = self.dir.join(layout::GENESIS_STATE_DIR);
-            genesis::generate_state(&home, self.options.genesis_keys)?;
+            let home = self.dir.join(paths::GENESIS_STATE_DIR);
+            genesis_file::generate_state(&home, self.options.genesis_keys)?;
             Some(home)
         } else {
             None
         };
         let mut generated = Vec::new();
         for index in 0..self.options.validators {
-            let name = layout::node_name(index);
+            let name = paths::node_name(index);
             let ports = Ports::for_node(self.options.base_port, index)?;
             let mut node = NodeInfo::new(&self.dir, &name, index, ports, true, false);
             cometbft.init_home(&node.cometbft_home)?;
@@ -304,8 +304,8 @@ impl Testnet {
         }
         let template = cometbft::read_json(&cometbft::genesis_path(&self.nodes[0].cometbft_home))?;
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let app_state = genesis::app_state(&self.options.genesis_entries, import_home.as_deref())?;
-        let genesis = genesis::build(&template, &self.options.chain_id, &now, &generated, app_state)?;
+        let app_state = genesis_file::app_state(&self.options.genesis_entries, import_home.as_deref())?;
+        let genesis = genesis_file::build(&template, &self.options.chain_id, &now, &generated, app_state)?;
         let genesis_text = serde_json::to_string_pretty(&genesis)?;
         for node in &self.nodes {
             let path = cometbft::genesis_path(&node.cometbft_home);
@@ -324,13 +324,13 @@ impl Testnet {
 
     /// Reads the testnet in `dir` (its `testnet.json`).
     pub fn open(dir: &Path) -> anyhow::Result<Testnet> {
-        let path = dir.join(layout::TESTNET_FILE);
+        let path = dir.join(paths::TESTNET_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
                 "{} has no {}: create a testnet there with `statesnap testnet start --validators N --dir {0}`",
                 dir.display(),
-                layout::TESTNET_FILE
+                paths::TESTNET_FILE
             ),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
@@ -379,7 +379,7 @@ impl Testnet {
 
     /// A name for the next node: `nodeN` with N its port index.
     pub fn next_node_name(&self) -> String {
-        layout::node_name(self.next_index())
+        paths::node_name(self.next_index())
     }
 
     fn next_index(&self) -> usize {
@@ -390,7 +390,7 @@ impl Testnet {
     /// genesis, saved in `testnet.json`. Does not start it. For state sync the
     /// trust height and hash come from `join.trust_from`'s RPC, which must run.
     pub fn add_node(&mut self, name: &str, join: &JoinOptions) -> anyhow::Result<&NodeInfo> {
-        layout::check_node_name(name)?;
+        paths::check_node_name(name)?;
         if self.nodes.iter().any(|n| n.name == name) {
             bail!("the testnet already has a node `{name}`: pick another name");
         }
@@ -424,7 +424,7 @@ impl Testnet {
             self.write_node_ports(&node, join.store.unwrap_or(self.options.store))
         })();
         if let Err(e) = written {
-            let _ = std::fs::remove_dir_all(layout::node_dir(&self.dir, name));
+            let _ = std::fs::remove_dir_all(paths::node_dir(&self.dir, name));
             return Err(e);
         }
         self.nodes.push(node);
@@ -562,8 +562,8 @@ impl Testnet {
             options: self.options.clone(),
             nodes: self.nodes.clone(),
         };
-        let path = self.dir.join(layout::TESTNET_FILE);
-        let tmp = self.dir.join(format!(".{}.tmp", layout::TESTNET_FILE));
+        let path = self.dir.join(paths::TESTNET_FILE);
+        let tmp = self.dir.join(format!(".{}.tmp", paths::TESTNET_FILE));
         std::fs::write(&tmp, serde_json::to_string_pretty(&file)?)
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))

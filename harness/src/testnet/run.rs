@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::layout::HOST;
+use super::paths::HOST;
 use super::process::{log_tail, ProcessSpec};
 use super::{AppKind, NodeInfo, Testnet};
 

@@ -28,11 +28,12 @@ use super::checkpoint::Checkpoint;
 use super::execute::{apply, Prepared, Writes};
 use super::genesis::{validator_key, AppState};
 use super::governance::{self, Conformance, GovContext, ValidatorSet};
-use super::index_file;
-use super::view::{lock, lock_slot, BeforeImages, SharedStore, StateView};
+use super::shared_store::{lock, lock_slot, SharedStore};
+use super::treap_file;
+use super::view::{BeforeImages, StateView};
 use super::wal::{Wal, WalRecord};
-use crate::chain::tx::TxError;
-use crate::snapshot::{recover_interrupted_swap, staging_path, swap_into_place};
+use crate::protocol::tx::TxError;
+use crate::snapshot::{recover_interrupted_swap, staging_path, swap_into_place, Verified};
 use crate::store::root::{is_consensus_key, leaf_hash};
 use crate::store::treap::{MerkleTreap, TreapBuilder};
 use crate::store::value::canonical_bytes;
@@ -123,7 +124,7 @@ impl Chain {
         };
         // The treap saved at a clean shutdown, if it is this checkpoint's.
         let mut saved = match (&checkpoint, app_hash) {
-            (Some(c), Some(hash)) => index_file::take(state_dir, c.height, hash)?,
+            (Some(c), Some(hash)) => treap_file::take(state_dir, c.height, hash)?,
             _ => None,
         };
         let checkpoint_interval = checkpoint_interval.max(1);
@@ -308,7 +309,7 @@ impl Chain {
         Checkpoint::new(chain_id, height, app_hash).save(&mut store)?;
         drop(store);
         // The old (empty or partial) home goes; the genesis home takes its place.
-        self.adopt(&fresh, treap, chain_id, height)?;
+        self.adopt(|state_dir| swap_into_place(&fresh, state_dir), treap, chain_id, height)?;
         Ok(app_hash)
     }
 
@@ -448,7 +449,7 @@ impl Chain {
     pub fn shutdown(&mut self) -> anyhow::Result<()> {
         self.pending = None;
         self.checkpoint()?;
-        index_file::save(&self.state_dir, &self.treap, self.height)
+        treap_file::save(&self.state_dir, &self.treap, self.height)
     }
 
     /// A frozen view of the committed state, for a background snapshot.
@@ -472,31 +473,36 @@ impl Chain {
         ))
     }
 
-    /// Makes a verified restored home (a finished state sync of height
-    /// `height`) the node's state.
-    pub(crate) fn install_restored(
+    /// Makes a verified restored home (a finished state sync) the node's
+    /// state, with the checkpoint of its height.
+    pub(crate) fn install_restored(&mut self, mut verified: Verified) -> anyhow::Result<()> {
+        let treap = verified
+            .take_treap()
+            .context("the restore was begun without its treap (a bug)")?;
+        let m = verified.manifest();
+        let (chain_id, height, app_hash) = (m.chain_id.clone(), m.height, m.app_hash);
+        if treap.root_hash() != app_hash {
+            bail!("the restored state's treap does not give the trusted app hash (a bug)");
+        }
+        Checkpoint::new(&chain_id, height, app_hash).save(&mut HomeStore::open(verified.staging())?)?;
+        self.adopt(|_| Ok(verified.install().map(drop)?), treap, &chain_id, height)
+    }
+
+    /// Makes the checkpointed home that `swap` moves into the state home
+    /// (state of `height`, indexed by `treap`) the node's state, replacing
+    /// the current one.
+    fn adopt(
         &mut self,
-        staging: &Path,
+        swap: impl FnOnce(&Path) -> anyhow::Result<()>,
         treap: MerkleTreap,
         chain_id: &str,
         height: u64,
-        app_hash: [u8; 32],
     ) -> anyhow::Result<()> {
-        if treap.root_hash() != app_hash {
-            bail!("the restored state's index does not give the trusted app hash (a bug)");
-        }
-        Checkpoint::new(chain_id, height, app_hash).save(&mut HomeStore::open(staging)?)?;
-        self.adopt(staging, treap, chain_id, height)
-    }
-
-    /// Makes the checkpointed home `home` (state of `height`, indexed by
-    /// `treap`) the node's state, replacing the current one.
-    fn adopt(&mut self, home: &Path, treap: MerkleTreap, chain_id: &str, height: u64) -> anyhow::Result<()> {
         let mut slot = lock_slot(&self.store)?;
         // LMDB allows one open environment per path and process: the old
         // state closes before the new one takes its place.
         *slot = None;
-        let swapped = swap_into_place(home, &self.state_dir);
+        let swapped = swap(&self.state_dir);
         // Reopened whether or not the swap worked (if not, the old state is back).
         let reopened = HomeStore::open(&self.state_dir);
         let store = match (swapped, reopened) {
@@ -531,9 +537,9 @@ impl Chain {
         Ok(())
     }
 
-    /// The restore staging home for this state.
-    pub(crate) fn staging_dir(&self) -> PathBuf {
-        staging_path(&self.state_dir)
+    /// The state home.
+    pub(crate) fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 }
 

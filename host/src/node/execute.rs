@@ -2,7 +2,7 @@
 //! way in CheckTx and FinalizeBlock.
 //!
 //! The transaction's own checks (signature, chain id, keys and values) are in
-//! [`crate::chain::tx`]; this adds the one rule that needs the state: the
+//! [`crate::protocol::tx`]; this adds the one rule that needs the state: the
 //! account's nonce, and the governance rules (`super::governance`). A
 //! transaction either applies entirely or not at all.
 //!
@@ -12,7 +12,7 @@
 //! plugin per node: the verdict is cached by SHA-256.
 
 use super::governance::{self, Conformance, GovContext, Verdict};
-use crate::chain::tx::{self, Action, Op, Tx, TxError};
+use crate::protocol::tx::{self, Action, Op, Tx, TxError};
 
 /// Keys written by a transaction, in ascending order; `None` deletes.
 pub type Writes = Vec<(String, Option<String>)>;

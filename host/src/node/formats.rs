@@ -1,7 +1,7 @@
 //! Which formats a snapshot job makes, and with which plugin code.
 //!
 //! The state decides, not the binary: each job reads the formats governance
-//! approved (`chain::registry`) from the frozen view of its height. The
+//! approved (`protocol::gov_records`) from the frozen view of its height. The
 //! formats in force form eras: the configured `snapshot_plugin` from the
 //! start (if set), then each approved format from its activation height. A
 //! job makes the current era's format and, for `format_overlap` intervals
@@ -17,8 +17,8 @@ use anyhow::Context;
 use super::governance::approved_formats;
 use super::metrics::Metrics;
 use super::view::StateView;
-use crate::chain::registry::{format_key, read_plugin, FormatApproval};
 use crate::plugin::{Plugin, PluginEngine};
+use crate::protocol::gov_records::{format_key, read_plugin, FormatApproval};
 use crate::snapshot::Approval;
 use crate::store::treap::MembershipProof;
 use crate::store::StateStore;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::chain::tx::RESERVED_CONTRACT;
+use crate::protocol::tx::RESERVED_CONTRACT;
 
 /// The state key of a validator's voting power.
 pub(crate) fn validator_key(pub_key: &[u8; 32]) -> String {

@@ -1,5 +1,5 @@
 //! Governance of snapshot formats: what a `Propose` or `Vote` transaction
-//! does to the registry in state (`chain::registry`), and the conformance
+//! does to the registry in state (`protocol::gov_records`), and the conformance
 //! check every node runs on a proposed plugin.
 //!
 //! * Only validators may propose and vote: the signing account must have a
@@ -29,13 +29,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use crate::chain::registry::{
+use crate::plugin::{check, Description, PluginEngine};
+use crate::protocol::gov_records::{
     self, format_key, passes, pending_code_key, plugin_key, plugin_piece_key, plugin_writes, proposal_count_key,
     proposal_key, upload_key, vote_key, FormatApproval, PendingCode, PluginMeta, ProposalRecord, UploadRecord,
     PIECE_BYTES, STATUS_EXPIRED, STATUS_PASSED, STATUS_SUPERSEDED, STATUS_VOTING,
 };
-use crate::chain::tx::{HashProposal, Proposal, TxError, Upload};
-use crate::plugin::{check, Description, PluginEngine};
+use crate::protocol::tx::{HashProposal, Proposal, TxError, Upload};
 use crate::store::treap::MerkleTreap;
 
 pub use crate::plugin::check::{CHAIN_CHECK_FUEL_PER_CALL as CHECK_FUEL_PER_CALL, CHAIN_CHECK_KEYS as CHECK_KEYS};
@@ -52,7 +52,7 @@ impl ValidatorSet {
         treap: &MerkleTreap,
         mut get: impl FnMut(&str) -> anyhow::Result<Option<String>>,
     ) -> anyhow::Result<Self> {
-        let prefix = registry::validators_prefix();
+        let prefix = gov_records::validators_prefix();
         let mut powers = BTreeMap::new();
         for key in treap.keys_with_prefix(&prefix) {
             let power = get(key)?.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
@@ -159,7 +159,7 @@ type Read<'r> = dyn FnMut(&str) -> anyhow::Result<Option<String>> + 'r;
 fn read_record<T>(
     read: &mut Read<'_>,
     key: &str,
-    parse: fn(&str, &str) -> Result<T, registry::RecordError>,
+    parse: fn(&str, &str) -> Result<T, gov_records::RecordError>,
 ) -> anyhow::Result<Result<Option<T>, TxError>> {
     Ok(match read(key)? {
         None => Ok(None),
@@ -237,7 +237,7 @@ pub fn propose(
             bytes: wasm.len() as u64,
             format: description.format,
             name: description.name,
-            pieces: registry::storage_pieces(wasm.len() as u64),
+            pieces: gov_records::storage_pieces(wasm.len() as u64),
             version: description.version,
         };
         writes.extend(plugin_writes(&sha, wasm, &meta));
@@ -358,7 +358,7 @@ fn approve(
     pending.retain(|p| p.id != record.id);
     Ok(Ok(vec![
         (format_key(record.format), approval.stored()),
-        (pending_code_key(), registry::pending_stored(&pending)),
+        (pending_code_key(), gov_records::pending_stored(&pending)),
     ]))
 }
 
@@ -366,7 +366,7 @@ fn approve(
 fn read_pending(read: &mut Read<'_>) -> anyhow::Result<Result<Vec<PendingCode>, TxError>> {
     let key = pending_code_key();
     let stored = read(&key)?;
-    Ok(registry::parse_pending(&key, stored.as_deref()).map_err(|e| TxError::RegistryCorrupt(e.to_string())))
+    Ok(gov_records::parse_pending(&key, stored.as_deref()).map_err(|e| TxError::RegistryCorrupt(e.to_string())))
 }
 
 /// The pending list's write with proposal `id` (code of `bytes`) added, or
@@ -391,7 +391,7 @@ fn admit_pending(read: &mut Read<'_>, id: u64, bytes: u64) -> anyhow::Result<Res
         ))));
     }
     pending.push(PendingCode { bytes, id });
-    Ok(Ok((pending_code_key(), registry::pending_stored(&pending))))
+    Ok(Ok((pending_code_key(), gov_records::pending_stored(&pending))))
 }
 
 /// Registry keys and the values a rule writes to them.
@@ -581,7 +581,12 @@ pub fn upload(
         .bytes
         .chunks(PIECE_BYTES)
         .enumerate()
-        .map(|(j, piece)| (plugin_piece_key(&sha, first + j as u64), registry::piece_stored(piece)))
+        .map(|(j, piece)| {
+            (
+                plugin_piece_key(&sha, first + j as u64),
+                gov_records::piece_stored(piece),
+            )
+        })
         .collect();
     let mut received = uploads.received.into_bytes();
     received[index] = b'1';
@@ -617,7 +622,7 @@ fn complete(
 ) -> anyhow::Result<Result<Vec<(String, String)>, TxError>> {
     let id = record.id;
     let mut wasm = Vec::with_capacity(uploads.bytes as usize);
-    for i in 0..registry::storage_pieces(uploads.bytes) {
+    for i in 0..gov_records::storage_pieces(uploads.bytes) {
         let key = plugin_piece_key(sha, i);
         let stored = match new.iter().find(|(k, _)| *k == key) {
             Some((_, v)) => Some(v.clone()),
@@ -628,7 +633,7 @@ fn complete(
                 "every piece of proposal {id} arrived, but {key} is not in state"
             ))));
         };
-        match registry::piece_bytes(&key, &stored) {
+        match gov_records::piece_bytes(&key, &stored) {
             Ok(b) => wasm.extend(b),
             Err(e) => return Ok(Err(TxError::RegistryCorrupt(e.to_string()))),
         }
@@ -660,7 +665,7 @@ fn complete(
             bytes: uploads.bytes,
             format: description.format,
             name: description.name,
-            pieces: registry::storage_pieces(uploads.bytes),
+            pieces: gov_records::storage_pieces(uploads.bytes),
             version: description.version,
         };
         writes.push((plugin_key(sha), meta.stored()));
@@ -744,7 +749,7 @@ pub fn sweep(height: u64, read: &mut Read<'_>) -> anyhow::Result<Vec<(String, Op
         if !used {
             if let Ok(sha) = record_sha(&record) {
                 let mut keys = vec![plugin_key(&sha)];
-                keys.extend((0..registry::storage_pieces(entry.bytes)).map(|i| plugin_piece_key(&sha, i)));
+                keys.extend((0..gov_records::storage_pieces(entry.bytes)).map(|i| plugin_piece_key(&sha, i)));
                 for key in keys {
                     if read(&key)?.is_some() {
                         writes.push((key, None));
@@ -758,7 +763,7 @@ pub fn sweep(height: u64, read: &mut Read<'_>) -> anyhow::Result<Vec<(String, Op
         writes.push((proposal_key(record.id), Some(record.stored())));
     }
     let kept: Vec<PendingCode> = keep.into_iter().map(|(e, _)| e).collect();
-    writes.push((pending_code_key(), Some(registry::pending_stored(&kept))));
+    writes.push((pending_code_key(), Some(gov_records::pending_stored(&kept))));
     Ok(writes)
 }
 
@@ -767,7 +772,7 @@ pub(crate) fn approved_formats(
     treap: &MerkleTreap,
     mut get: impl FnMut(&str) -> anyhow::Result<Option<String>>,
 ) -> anyhow::Result<Vec<(u32, FormatApproval)>> {
-    let prefix = registry::formats_prefix();
+    let prefix = gov_records::formats_prefix();
     let mut out = Vec::new();
     for key in treap.keys_with_prefix(&prefix) {
         let Ok(format) = key[prefix.len()..].parse::<u32>() else {
@@ -821,7 +826,7 @@ pub(crate) fn status_json(
         })
         .collect();
     let pending_key = pending_code_key();
-    let pending = registry::parse_pending(&pending_key, get(&pending_key)?.as_deref())?;
+    let pending = gov_records::parse_pending(&pending_key, get(&pending_key)?.as_deref())?;
     Ok(json!({
         "height": height,
         "pending_code": {"proposals": pending.iter().map(|p| p.id).collect::<Vec<_>>(),

@@ -14,14 +14,16 @@ pub mod chain;
 pub mod checkpoint;
 pub mod config;
 pub mod execute;
-mod forged_state;
 pub mod formats;
 pub mod genesis;
 pub mod governance;
-pub mod index_file;
 pub mod metrics;
-pub mod snapshots;
+pub mod shared_store;
+pub mod snapshot_service;
 pub mod statesync;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
+pub mod treap_file;
 pub mod view;
 pub mod wal;
 
@@ -36,14 +38,16 @@ use serde_json::json;
 pub use chain::{Chain, TxOutcome};
 pub use config::NodeConfig;
 pub use metrics::Metrics;
-pub use snapshots::Advertised;
+pub use snapshot_service::Advertised;
 pub use statesync::{ChunkAnswer, Offer, OfferAnswer};
+#[cfg(feature = "test-hooks")]
+pub use test_hooks::TestHooks;
 
-use crate::chain::tx;
 use crate::plugin::PluginRegistry;
+use crate::protocol::tx;
 use genesis::AppState;
 use governance::{Conformance, GovContext};
-use snapshots::SnapshotService;
+use snapshot_service::{SnapshotService, SnapshotSettings};
 use statesync::StateSync;
 
 /// The state home inside a node home.
@@ -66,26 +70,6 @@ pub struct QueryAnswer {
     pub height: u64,
 }
 
-/// Test-only behaviour, switched on by hidden flags of `statesnap start`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TestHooks {
-    /// Serve every snapshot chunk with a byte flipped.
-    pub corrupt_chunks: bool,
-    /// Wait this long before applying each restored chunk (a slow disk), so
-    /// tests can interrupt a restore in the middle.
-    pub chunk_delay_ms: u64,
-    /// Advertise self-describing snapshots with forged approvals (a hostile
-    /// peer), one kind per snapshot height (see `SnapshotService::forge`).
-    pub forge_approvals: bool,
-    /// Make the background snapshot job of this height panic mid-way (in its
-    /// encoder thread, after its first chunks are written).
-    pub panic_snapshot_at: Option<u64>,
-    /// Build every snapshot from another state (one value altered) while
-    /// claiming the real app hash: a hostile validator's self-consistent
-    /// forgery, which range proofs must catch at its first chunk.
-    pub forge_states: bool,
-}
-
 /// A running node.
 pub struct Node {
     config: NodeConfig,
@@ -100,6 +84,7 @@ pub struct Node {
     conformance: Conformance,
     metrics: Arc<Metrics>,
     block_started: Mutex<Option<Instant>>,
+    #[cfg(feature = "test-hooks")]
     hooks: TestHooks,
 }
 
@@ -109,9 +94,34 @@ impl Node {
     pub fn open(
         home: &Path,
         config: NodeConfig,
-        mut registry: PluginRegistry,
+        registry: PluginRegistry,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Node> {
+        Self::open_inner(home, config, registry, metrics)
+    }
+
+    /// [`open`](Self::open), for a node under test that commits the faults
+    /// `hooks` names.
+    #[cfg(feature = "test-hooks")]
+    pub fn open_with_hooks(
+        home: &Path,
+        config: NodeConfig,
+        registry: PluginRegistry,
         metrics: Arc<Metrics>,
         hooks: TestHooks,
+    ) -> anyhow::Result<Node> {
+        hooks.announce();
+        let mut node = Self::open_inner(home, config, registry, metrics)?;
+        node.snapshots.set_hooks(hooks);
+        node.hooks = hooks;
+        Ok(node)
+    }
+
+    fn open_inner(
+        home: &Path,
+        config: NodeConfig,
+        mut registry: PluginRegistry,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Node> {
         if !config.plugin_dir.is_empty() {
             registry.add_dir(Path::new(&config.plugin_dir))?;
@@ -139,37 +149,22 @@ impl Node {
                 chain.chain_id()
             );
         }
-        let params: Vec<(String, String)> = config
-            .snapshot_params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut snapshots = SnapshotService::new(
-            &snapshots_dir(home),
-            config.snapshot_interval,
-            config.snapshot_keep_recent,
-            plugin,
-            &params,
+        let snapshots = SnapshotService::new(
+            SnapshotSettings {
+                dir: snapshots_dir(home),
+                interval: config.snapshot_interval,
+                keep_recent: config.snapshot_keep_recent,
+                plugin,
+                params: config
+                    .snapshot_params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                format_overlap: config.format_overlap,
+            },
             registry.engine().clone(),
-            config.format_overlap,
             metrics.clone(),
         )?;
-        if hooks.corrupt_chunks {
-            tracing::warn!("TEST MODE: serving corrupted snapshot chunks");
-            snapshots.corrupt_served_chunks();
-        }
-        if hooks.forge_approvals {
-            tracing::warn!("TEST MODE: advertising snapshots with forged plugin approvals");
-            snapshots.forge_approvals();
-        }
-        if hooks.forge_states {
-            tracing::warn!("TEST MODE: building snapshots of a forged state under the real app hash");
-            snapshots.forge_states();
-        }
-        if let Some(height) = hooks.panic_snapshot_at {
-            tracing::warn!(height, "TEST MODE: the snapshot job of this height will panic");
-            snapshots.panic_at(height);
-        }
         metrics.height.set(chain.height() as i64);
         metrics.state_keys.set(chain.keys() as i64);
         tracing::info!(
@@ -189,7 +184,8 @@ impl Node {
             conformance: Conformance::new()?,
             metrics,
             block_started: Mutex::default(),
-            hooks,
+            #[cfg(feature = "test-hooks")]
+            hooks: TestHooks::default(),
         })
     }
 
@@ -410,7 +406,7 @@ impl Node {
             }
             "/gov" => {
                 let chain = self.chain();
-                let store = view::lock(chain.store())?;
+                let store = shared_store::lock(chain.store())?;
                 let status = governance::status_json(
                     chain.treap(),
                     |k| crate::store::StateStore::get(&*store, k),
@@ -464,24 +460,33 @@ impl Node {
 
     /// OfferSnapshot.
     pub fn offer_snapshot(&self, offer: &Offer) -> OfferAnswer {
-        let (chain_id, height, staging, kind) = {
+        let (chain_id, height, home, store) = {
             let chain = self.chain();
             let chain_id = if chain.chain_id().is_empty() {
                 self.config.chain_id.clone()
             } else {
                 chain.chain_id().to_string()
             };
-            (chain_id, chain.height(), chain.staging_dir(), chain.store_kind())
+            (
+                chain_id,
+                chain.height(),
+                chain.state_dir().to_path_buf(),
+                chain.store_kind(),
+            )
         };
-        self.statesync
-            .lock()
-            .expect("state sync lock")
-            .offer(offer, &chain_id, height, &staging, kind)
+        let target = statesync::Target {
+            chain_id: &chain_id,
+            height,
+            home: &home,
+            store,
+        };
+        self.statesync.lock().expect("state sync lock").offer(offer, &target)
     }
 
     /// ApplySnapshotChunk. After the last chunk the restored state becomes
     /// the node's state.
     pub fn apply_snapshot_chunk(&self, index: u32, chunk: &[u8], sender: &str) -> ChunkAnswer {
+        #[cfg(feature = "test-hooks")]
         if self.hooks.chunk_delay_ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(self.hooks.chunk_delay_ms));
         }
@@ -490,20 +495,17 @@ impl Node {
             .lock()
             .expect("state sync lock")
             .apply(index, chunk, sender);
-        let ChunkAnswer::Done(restored) = answer else {
+        let ChunkAnswer::Done(verified) = answer else {
             return answer;
         };
+        let height = verified.manifest().height;
         let mut chain = self.chain();
-        let r = *restored;
-        match chain.install_restored(&r.staging, r.index, &r.chain_id, r.height, r.app_hash) {
+        match chain.install_restored(*verified) {
             Ok(()) => {
-                self.metrics.restored_snapshot_height.set(r.height as i64);
-                self.metrics.height.set(r.height as i64);
+                self.metrics.restored_snapshot_height.set(height as i64);
+                self.metrics.height.set(height as i64);
                 self.metrics.state_keys.set(chain.keys() as i64);
-                tracing::info!(
-                    height = r.height,
-                    "state sync: the restored state is now this node's state"
-                );
+                tracing::info!(height, "state sync: the restored state is now this node's state");
                 ChunkAnswer::Accept
             }
             Err(e) => ChunkAnswer::Abort(format!("installing the restored state failed: {e:#}")),

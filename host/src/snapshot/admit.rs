@@ -1,20 +1,19 @@
-//! Admitting a snapshot: the one place that decides, for the network
-//! (`node::statesync`) and the offline restore (`restore_dir`) alike, whether
+//! Admitting a snapshot: the one place that decides, for every restore
+//! ([`RestoreSession::begin`](super::RestoreSession::begin)), whether
 //! a manifest may be restored against the app hash the caller trusts, and
 //! with which plugin.
 //!
 //! A manifest is admitted when it claims the trusted app hash, its shipped
 //! plugin's approval (if any) is proven against that hash, and its plugin is
 //! known here (by SHA-256) or arrives as chunk 0 of a self-describing
-//! snapshot ([`AwaitingPlugin`]). Only an [`Admitted`] snapshot can start a
-//! [`Restorer`](super::Restorer): the type carries the proof that these
-//! checks ran, so they run once.
+//! snapshot ([`AwaitingPlugin`]). Only an [`Admitted`] snapshot starts
+//! decoding: the type carries the proof that these checks ran, so they run once.
 
 use std::sync::Arc;
 
 use super::manifest::Manifest;
-use super::restore::RestoreError;
-use crate::plugin::{Plugin, PluginRegistry};
+use super::restore_error::RestoreError;
+use crate::plugin::{Plugin, PluginEngine, PluginRegistry};
 
 /// A snapshot cleared for restoring, with the plugin that reads it.
 pub struct Admitted {
@@ -38,8 +37,8 @@ pub enum Admission {
 pub fn admit(manifest: Manifest, trusted: [u8; 32], registry: &PluginRegistry) -> Result<Admission, RestoreError> {
     if manifest.app_hash != trusted {
         return Err(RestoreError::AppHashMismatch {
-            claimed: hex::encode(manifest.app_hash),
-            trusted: hex::encode(trusted),
+            claimed: manifest.app_hash,
+            trusted,
         });
     }
     // A shipped plugin's approval is checked whether or not the plugin is
@@ -49,31 +48,27 @@ pub fn admit(manifest: Manifest, trusted: [u8; 32], registry: &PluginRegistry) -
     }
     let local = registry
         .by_sha256(&manifest.plugin.sha256)
-        .map_err(|e| RestoreError::PluginUnavailable(format!("its plugin cannot be loaded here: {e:#}")))?;
+        .map_err(RestoreError::PluginLoad)?;
     match local {
         Some(plugin) => Admitted::new(manifest, plugin).map(Admission::Ready),
         None if manifest.approval.is_some() => Ok(Admission::AwaitingPlugin(AwaitingPlugin { manifest })),
-        None => Err(RestoreError::PluginUnavailable(format!(
-            "it was made by plugin {} {} (SHA-256 {}) for format {}, which this host does not have and the \
-             snapshot does not ship with an approval; give the plugin's .wasm (--plugin FILE.wasm, or plugin_dir \
-             for a node)",
-            manifest.plugin.name,
-            manifest.plugin.version,
-            hex::encode(manifest.plugin.sha256),
-            manifest.format
-        ))),
+        None => Err(RestoreError::PluginUnavailable {
+            name: manifest.plugin.name.clone(),
+            version: manifest.plugin.version.clone(),
+            sha256: manifest.plugin.sha256,
+            format: manifest.format,
+        }),
     }
 }
 
 impl Admitted {
     fn new(manifest: Manifest, plugin: Arc<Plugin>) -> Result<Self, RestoreError> {
         if plugin.description().format != manifest.format {
-            return Err(RestoreError::Manifest(format!(
-                "the manifest says format {}, but its plugin {} makes format {}",
-                manifest.format,
-                plugin.label(),
-                plugin.description().format
-            )));
+            return Err(RestoreError::FormatMismatch {
+                manifest: manifest.format,
+                plugin: plugin.label().to_string(),
+                plugin_format: plugin.description().format,
+            });
         }
         Ok(Admitted { manifest, plugin })
     }
@@ -85,10 +80,6 @@ impl Admitted {
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin
     }
-
-    pub(crate) fn into_manifest(self) -> Manifest {
-        self.manifest
-    }
 }
 
 impl AwaitingPlugin {
@@ -98,17 +89,16 @@ impl AwaitingPlugin {
 
     /// Admits the snapshot with the shipped plugin (its chunks, joined): its
     /// bytes must hash to the approved SHA-256 before they are compiled.
-    pub fn with_plugin(&self, registry: &PluginRegistry, wasm: &[u8]) -> Result<Admitted, RestoreError> {
+    pub fn with_plugin(&self, engine: &PluginEngine, wasm: &[u8]) -> Result<Admitted, RestoreError> {
         let got = crate::plugin::sha256(wasm);
         if got != self.manifest.plugin.sha256 {
-            return Err(RestoreError::ChunkHash {
-                index: 0,
-                expected: hex::encode(self.manifest.plugin.sha256),
-                got: hex::encode(got),
+            return Err(RestoreError::ShippedPlugin {
+                expected: self.manifest.plugin.sha256,
+                got,
             });
         }
         let label = format!("shipped:{}", self.manifest.plugin.name);
-        let plugin = registry.engine().load(wasm, &label)?;
+        let plugin = engine.load(wasm, &label)?;
         Admitted::new(self.manifest.clone(), plugin)
     }
 }

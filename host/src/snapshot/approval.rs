@@ -4,7 +4,7 @@
 //! that size), and its manifest carries a
 //! Merkle membership proof that the state at the snapshot's height approves
 //! the plugin's SHA-256 for the snapshot's format (`statesnap.formats:<format>`
-//! in the registry, `chain::registry`).
+//! in the registry, `protocol::gov_records`).
 //!
 //! A restoring node that lacks the plugin checks the proof against the app
 //! hash its light client trusts before it runs anything: only a plugin the
@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::registry::{format_key, FormatApproval};
+use crate::protocol::gov_records::{format_key, FormatApproval};
 use crate::store::treap::MembershipProof;
 use crate::store::value::canonical_bytes;
 

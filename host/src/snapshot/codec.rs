@@ -1,7 +1,7 @@
 //! The two sides of a format, as the snapshot pipelines see them: a plugin
 //! instance, or (for benchmarks) the same codec linked natively.
 
-use crate::plugin::{PluginError, PluginReader, PluginWriter};
+use crate::plugin::{Plugin, PluginError, PluginReader, PluginWriter};
 
 /// Bytes of decoded entries asked of a decoder per call.
 pub(crate) const DECODE_BATCH_BYTES: u32 = 4 << 20;
@@ -10,6 +10,23 @@ pub(crate) const DECODE_BATCH_BYTES: u32 = 4 << 20;
 /// memory until the chunk's range proof is checked, so restores refuse a
 /// chunk that decodes to more, and `create` never makes one.
 pub const MAX_CHUNK_ENTRY_BYTES: usize = 256 << 20;
+
+/// The two sides of a format: the encoder that makes the chunks and the
+/// decoder that reads them back (the self-check of `create`).
+pub struct Codec {
+    pub encoder: Box<dyn ChunkEncoder>,
+    pub decoder: Box<dyn ChunkDecoder>,
+}
+
+impl Codec {
+    /// `plugin`'s writer and reader with `params`.
+    pub fn plugin(plugin: &Plugin, params: &[(String, String)]) -> Result<Self, PluginError> {
+        Ok(Codec {
+            encoder: Box::new(plugin.writer(params)?),
+            decoder: Box::new(plugin.reader(params)?),
+        })
+    }
+}
 
 /// Entries in, chunks out.
 pub trait ChunkEncoder: Send {

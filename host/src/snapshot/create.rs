@@ -21,34 +21,16 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::approval::Approval;
-use super::codec::{ChunkDecoder, ChunkEncoder, DECODE_BATCH_BYTES, MAX_CHUNK_ENTRY_BYTES};
+use super::codec::{ChunkDecoder, Codec, DECODE_BATCH_BYTES, MAX_CHUNK_ENTRY_BYTES};
 use super::entries::state_entry;
 use super::frame;
-use super::layout::{chunk_path, dir_name, manifest_path, TMP_PREFIX};
 use super::manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_CHUNK_BYTES};
+use super::snapshot_dir::{chunk_path, dir_name, manifest_path, TMP_PREFIX};
 use crate::durable::{sync_dir, write_synced};
-use crate::plugin::{Plugin, PluginError};
 use crate::store::range_proof::RangeProver;
 use crate::store::root::{is_consensus_key, leaf_hash};
 use crate::store::value::is_null;
 use crate::store::StateStore;
-
-/// The two sides of a format: the encoder that makes the chunks and the
-/// decoder that reads them back (see the module comment).
-pub struct Codec {
-    pub encoder: Box<dyn ChunkEncoder>,
-    pub decoder: Box<dyn ChunkDecoder>,
-}
-
-impl Codec {
-    /// `plugin`'s writer and reader with `params`.
-    pub fn plugin(plugin: &Plugin, params: &[(String, String)]) -> Result<Self, PluginError> {
-        Ok(Codec {
-            encoder: Box::new(plugin.writer(params)?),
-            decoder: Box::new(plugin.reader(params)?),
-        })
-    }
-}
 
 /// What to put in the manifest besides what the state and plugin give.
 #[derive(Debug, Clone)]

@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::approval::{Approval, ApprovalError, Claim};
-use crate::chain::registry::FormatApproval;
-use crate::chain::tx::MAX_UPLOADED_PLUGIN_BYTES;
 use crate::plugin::sha256;
+use crate::protocol::gov_records::FormatApproval;
+use crate::protocol::tx::MAX_UPLOADED_PLUGIN_BYTES;
 
 /// The manifest layout version this host writes and reads (2 added `approval`;
 /// 3: every state chunk ends with its range proof, see `frame`; 4: the
@@ -91,51 +91,69 @@ impl Manifest {
 
     /// Decodes and sanity-checks untrusted metadata. Only the canonical
     /// encoding is accepted, so one manifest has exactly one hash.
-    pub fn decode(bytes: &[u8]) -> anyhow::Result<Self> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, ManifestError> {
         if bytes.len() > MAX_METADATA_BYTES {
-            anyhow::bail!(
-                "manifest is {} bytes, over the limit of {MAX_METADATA_BYTES}",
-                bytes.len()
-            );
+            return Err(ManifestError::TooLarge { len: bytes.len() });
         }
         let version = postcard::take_from_bytes::<u32>(bytes)
-            .map_err(|e| anyhow::anyhow!("manifest is not a statesnap manifest: {e}"))?
+            .map_err(|e| ManifestError::NotAManifest(e.to_string()))?
             .0;
         if version != MANIFEST_VERSION {
-            anyhow::bail!(
-                "manifest version {version} is not supported (this host reads version {MANIFEST_VERSION}); upgrade statesnap"
-            );
+            return Err(ManifestError::Version { version });
         }
-        let m: Manifest = postcard::from_bytes(bytes).map_err(|e| anyhow::anyhow!("manifest is malformed: {e}"))?;
+        let m: Manifest = postcard::from_bytes(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
         if m.encode() != bytes {
-            anyhow::bail!("manifest is not in canonical encoding (trailing or non-minimal bytes)");
+            return Err(ManifestError::NotCanonical);
         }
         if m.chunks.is_empty() {
-            anyhow::bail!("manifest lists no chunks");
+            return Err(ManifestError::NoChunks);
         }
         if m.snapshot_bytes > m.chunks.len() as u64 * MAX_CHUNK_BYTES as u64 {
-            anyhow::bail!(
-                "manifest claims {} snapshot bytes in {} chunks, more than chunks of at most {MAX_CHUNK_BYTES} bytes can hold",
-                m.snapshot_bytes,
-                m.chunks.len()
-            );
+            return Err(ManifestError::SizeBeyondChunks {
+                snapshot_bytes: m.snapshot_bytes,
+                chunks: m.chunks.len(),
+            });
         }
         if let Some(a) = &m.approval {
             if a.plugin_bytes == 0 || a.plugin_bytes > MAX_UPLOADED_PLUGIN_BYTES {
-                anyhow::bail!(
-                    "manifest ships a plugin of {} bytes; a shipped plugin is 1 to {MAX_UPLOADED_PLUGIN_BYTES} bytes",
-                    a.plugin_bytes
-                );
+                return Err(ManifestError::ShippedPluginSize { bytes: a.plugin_bytes });
             }
             if m.chunks.len() <= a.plugin_chunks() as usize {
-                anyhow::bail!(
-                    "manifest ships a plugin in {} chunks but lists no state chunks after it",
-                    a.plugin_chunks()
-                );
+                return Err(ManifestError::NoStateChunks {
+                    plugin_chunks: a.plugin_chunks(),
+                });
             }
         }
         Ok(m)
     }
+}
+
+/// Why untrusted metadata is not a manifest this host accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest is {len} bytes, over the limit of {MAX_METADATA_BYTES}")]
+    TooLarge { len: usize },
+    #[error("manifest is not a statesnap manifest: {0}")]
+    NotAManifest(String),
+    #[error(
+        "manifest version {version} is not supported (this host reads version {MANIFEST_VERSION}); upgrade statesnap"
+    )]
+    Version { version: u32 },
+    #[error("manifest is malformed: {0}")]
+    Malformed(String),
+    #[error("manifest is not in canonical encoding (trailing or non-minimal bytes)")]
+    NotCanonical,
+    #[error("manifest lists no chunks")]
+    NoChunks,
+    #[error(
+        "manifest claims {snapshot_bytes} snapshot bytes in {chunks} chunks, more than chunks of at most \
+         {MAX_CHUNK_BYTES} bytes can hold"
+    )]
+    SizeBeyondChunks { snapshot_bytes: u64, chunks: usize },
+    #[error("manifest ships a plugin of {bytes} bytes; a shipped plugin is 1 to {MAX_UPLOADED_PLUGIN_BYTES} bytes")]
+    ShippedPluginSize { bytes: u64 },
+    #[error("manifest ships a plugin in {plugin_chunks} chunks but lists no state chunks after it")]
+    NoStateChunks { plugin_chunks: u32 },
 }
 
 #[cfg(test)]
@@ -170,17 +188,17 @@ mod tests {
         assert_eq!(Manifest::decode(&bytes).unwrap(), m);
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert!(Manifest::decode(&trailing)
-            .unwrap_err()
-            .to_string()
-            .contains("canonical"));
-        assert!(Manifest::decode(&bytes[..bytes.len() - 3]).is_err());
+        assert_eq!(Manifest::decode(&trailing), Err(ManifestError::NotCanonical));
+        assert!(matches!(
+            Manifest::decode(&bytes[..bytes.len() - 3]),
+            Err(ManifestError::Malformed(_))
+        ));
         let mut v1 = m.clone();
         v1.version = 1;
-        assert!(Manifest::decode(&v1.encode())
-            .unwrap_err()
-            .to_string()
-            .contains("version 1"));
+        assert_eq!(
+            Manifest::decode(&v1.encode()),
+            Err(ManifestError::Version { version: 1 })
+        );
         assert_ne!(m.hash(), v1.hash());
     }
 
@@ -190,7 +208,18 @@ mod tests {
         m.snapshot_bytes = 2 * MAX_CHUNK_BYTES as u64;
         assert!(Manifest::decode(&m.encode()).is_ok());
         m.snapshot_bytes += 1;
-        let e = Manifest::decode(&m.encode()).unwrap_err().to_string();
-        assert!(e.contains("more than chunks of at most 16000000 bytes can hold"), "{e}");
+        let e = Manifest::decode(&m.encode()).unwrap_err();
+        assert_eq!(
+            e,
+            ManifestError::SizeBeyondChunks {
+                snapshot_bytes: m.snapshot_bytes,
+                chunks: 2
+            }
+        );
+        assert!(
+            e.to_string()
+                .contains("more than chunks of at most 16000000 bytes can hold"),
+            "{e}"
+        );
     }
 }

@@ -10,8 +10,8 @@ use anyhow::bail;
 use sha2::{Digest, Sha256};
 
 use super::frame;
-use super::layout::SnapshotDir;
 use super::manifest::Manifest;
+use super::snapshot_dir::SnapshotDir;
 
 /// The result of a successful [`verify`].
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use super::home::{detect, ensure_vacant};
-use super::root::RootBuilder;
+use super::root::{state_root_of, RootBuilder};
 use super::{HomeStore, StateRoot, StateStore, StoreKind};
 
 /// Entries written per write batch (one LMDB transaction / one HDF5 pass).
@@ -109,14 +109,7 @@ fn copy_and_check(
     let want = root.finish();
     // The result, read back from disk, must hash to the same root.
     let written = HomeStore::open_read_only(to)?;
-    let mut check = RootBuilder::new();
-    let mut n = 0u64;
-    for e in written.entries()? {
-        let e = e?;
-        check.push(&e.key, &e.stored)?;
-        n += 1;
-    }
-    let got = check.finish();
+    let (got, n) = state_root_of(&written, || {})?;
     if got != want || n != entries {
         bail!(
             "the converted home {} does not match its source: root {} with {n} entries, expected {} with {entries}",

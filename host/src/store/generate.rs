@@ -3,7 +3,7 @@
 //! Deterministic for a seed: currency balances and account nonces, token
 //! contracts with balances, approvals and metadata, a DAO contract with nested
 //! proposal records, masternode votes, and `__latest_block.*` run-state keys.
-//! Values use every stored form of xian-compat.md §2 except `__delta__`.
+//! Values use every stored form of docs/XIAN.md §2 except `__delta__`.
 
 use sha2::{Digest, Sha256};
 

@@ -1,8 +1,8 @@
 //! One `--home` for both of Xian's layouts: which store a directory holds,
 //! and a [`StateStore`] over whichever it is.
 //!
-//! * `DIR/lmdb/data.mdb`: an LMDB home (Xian's current nodes, §6);
-//! * `DIR/contract_state/` or `DIR/run_state/`: an HDF5 home (§1);
+//! * `DIR/lmdb/data.mdb`: an LMDB home (Xian's current nodes, docs/XIAN.md §6);
+//! * `DIR/contract_state/` or `DIR/run_state/`: an HDF5 home (docs/XIAN.md §1);
 //! * neither, or both, is an error that says what was found.
 //!
 //! New homes take a [`StoreKind`]; the default is LMDB, Xian's current layout.
@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use super::keys::DIRS;
+use super::key_layout::DIRS;
 use super::xian_lmdb::{is_lmdb_home, LMDB_DIR};
 use super::{Entry, StateStore, XianHdf5Store, XianLmdbStore};
 

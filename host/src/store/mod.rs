@@ -3,7 +3,7 @@
 pub mod convert;
 pub mod generate;
 pub mod home;
-pub mod keys;
+pub mod key_layout;
 pub mod memory;
 pub mod prng;
 pub mod range_proof;
@@ -18,7 +18,7 @@ pub use root::{is_consensus_key, RootBuilder, StateRoot};
 pub use xian_hdf5::XianHdf5Store;
 pub use xian_lmdb::XianLmdbStore;
 
-/// One state entry: a UTF-8 key and its stored JSON text (xian-compat.md §2).
+/// One state entry: a UTF-8 key and its stored JSON text (docs/XIAN.md §2).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Entry {
     pub key: String,

@@ -61,8 +61,13 @@ pub enum ProofError {
     Count { claimed: u64, have: u64 },
     #[error("the range proof's node {0} is placed above its predecessor or below the prefix's spine: no merge has it")]
     Misplaced(usize),
-    #[error("the entries received so far and the range proof give state root {got}, not the trusted {trusted}: the entries are not the trusted state's")]
-    Root { got: String, trusted: String },
+    #[error(
+        "the entries received so far and the range proof give state root {}, not the trusted {}: the entries are \
+         not the trusted state's",
+        hex::encode(got),
+        hex::encode(trusted)
+    )]
+    Root { got: [u8; 32], trusted: [u8; 32] },
 }
 
 impl RangeProof {
@@ -136,10 +141,7 @@ impl RangeProof {
         }
         let got = prefix.root_with_suffix(&self.suffix);
         if &got != trusted {
-            return Err(ProofError::Root {
-                got: hex::encode(got),
-                trusted: hex::encode(trusted),
-            });
+            return Err(ProofError::Root { got, trusted: *trusted });
         }
         Ok(())
     }

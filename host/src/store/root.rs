@@ -1,4 +1,4 @@
-//! The `xian-state-root-v2` state root (xian-compat.md §3), which is the app
+//! The `xian-state-root-v2` state root (docs/XIAN.md §3), which is the app
 //! hash.
 //!
 //! The root is the hash of the unique treap over the consensus keys: a binary
@@ -227,6 +227,20 @@ impl RootBuilder {
         }
         right
     }
+}
+
+/// The state root of a whole store, read in key order, and its entry count;
+/// `progress` is told each entry read.
+pub fn state_root_of(store: &dyn super::StateStore, mut progress: impl FnMut()) -> anyhow::Result<(StateRoot, u64)> {
+    let mut root = RootBuilder::new();
+    let mut entries = 0u64;
+    for e in store.entries()? {
+        let e = e?;
+        root.push(&e.key, &e.stored)?;
+        entries += 1;
+        progress();
+    }
+    Ok((root.finish(), entries))
 }
 
 /// The root over entries in any order (sorts a copy): for tests and small states.

@@ -1,5 +1,5 @@
 //! A persistent Merkle treap over the consensus keys: the `xian-state-root-v2`
-//! tree (xian-compat.md §3) kept in memory, so that the app hash after a block
+//! tree (docs/XIAN.md §3) kept in memory, so that the app hash after a block
 //! costs what the block wrote, not what the state holds.
 //!
 //! * **Same tree as [`RootBuilder`](super::root::RootBuilder).** The treap over

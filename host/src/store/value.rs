@@ -1,4 +1,4 @@
-//! Stored values (xian-compat.md §2) and their canonical bytes (§3.2), which
+//! Stored values (docs/XIAN.md §2) and their canonical bytes (§3.2), which
 //! are what the state root hashes.
 //!
 //! Xian hashes `encode_abci_json(decode(stored))`: Python's `json.loads` with
@@ -112,7 +112,7 @@ pub fn is_null(stored: &str) -> bool {
     stored.trim_matches([' ', '\t', '\n', '\r']) == "null"
 }
 
-/// Canonical value bytes (xian-compat §3.2) of a stored JSON text; `Ok(None)`
+/// Canonical value bytes (docs/XIAN.md §3.2) of a stored JSON text; `Ok(None)`
 /// when the value is JSON null (such keys are left out of the root).
 pub fn canonical_bytes(stored: &str) -> Result<Option<Vec<u8>>, ValueError> {
     let mut p = Parser {

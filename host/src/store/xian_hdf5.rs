@@ -1,12 +1,12 @@
-//! Xian's HDF5 state home (xian-compat.md §1) as a [`StateStore`].
+//! Xian's HDF5 state home (docs/XIAN.md §1) as a [`StateStore`].
 //!
-//! Where keys live and how unexpressible keys are escaped: [`super::keys`].
+//! Where keys live and how unexpressible keys are escaped: [`super::key_layout`].
 //! `value` is written as a variable-length UTF-8 string attribute, as h5py
 //! writes a Python `str`; reading also accepts variable-length ASCII and the
-//! fixed-length byte strings (`S<n>`) older Xian versions wrote. `block` is a
-//! signed 64-bit integer, as h5py writes a Python `int`.
+//! fixed-length byte strings (`S<n>`) older Xian versions wrote. Xian's
+//! `block` attribute is neither read nor written (docs/XIAN.md §1.2).
 //!
-//! Speed (design.md §7): the file being written stays open together with the
+//! Speed (docs/BENCHMARKS.md §6, §7): the file being written stays open together with the
 //! groups of the last key written, so sorted batches reuse them; files read
 //! by `get` stay open; new files use the 1.8 file format (as compact as the
 //! latest, without its crash-sensitive open-for-write flag); per-key work
@@ -42,7 +42,7 @@ use hdf5_sys::h5t::{
     H5Tset_cset, H5Tset_size, H5T_C_S1, H5T_VARIABLE,
 };
 
-use super::keys::{key_path, KeyPath, DIRS};
+use super::key_layout::{key_path, KeyPath, DIRS};
 use super::{Entry, StateStore};
 
 mod spill;

@@ -1,4 +1,4 @@
-//! Xian's current LMDB state home (xian-compat.md §6) as a [`StateStore`].
+//! Xian's current LMDB state home (docs/XIAN.md §6) as a [`StateStore`].
 //!
 //! The layout is Xian's exactly: one environment in `<home>/lmdb/`
 //! (`data.mdb`, `lock.mdb`), the unnamed database, key = the state key's

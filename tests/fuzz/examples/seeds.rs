@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use statesnap::chain::keys;
-use statesnap::chain::tx::{Action, HashProposal, Op, Proposal, Tx, TxBody, Upload};
+use statesnap::protocol::account_key;
+use statesnap::protocol::tx::{Action, HashProposal, Op, Proposal, Tx, TxBody, Upload};
 use statesnap::snapshot::{Manifest, PluginRef, MANIFEST_VERSION};
 use statesnap_plugin_sdk::{sample, Format, FormatWriter};
 
@@ -62,7 +62,7 @@ fn main() {
     };
     put("manifest", "one-chunk", &one_chunk.encode());
 
-    let key = keys::derive(7, 0);
+    let key = account_key::derive(7, 0);
     let account = key.verifying_key().to_bytes();
     let body = |nonce, action| TxBody {
         chain_id: "fuzz-chain".into(),

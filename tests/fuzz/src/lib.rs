@@ -16,7 +16,7 @@
 //!   reader (natively: the same code the wasm plugin runs) on arbitrary
 //!   chunks.
 
-use statesnap::chain::tx::{decode_and_verify, Action};
+use statesnap::protocol::tx::{decode_and_verify, Action};
 use statesnap::snapshot::Manifest;
 use statesnap::store::range_proof::{RangeProof, RangeProver};
 use statesnap::store::root::{leaf_hash, RootBuilder};

@@ -8,7 +8,7 @@
 //! separator, so sorting the items bytewise and expanding them in order
 //! yields ascending keys (`x` < `x0` < `x0:…` < `x:…`).
 //!
-//! Speed on every HDF5 file format (design.md §7):
+//! Speed on every HDF5 file format (docs/BENCHMARKS.md §7):
 //!
 //! * A group's items are produced in batches of at most `batch` items: each
 //!   batch is one native-order pass over the group's links (`H5Literate`,
@@ -43,7 +43,7 @@ use hdf5_sys::h5p::H5P_DEFAULT;
 
 use super::spill::{Runs, Sorted};
 use super::{check, h5sync, open_read, path_or_root, read_value, Id};
-use crate::store::keys::{decode_file, decode_group, is_run_state, DIRS};
+use crate::store::key_layout::{decode_file, decode_group, is_run_state, DIRS};
 use crate::store::Entry;
 
 /// Items per batch: two per child, each about 150 bytes, so a frame holds

@@ -10,7 +10,7 @@ use crate::store::value::is_null;
 use crate::store::{Entry, StateStore};
 
 /// A read-only view of `inner` with its last consensus entry's value altered.
-pub(crate) struct ForgedState<'a>(pub &'a dyn StateStore);
+pub(super) struct ForgedState<'a>(pub &'a dyn StateStore);
 
 impl StateStore for ForgedState<'_> {
     fn get(&self, key: &str) -> anyhow::Result<Option<String>> {

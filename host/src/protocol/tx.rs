@@ -58,7 +58,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{keys::key_path, value::canonical_bytes};
+use crate::store::{key_layout::key_path, value::canonical_bytes};
 
 /// Prefix of the signed message: binds a signature to this format and version.
 pub const SIGN_DOMAIN: &[u8] = b"statesnap-tx-v1:";
@@ -80,7 +80,7 @@ pub const MAX_UPLOADED_PLUGIN_BYTES: u64 = 32 << 20;
 /// default limits, as base64 in JSON (1,000,000 bytes).
 pub const MAX_UPLOAD_PIECE_BYTES: u32 = 512 * 1024;
 /// Upload pieces are a multiple of this (how state stores plugin code).
-pub const UPLOAD_PIECE_UNIT: u32 = super::registry::PIECE_BYTES as u32;
+pub const UPLOAD_PIECE_UNIT: u32 = super::gov_records::PIECE_BYTES as u32;
 /// Most pieces a plugin approved by hash may be cut into.
 pub const MAX_UPLOAD_PIECES: usize = 256;
 /// Longest activation delay or voting period, in blocks.

@@ -1,5 +1,5 @@
-//! Where a state key lives in Xian's HDF5 layout (xian-compat.md §1), and the
-//! escaping rule for keys the layout cannot express as-is.
+//! Where a state key lives in Xian's HDF5 layout (docs/XIAN.md §1), and the
+//! escaping rule for keys the layout cannot express as-is (§1.5).
 //!
 //! A key `<file>.<variable>` is split at its first `.`. The file is
 //! `run_state/<file>` when its name starts with `__`, else

@@ -18,7 +18,6 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use indicatif::ProgressBar;
 
-use super::forged_state::ForgedState;
 use super::formats::{FormatPlanner, Producer};
 use super::metrics::Metrics;
 use super::view::StateView;
@@ -48,107 +47,72 @@ pub(crate) struct SnapshotService {
     metrics: Arc<Metrics>,
     busy: Arc<AtomicBool>,
     worker: Mutex<Option<JoinHandle<()>>>,
-    /// Test only: serve every chunk with a byte flipped.
-    corrupt_chunks: bool,
-    /// Test only: advertise forged approvals.
-    forge: bool,
-    /// Test only: the job of this height panics mid-way.
-    panic_at: Option<u64>,
-    /// Test only: snapshots are of a forged state (see `forge_states`).
-    forge_states: bool,
+    #[cfg(feature = "test-hooks")]
+    hooks: super::TestHooks,
 }
 
-/// Format numbers a forging node advertises a "proof for another format" under.
-const FORGED_FORMAT_OFFSET: u32 = 1000;
+/// How a node takes its snapshots (from its `config.toml`).
+pub(crate) struct SnapshotSettings {
+    /// Where the snapshots go.
+    pub dir: PathBuf,
+    /// Every this many blocks (0: never).
+    pub interval: u64,
+    /// How many of the newest heights are kept.
+    pub keep_recent: u32,
+    /// The configured plugin, and its parameters (resolved against the
+    /// plugin's defaults at start, so a bad parameter fails then).
+    pub plugin: Option<Arc<Plugin>>,
+    pub params: Vec<(String, String)>,
+    /// Blocks during which a newly approved format is made beside the old one.
+    pub format_overlap: u64,
+}
 
 impl SnapshotService {
-    /// A service writing into `dir` with the configured `plugin` (its
-    /// parameters resolved against the plugin's defaults now, so a bad
-    /// parameter fails at start) and the formats governance approves.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        dir: &Path,
-        interval: u64,
-        keep_recent: u32,
-        plugin: Option<Arc<Plugin>>,
-        params: &[(String, String)],
-        engine: PluginEngine,
-        overlap: u64,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        remove_unfinished(dir)?;
+    /// A service taking snapshots as `settings` say, with the configured
+    /// plugin and the formats governance approves.
+    pub(crate) fn new(settings: SnapshotSettings, engine: PluginEngine, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let SnapshotSettings {
+            dir,
+            interval,
+            keep_recent,
+            plugin,
+            params,
+            format_overlap,
+        } = settings;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        remove_unfinished(&dir)?;
         let configured = match plugin {
             Some(plugin) => {
                 let params = plugin
-                    .resolve_params(params)
+                    .resolve_params(&params)
                     .with_context(|| format!("snapshot_params for plugin {}", plugin.label()))?;
                 Some((plugin, params))
             }
             None => None,
         };
         Ok(SnapshotService {
-            dir: dir.to_path_buf(),
+            dir,
             interval,
             keep_recent: keep_recent.max(1),
             planner: Arc::new(FormatPlanner {
                 configured,
                 engine,
-                overlap,
+                overlap: format_overlap,
                 interval,
                 metrics: metrics.clone(),
             }),
             metrics,
             busy: Arc::default(),
             worker: Mutex::default(),
-            corrupt_chunks: false,
-            forge: false,
-            panic_at: None,
-            forge_states: false,
+            #[cfg(feature = "test-hooks")]
+            hooks: super::TestHooks::default(),
         })
     }
 
-    /// Test only: serve corrupted chunks (to test that peers reject this node).
-    pub(crate) fn corrupt_served_chunks(&mut self) {
-        self.corrupt_chunks = true;
-    }
-
-    /// Test only: advertise each self-describing snapshot with a forged
-    /// approval, by height in turn: a proof of a record the state does not
-    /// hold, the proof offered for another format number, and a chunk 0
-    /// that is not the approved plugin. Peers must refuse all three.
-    pub(crate) fn forge_approvals(&mut self) {
-        self.forge = true;
-    }
-
-    /// Test only: every snapshot is made of the real state with its last
-    /// consensus value altered, and its manifest claims the real app hash:
-    /// chunk hashes and manifest agree, and every chunk but the last holds
-    /// genuine entries. A restoring peer must refuse it at chunk 0.
-    pub(crate) fn forge_states(&mut self) {
-        self.forge_states = true;
-    }
-
-    /// Test only: the job of `height` panics in its encoder thread after
-    /// writing its first chunks (see [`Job::supervised`]).
-    pub(crate) fn panic_at(&mut self, height: u64) {
-        self.panic_at = Some(height);
-    }
-
-    fn forged(&self, mut m: Manifest) -> Manifest {
-        let Some(approval) = m.approval.as_mut() else {
-            return m;
-        };
-        match (m.height / self.interval.max(1)) % 3 {
-            0 => {
-                approval.stored = approval
-                    .stored
-                    .replacen("\"activation_height\":", "\"activation_height\":1", 1)
-            }
-            1 => m.format += FORGED_FORMAT_OFFSET,
-            _ => m.chunks[0][0] ^= 0xff,
-        }
-        m
+    /// Test only: the faults this node's snapshots commit.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn set_hooks(&mut self, hooks: super::TestHooks) {
+        self.hooks = hooks;
     }
 
     /// Whether a snapshot is due after committing `height`.
@@ -170,8 +134,8 @@ impl SnapshotService {
             keep_recent: self.keep_recent,
             planner: self.planner.clone(),
             metrics: self.metrics.clone(),
-            panic: self.panic_at == Some(view.height),
-            forge_state: self.forge_states,
+            #[cfg(feature = "test-hooks")]
+            hooks: self.hooks,
         };
         let idle = Idle(self.busy.clone());
         let handle = std::thread::Builder::new()
@@ -203,10 +167,13 @@ impl SnapshotService {
     pub(crate) fn list(&self) -> anyhow::Result<Vec<Advertised>> {
         let mut out = Vec::new();
         for snap in list_snapshots(&self.dir)?.into_iter().take(MAX_ADVERTISED) {
+            #[allow(unused_mut)]
             let mut metadata = snap.manifest_bytes()?;
+            #[allow(unused_mut)]
             let mut manifest = Manifest::decode(&metadata).with_context(|| format!("in {}", snap.path().display()))?;
-            if self.forge {
-                manifest = self.forged(manifest);
+            #[cfg(feature = "test-hooks")]
+            if self.hooks.forge_approvals {
+                manifest = super::test_hooks::forge_approval(manifest, self.interval);
                 metadata = manifest.encode();
             }
             out.push(Advertised {
@@ -223,8 +190,9 @@ impl SnapshotService {
     /// Chunk `index` of snapshot (`height`, `format`); empty when there is
     /// no such snapshot or chunk (CometBFT's convention, not an error).
     pub(crate) fn load_chunk(&self, height: u64, format: u32, index: u32) -> Vec<u8> {
-        let format = if self.forge && format > FORGED_FORMAT_OFFSET {
-            format - FORGED_FORMAT_OFFSET
+        #[cfg(feature = "test-hooks")]
+        let format = if self.hooks.forge_approvals {
+            super::test_hooks::served_format(format)
         } else {
             format
         };
@@ -233,10 +201,12 @@ impl SnapshotService {
             return Vec::new();
         };
         match snap.read_chunk(index, MAX_CHUNK_BYTES as u64) {
+            #[allow(unused_mut)]
             Ok(mut chunk) => {
                 self.metrics.chunks_served.inc();
-                if self.corrupt_chunks && !chunk.is_empty() {
-                    chunk[0] ^= 0xff;
+                #[cfg(feature = "test-hooks")]
+                if self.hooks.corrupt_chunks {
+                    super::test_hooks::corrupt(&mut chunk);
                 }
                 chunk
             }
@@ -263,10 +233,8 @@ struct Job {
     keep_recent: u32,
     planner: Arc<FormatPlanner>,
     metrics: Arc<Metrics>,
-    /// Test only: panic mid-way.
-    panic: bool,
-    /// Test only: snapshot a forged state under the real app hash.
-    forge_state: bool,
+    #[cfg(feature = "test-hooks")]
+    hooks: super::TestHooks,
 }
 
 impl Job {
@@ -352,17 +320,22 @@ impl Job {
             name: d.name.clone(),
             version: d.version.clone(),
         };
+        #[allow(unused_mut)]
         let mut codec = snapshot::Codec::plugin(&producer.plugin, &producer.params)?;
-        if self.panic {
-            codec.encoder = Box::new(PanicsMidway {
-                inner: codec.encoder,
-                writes: 0,
-            });
-        }
         let mut opts = CreateOptions::new(chain_id, view.height, producer.params.clone());
         opts.ship = producer.ship.clone();
-        if self.forge_state {
-            return self.create_forged(view, codec, plugin, d.format, &opts);
+        #[cfg(feature = "test-hooks")]
+        {
+            use super::test_hooks::{create_forged, PanicsMidway};
+            if self.hooks.panic_snapshot_at == Some(view.height) {
+                codec.encoder = Box::new(PanicsMidway {
+                    inner: codec.encoder,
+                    writes: 0,
+                });
+            }
+            if self.hooks.forge_states {
+                return create_forged(&self.dir, view, codec, plugin, d.format, &opts);
+            }
         }
         let report = snapshot::create(view, codec, plugin, d.format, &opts, &self.dir, &ProgressBar::hidden())?;
         if report.manifest.app_hash != view.app_hash {
@@ -374,41 +347,6 @@ impl Job {
                 view.height
             );
         }
-        Ok(report)
-    }
-
-    /// Test only: a snapshot of [`ForgedState`] whose manifest claims the
-    /// view's real app hash. Made in a scratch directory (removed at start
-    /// like any unfinished snapshot) and renamed into place with its
-    /// manifest already rewritten, so the real root is never advertised.
-    fn create_forged(
-        &self,
-        view: &StateView,
-        codec: snapshot::Codec,
-        plugin: PluginRef,
-        format: u32,
-        opts: &CreateOptions,
-    ) -> anyhow::Result<snapshot::CreateReport> {
-        let scratch = self
-            .dir
-            .join(format!("{}forge-{}", snapshot::TMP_PREFIX, std::process::id()));
-        let _ = std::fs::remove_dir_all(&scratch);
-        let forged = ForgedState(view);
-        let mut report = snapshot::create(&forged, codec, plugin, format, opts, &scratch, &ProgressBar::hidden())?;
-        report.manifest.app_hash = view.app_hash;
-        let bytes = report.manifest.encode();
-        crate::durable::write_synced(&snapshot::manifest_path(&report.dir), &bytes)?;
-        let dest = self
-            .dir
-            .join(report.dir.file_name().expect("a snapshot directory name"));
-        std::fs::rename(&report.dir, &dest).with_context(|| format!("moving {} into place", dest.display()))?;
-        let _ = std::fs::remove_dir_all(&scratch);
-        tracing::warn!(
-            height = view.height,
-            "TEST MODE: made a forged snapshot claiming the real app hash"
-        );
-        report.hash = report.manifest.hash();
-        report.dir = dest;
         Ok(report)
     }
 
@@ -452,24 +390,4 @@ fn remove_unfinished_where(dir: &Path, mine: impl Fn(&str) -> bool) -> anyhow::R
         }
     }
     Ok(())
-}
-
-/// Test only: an encoder that panics at its third batch, once chunks are on
-/// disk (a bug in the encoding pipeline, as the supervisor sees it).
-struct PanicsMidway {
-    inner: Box<dyn snapshot::ChunkEncoder>,
-    writes: u32,
-}
-
-impl snapshot::ChunkEncoder for PanicsMidway {
-    fn write(&mut self, batch: &[u8]) -> Result<Vec<Vec<u8>>, crate::plugin::PluginError> {
-        self.writes += 1;
-        if self.writes == 3 {
-            panic!("test hook: the snapshot encoder panics mid-way");
-        }
-        self.inner.write(batch)
-    }
-    fn finish(&mut self) -> Result<Vec<Vec<u8>>, crate::plugin::PluginError> {
-        self.inner.finish()
-    }
 }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Checks that the release binary a validator runs carries none of the test
+# hooks (feature `test-hooks`): no hidden `--test-*` flag on `statesnap start`,
+# and none of the forging code's log lines or panics in the binary. Builds
+# target/release/statesnap with default features (the test command then
+# rebuilds it with the hooks for the tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet -p statesnap-cli
+bin=target/release/statesnap
+fail() { echo "check-release-build: $*" >&2; exit 1; }
+help=$("$bin" start --help)
+if grep -q -- '--test-' <<<"$help"; then
+    fail "statesnap start --help lists a --test-* flag in a release build"
+fi
+refused=$("$bin" start --home /nonexistent --test-forge-states 2>&1 || true)
+if ! grep -q "unexpected argument '--test-forge-states'" <<<"$refused"; then
+    fail "a release build accepts --test-forge-states: $refused"
+fi
+# Strings only the test hooks have (node/test_hooks): their log lines and panic.
+for s in "TEST MODE" "test hook: the snapshot encoder panics" "activation_height\":1"; do
+    if grep -qaF "$s" "$bin"; then
+        fail "the release binary contains \"$s\" from the test hooks"
+    fi
+done
+echo "check-release-build: $bin has no test hooks (no --test-* flag, no forging code)"
