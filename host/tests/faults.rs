@@ -21,25 +21,10 @@ on_both_stores!(a_snapshot_job_that_panics_leaves_nothing_and_the_next_runs);
 fn a_snapshot_job_that_panics_leaves_nothing_and_the_next_runs(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
     let genesis = genesis_home(tmp.path(), 20_000);
-    let unfinished = |home: &Path| -> Vec<String> {
-        std::fs::read_dir(home.join("snapshots"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .filter(|n| n.starts_with(".tmp-"))
-            .collect()
-    };
     let run = |home: &Path, config: NodeConfig, hooks: TestHooks, blocks: u64| -> (Vec<u64>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let node = Node::open_with_hooks(home, config, common::registry(), metrics.clone(), hooks).unwrap();
-        node.init_chain(CHAIN, 1, &app_state(&genesis), &[([9; 32], 10)])
-            .unwrap();
-        for h in 1..=blocks {
-            block(&node, h, &[]);
-            // One job at a time, so no height is skipped for being busy.
-            node.wait_for_snapshots();
-        }
-        let heights = node.list_snapshots().iter().map(|s| s.height).collect();
-        (heights, metrics)
+        (run_empty_blocks(&node, &genesis, blocks), metrics)
     };
 
     // The job of height 2 panics in its encoder after writing chunks.
@@ -55,7 +40,11 @@ fn a_snapshot_job_that_panics_leaves_nothing_and_the_next_runs(kind: StoreKind) 
     assert_eq!(metrics.snapshot_jobs_panicked.get(), 1, "{kind}");
     assert_eq!(metrics.snapshots_failed.get(), 1, "{kind}");
     assert_eq!(metrics.snapshots_created.get(), 2, "{kind}");
-    assert!(unfinished(&home).is_empty(), "{kind}: {:?}", unfinished(&home));
+    assert!(
+        unfinished_snapshots(&home).is_empty(),
+        "{kind}: {:?}",
+        unfinished_snapshots(&home)
+    );
 }
 
 /// A validator that forges (its snapshots hold another state, one value

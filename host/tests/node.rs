@@ -508,25 +508,10 @@ fn a_clean_stop_saves_the_index_for_a_fast_start(kind: StoreKind) {
 fn a_snapshot_job_whose_plugin_traps_leaves_nothing_and_the_next_runs(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
     let genesis = genesis_home(tmp.path(), 20_000);
-    let unfinished = |home: &Path| -> Vec<String> {
-        std::fs::read_dir(home.join("snapshots"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .filter(|n| n.starts_with(".tmp-"))
-            .collect()
-    };
     let run = |home: &Path, config: NodeConfig, blocks: u64| -> (Vec<u64>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let node = Node::open(home, config, common::registry(), metrics.clone()).unwrap();
-        node.init_chain(CHAIN, 1, &app_state(&genesis), &[([9; 32], 10)])
-            .unwrap();
-        for h in 1..=blocks {
-            block(&node, h, &[]);
-            // One job at a time, so no height is skipped for being busy.
-            node.wait_for_snapshots();
-        }
-        let heights = node.list_snapshots().iter().map(|s| s.height).collect();
-        (heights, metrics)
+        (run_empty_blocks(&node, &genesis, blocks), metrics)
     };
 
     // A plugin that traps in every write: every interval tries, fails
@@ -547,5 +532,9 @@ fn a_snapshot_job_whose_plugin_traps_leaves_nothing_and_the_next_runs(kind: Stor
         0,
         "{kind}: a trap is an error, not a panic"
     );
-    assert!(unfinished(&home).is_empty(), "{kind}: {:?}", unfinished(&home));
+    assert!(
+        unfinished_snapshots(&home).is_empty(),
+        "{kind}: {:?}",
+        unfinished_snapshots(&home)
+    );
 }

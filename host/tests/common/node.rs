@@ -126,3 +126,25 @@ pub fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
     assert!(files.len() > 2, "{}: {} files", dir.display(), files.len());
     files
 }
+
+/// The unfinished snapshot directories in a node home's `snapshots/`.
+pub fn unfinished_snapshots(home: &Path) -> Vec<String> {
+    std::fs::read_dir(home.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect()
+}
+
+/// Starts `node` from `genesis` and runs `blocks` empty blocks, waiting for
+/// each snapshot job (one at a time, so no height is skipped for being
+/// busy); the heights of the snapshots it then lists.
+pub fn run_empty_blocks(node: &Node, genesis: &Path, blocks: u64) -> Vec<u64> {
+    node.init_chain(CHAIN, 1, &app_state(genesis), &[([9; 32], 10)])
+        .unwrap();
+    for h in 1..=blocks {
+        block(node, h, &[]);
+        node.wait_for_snapshots();
+    }
+    node.list_snapshots().iter().map(|s| s.height).collect()
+}
