@@ -143,14 +143,14 @@ def entry(r: random.Random, seed: int, i: int, tokens: int):
 
 
 def encode_group(seg: str) -> str:
-    """host/src/store/keys.rs's escape for a segment the layout cannot hold (never hit here)."""
+    """host/src/store/key_layout.rs's escape for a segment the layout cannot hold (never hit here)."""
     if seg in ("", ".", "..") or "/" in seg:
         return ":" + seg.replace("/", ":")
     return seg
 
 
 def encode_file(name: str) -> str:
-    """host/src/store/keys.rs's escape for a file name the layout cannot hold."""
+    """host/src/store/key_layout.rs's escape for a file name the layout cannot hold."""
     if name == "" or "/" in name:
         return "%." + name.replace("/", ".")
     return name
