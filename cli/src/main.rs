@@ -1,4 +1,5 @@
-//! The `statesnap` command line.
+//! The `statesnap` binary's entry point: it runs the parsed command and turns
+//! an error into a message and a failing exit status.
 
 use std::process::ExitCode;
 

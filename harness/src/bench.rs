@@ -1,4 +1,6 @@
-//! `statesnap bench` and `statesnap demo`.
+//! The engine offline, measured and shown: `statesnap bench` (speed, size and
+//! memory against baselines) and `statesnap demo` (each built-in plugin's
+//! snapshot and restore).
 //!
 //! The bench runs each measured step as a child process of this same binary so
 //! every step's peak RSS is its own, and reports ratios against baselines

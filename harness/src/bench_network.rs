@@ -1,5 +1,5 @@
-//! `statesnap bench-network`: joining a live local network by state sync
-//! versus by block sync, and a state sync join taken apart.
+//! `statesnap bench-network`: measuring a new node's join of a live local
+//! network, by state sync against block sync, and taken apart into its steps.
 //!
 //! For each block count N it starts 3 validators (real CometBFT, loopback),
 //! builds the state through N blocks of load (as a real chain does: the

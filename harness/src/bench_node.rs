@@ -7,7 +7,7 @@
 //! with those of the blocks that run while a snapshot of the whole state is
 //! being built. It also reports what the state costs the node: time to load
 //! the genesis, time to restart after a crash (rebuilding the Merkle treap
-//! from the state) and after a clean stop (loading the saved index), and
+//! from the state) and after a clean stop (loading the saved treap), and
 //! peak RSS.
 
 use std::path::PathBuf;
@@ -159,7 +159,7 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
     drop(node);
 
     // A restart after a crash rebuilds the treap from the whole state; one
-    // after a clean stop loads the index the stop saved.
+    // after a clean stop loads the treap the stop saved.
     let reopen = || -> anyhow::Result<(Node, f64)> {
         let registry = registry()?;
         let started = Instant::now();

@@ -1,8 +1,11 @@
-//! `statesnap demo-network`, the main job: a local CometBFT network of three
-//! validators running statesnap, under load; the validators vote in a new
-//! snapshot format, which they adopt without restarting; then a brand-new
-//! node whose binary has no built-in plugins joins by state sync from a
-//! snapshot in that format and is shown to hold the validators' state.
+//! `statesnap demo-network`, the main job end to end: a local network adopts
+//! a new snapshot format by vote, and a node with no built-in plugins joins it
+//! by state sync in that format.
+//!
+//! Three CometBFT validators run statesnap under load; they vote the format
+//! in and adopt it without restarting; then a brand-new node whose binary has
+//! no built-in plugins joins by state sync from a snapshot in that format and
+//! is shown to hold the validators' state.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,12 +1,15 @@
-//! When no snapshot comes. CometBFT 0.38 has no fallback from state sync to
-//! block sync: with `discovery_time` set it keeps discovering forever when no
-//! peer offers a snapshot it can use (cometbft#3878), and with
-//! `discovery_time = "0s"` it logs "State sync failed" and idles. What does
-//! work: restart CometBFT with `[statesync] enable = false`. A state sync
-//! that never restored a snapshot stores nothing (CometBFT bootstraps its
-//! state only after a restore, and statesnap removes an unfinished staging
-//! home when it starts), so the restarted node replays from genesis by block
-//! sync, as any new node without state sync does.
+//! Falling back from state sync to block sync when no usable snapshot comes
+//! (`statesnap join-fallback`, `testnet join --block-sync-after`).
+//!
+//! CometBFT 0.38 has no such fallback: with `discovery_time` set it keeps
+//! discovering forever when no peer offers a snapshot it can use
+//! (cometbft#3878), and with `discovery_time = "0s"` it logs "State sync
+//! failed" and idles. What does work: restart CometBFT with
+//! `[statesync] enable = false`. A state sync that never restored a snapshot
+//! stores nothing (CometBFT bootstraps its state only after a restore, and
+//! statesnap removes an unfinished staging home when it starts), so the
+//! restarted node replays from genesis by block sync, as any new node without
+//! state sync does.
 //!
 //! [`watch`] decides when: the node has no block yet, and no restore has
 //! made progress (statesnap's `statesnap_restore_chunks_applied`) for the

@@ -1,8 +1,11 @@
-//! What statesnap is measured and shown with, kept out of the engine: the
-//! benchmarks (`bench`, `bench_node`, `bench_network`), the demos, local
-//! CometBFT test networks (`testnet`), the CometBFT RPC client (`rpc`), the
-//! transaction load generator (`load`) and progress bars. The `statesnap`
-//! binary (`cli/`) runs them.
+//! What statesnap is measured and shown with, kept out of the engine and run
+//! by the `statesnap` binary (`cli/`).
+//!
+//! It holds the benchmarks (`bench`, `bench_node`, `bench_network`), the
+//! demos (`bench`, `demo_network`), local CometBFT test networks (`testnet`,
+//! with `node_usage` and the block-sync `fallback`), the CometBFT RPC client
+//! (`rpc`), the transaction load generator (`load`) and progress bars
+//! (`progress`).
 
 pub mod bench;
 pub mod bench_network;

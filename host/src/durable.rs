@@ -36,8 +36,11 @@ pub(crate) fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .with_context(|| format!("{} contains a NUL byte", dir.display()))?;
+    // SAFETY: `statvfs` is a C struct of integers, for which all-zero bytes
+    // are a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string and `st` a valid out-pointer.
+    // SAFETY: `c` is a NUL-terminated string alive for the call and `st` a
+    // valid, writable `statvfs` for the call to fill in.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("reading the free space of {}", dir.display()));

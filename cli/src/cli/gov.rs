@@ -1,5 +1,5 @@
-//! `statesnap gov …`: propose a snapshot format plugin, vote for a proposal,
-//! and show governance's state, all through a node's CometBFT RPC.
+//! `statesnap gov …`: snapshot-format governance through a node's CometBFT RPC
+//! (propose a plugin, upload its pieces, vote, show where things stand).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

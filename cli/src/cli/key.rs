@@ -1,4 +1,4 @@
-//! `statesnap key …`
+//! `statesnap key …`: making account key files and showing whose they are.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
-//! Command-line parsing and dispatch. Each subcommand group lives in its own
-//! file and only turns arguments into library calls and results into output.
+//! The command line's arguments and the dispatch of each subcommand to its
+//! group's file, which only turns arguments into library calls and results
+//! into output.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
-//! `statesnap start`: run the node as CometBFT's ABCI application.
+//! Running a node: `statesnap start` (the ABCI application CometBFT drives)
+//! and `statesnap join-fallback` (block sync when no snapshot comes).
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! `statesnap plugin …`
+//! `statesnap plugin …`: the format plugins this binary knows, for operators
+//! and plugin authors (list, inspect, export, and the chain's conformance check).
 
 use std::path::PathBuf;
 

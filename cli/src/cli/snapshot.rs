@@ -1,4 +1,5 @@
-//! `statesnap snapshot …`
+//! `statesnap snapshot …`: a snapshot's life offline, from making it to
+//! restoring it (create, verify, inspect, restore).
 
 use std::path::PathBuf;
 

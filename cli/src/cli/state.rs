@@ -1,4 +1,5 @@
-//! `statesnap state …`
+//! `statesnap state …`: working with a state home offline (root, export,
+//! import, generate, copy, convert).
 //!
 //! Every `--home` may hold either of Xian's layouts (LMDB `lmdb/`, or HDF5
 //! `contract_state/` + `run_state/`): reading commands recognise it, commands

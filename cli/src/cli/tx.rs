@@ -1,4 +1,5 @@
-//! `statesnap tx …`: build, sign and broadcast state patches; generate load.
+//! `statesnap tx …`: sending signed state-patch transactions to a node, one
+//! patch or a steady load.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

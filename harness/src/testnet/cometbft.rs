@@ -1,6 +1,6 @@
-//! The `cometbft` binary: finding it, `cometbft init`, node ids, and the
-//! `config.toml` edits a loopback testnet needs (made with `toml_edit`, so
-//! CometBFT's comments stay).
+//! Preparing a testnet node's CometBFT: finding the `cometbft` binary,
+//! `cometbft init`, node ids, and the `config.toml` edits a loopback testnet
+//! needs (made with `toml_edit`, so CometBFT's comments stay).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

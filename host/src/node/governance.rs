@@ -1,6 +1,7 @@
-//! Governance of snapshot formats: what a `Propose` or `Vote` transaction
-//! does to the registry in state (`protocol::gov_records`), and the conformance
-//! check every node runs on a proposed plugin.
+//! Governance of snapshot formats: what each governance transaction
+//! (`Propose`, `Upload`, `Vote`) does to the registry in state
+//! (`protocol::gov_records`), including the conformance check of a proposed
+//! plugin.
 //!
 //! * Only validators may propose and vote: the signing account must have a
 //!   positive power under `statesnap.validators:<key>` in state, so the

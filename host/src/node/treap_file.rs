@@ -8,7 +8,7 @@
 //! everything before it. It is written and read as a stream (memory: the
 //! treap, not the file). It is used once: the node deletes it when it loads
 //! it, so a later change to the state (a crash, a restore, an operator's
-//! edit) can never be paired with a stale index. It is trusted only when its
+//! edit) can never be paired with a stale treap. It is trusted only when its
 //! height and app hash are the checkpoint's and the rebuilt treap's root is
 //! that app hash.
 
@@ -69,7 +69,7 @@ pub fn take(state: &Path, height: u64, app_hash: [u8; 32]) -> anyhow::Result<Opt
     match loaded {
         Ok(treap) => Ok(Some(treap)),
         Err(e) => {
-            tracing::warn!(file = %path.display(), "not using the saved index: {e:#}");
+            tracing::warn!(file = %path.display(), "not using the saved treap: {e:#}");
             Ok(None)
         }
     }
@@ -83,7 +83,7 @@ fn load(path: &Path, height: u64, app_hash: [u8; 32]) -> anyhow::Result<MerkleTr
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
     if &magic != MAGIC {
-        bail!("it is not a statesnap index (version 1)");
+        bail!("it is not a saved statesnap treap (version 1)");
     }
     let (saved_height, saved_hash) = (input.u64()?, input.hash32()?);
     if (saved_height, saved_hash) != (height, app_hash) {
@@ -193,7 +193,7 @@ mod tests {
 
         save(dir.path(), &t, 7).unwrap();
         assert!(take(dir.path(), 8, t.root_hash()).unwrap().is_none(), "another height");
-        assert!(!dir.path().join(FILE).exists(), "a stale index is removed too");
+        assert!(!dir.path().join(FILE).exists(), "a stale treap file is removed too");
 
         save(dir.path(), &t, 7).unwrap();
         let path = dir.path().join(FILE);

@@ -1,7 +1,8 @@
-//! `plugin check`: conformance for plugin authors. A plugin passes when it
-//! describes itself validly, round-trips a generated state exactly, gives
-//! byte-identical output every time (also when an instance is reused), and
-//! stays within the host's limits.
+//! The conformance check a format plugin must pass, as governance runs it on
+//! every proposed plugin and `statesnap plugin check` shows it. A plugin
+//! passes when it describes itself validly, round-trips a generated state
+//! exactly, gives byte-identical output every time (also when an instance is
+//! reused), and stays within the host's limits.
 
 use std::time::Instant;
 

@@ -1,5 +1,6 @@
-//! Format plugins: the wasmtime runtime that runs them under hard limits, and
-//! the registry that finds them.
+//! Everything the host does with a format plugin: finding it (`registry`),
+//! running it under hard limits in a sandbox (`runtime`, `sandbox`, `limits`)
+//! and checking its conformance (`check`).
 //!
 //! A plugin is a WebAssembly component exporting `statesnap:plugin/format`
 //! (see `wit/plugin.wit`). It is identified by the SHA-256 of its bytes and

@@ -1,6 +1,8 @@
-//! Account key files, in CometBFT's `priv_validator_key.json` format, so a
-//! validator can sign with its consensus key (governance votes) and the same
-//! tools read both:
+//! Account keys and their files, in CometBFT's `priv_validator_key.json`
+//! format, so a validator signs governance votes with its consensus key and
+//! the same tools read both.
+//!
+//! A key file:
 //!
 //! ```json
 //! {

@@ -1,5 +1,6 @@
-//! The chain's transactions: the signed state-patch format and its stateless
-//! checks, account key files, and the governance registry in state.
+//! What every node of the chain must read and write alike besides the state's
+//! layouts: signed state-patch transactions (`tx`), the account key files that
+//! sign them (`account_key`) and governance's records in state (`gov_records`).
 
 pub mod account_key;
 pub mod gov_records;

@@ -1,10 +1,11 @@
-//! Self-describing snapshots: a snapshot made with a governance-approved
-//! plugin ships that plugin's wasm as its first chunks (chunk 0, and more
-//! for a plugin over [`PLUGIN_PART_BYTES`]: the wasm cut into chunks of
-//! that size), and its manifest carries a
-//! Merkle membership proof that the state at the snapshot's height approves
-//! the plugin's SHA-256 for the snapshot's format (`statesnap.formats:<format>`
-//! in the registry, `protocol::gov_records`).
+//! Self-describing snapshots: a snapshot in a governance-approved format ships
+//! its plugin with a proof that the chain approved it.
+//!
+//! The plugin's wasm is the snapshot's first chunks (chunk 0, and more for a
+//! plugin over [`PLUGIN_PART_BYTES`]: the wasm cut into chunks of that size),
+//! and its manifest carries a Merkle membership proof that the state at the
+//! snapshot's height approves the plugin's SHA-256 for the snapshot's format
+//! (`statesnap.formats:<format>` in the registry, `protocol::gov_records`).
 //!
 //! A restoring node that lacks the plugin checks the proof against the app
 //! hash its light client trusts before it runs anything: only a plugin the

@@ -1,4 +1,5 @@
-//! State stores: where a node keeps its key/value state, and the state root over it.
+//! Xian's state: its two home layouts behind one [`StateStore`], its values,
+//! and the state root and proofs over it.
 
 pub mod convert;
 pub mod generate;

@@ -22,7 +22,7 @@
 //! [`RangeProver`] makes the proofs for chosen split points in one forward
 //! pass over the entries, with memory for the right spine and the proofs only.
 
-use super::root::{node_hash, priority, RootBuilder, StateRoot};
+use super::root::{priority, RootBuilder, Spine, StateRoot};
 
 /// One node of the suffix's left spine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,12 +147,8 @@ impl RangeProof {
     }
 }
 
-/// A node of the prover's right spine.
+/// What the prover keeps with each node of its right spine.
 struct ProverNode {
-    priority: [u8; 32],
-    leaf: [u8; 32],
-    /// The hash of its finished left subtree.
-    left: [u8; 32],
     /// Its 1-based position in the entries.
     ordinal: u64,
     /// Its slot in `RangeProver::suffix_nodes`, if it is on some split's spine.
@@ -183,12 +179,22 @@ struct Split {
 /// split at or after that entry. A node's right subtree is finished when it
 /// leaves the spine (or at the end), which fills in the hash it owes.
 /// Memory: the spine plus the proofs themselves.
-#[derive(Default)]
 pub struct RangeProver {
-    spine: Vec<ProverNode>,
+    spine: Spine<ProverNode>,
     pushed: u64,
     splits: Vec<Split>,
     suffix_nodes: Vec<OpenNode>,
+}
+
+impl Default for RangeProver {
+    fn default() -> Self {
+        RangeProver {
+            spine: Spine::new(),
+            pushed: 0,
+            splits: Vec::new(),
+            suffix_nodes: Vec::new(),
+        }
+    }
 }
 
 impl RangeProver {
@@ -200,15 +206,9 @@ impl RangeProver {
     pub fn push(&mut self, key: &[u8], leaf: [u8; 32]) {
         let prio = priority(key);
         self.pushed += 1;
-        let mut acc = super::root::empty_root();
-        while self.spine.last().is_some_and(|top| top.priority > prio) {
-            let top = self.spine.pop().expect("checked");
-            if let Some(slot) = top.slot {
-                self.suffix_nodes[slot].right = Some(acc);
-            }
-            acc = node_hash(&top.left, &top.leaf, &acc);
-        }
-        let below = self.spine.last().map_or(0, |n| n.ordinal);
+        // The node's suffix slot: it joins every split at or after the entry
+        // it will sit below.
+        let below = self.spine.parent(&prio).map_or(0, |n| n.data.ordinal);
         let mut slot = None;
         for split in self.splits.iter_mut().rev() {
             if split.entries < below {
@@ -224,13 +224,13 @@ impl RangeProver {
             });
             split.suffix.push(s);
         }
-        self.spine.push(ProverNode {
-            priority: prio,
-            leaf,
-            left: acc,
+        let node = ProverNode {
             ordinal: self.pushed,
             slot,
-        });
+        };
+        let suffix_nodes = &mut self.suffix_nodes;
+        self.spine
+            .push(prio, leaf, node, |node, right| fill_right(suffix_nodes, node, right));
     }
 
     /// Entries pushed so far.
@@ -242,20 +242,15 @@ impl RangeProver {
     pub fn split(&mut self) {
         self.splits.push(Split {
             entries: self.pushed,
-            prefix: self.spine.iter().map(|n| n.priority).collect(),
+            prefix: self.spine.nodes().iter().map(|n| n.priority).collect(),
             suffix: Vec::new(),
         });
     }
 
     /// The state root and each split's proof, in the order they were marked.
     pub fn finish(mut self) -> (StateRoot, Vec<RangeProof>) {
-        let mut acc = super::root::empty_root();
-        for top in self.spine.drain(..).rev() {
-            if let Some(slot) = top.slot {
-                self.suffix_nodes[slot].right = Some(acc);
-            }
-            acc = node_hash(&top.left, &top.leaf, &acc);
-        }
+        let suffix_nodes = &mut self.suffix_nodes;
+        let root = self.spine.finish(|node, right| fill_right(suffix_nodes, node, right));
         let nodes = &self.suffix_nodes;
         let proofs = self
             .splits
@@ -279,7 +274,15 @@ impl RangeProver {
                     .collect(),
             })
             .collect();
-        (acc, proofs)
+        (root, proofs)
+    }
+}
+
+/// A node leaving the spine: its right subtree's hash, now final, is what it
+/// owes the suffix spines it is on.
+fn fill_right(suffix_nodes: &mut [OpenNode], node: &ProverNode, right: &[u8; 32]) {
+    if let Some(slot) = node.slot {
+        suffix_nodes[slot].right = Some(*right);
     }
 }
 

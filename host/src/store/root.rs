@@ -76,29 +76,111 @@ pub enum RootError {
     },
 }
 
-/// A node on the right spine: its priority, leaf hash, and the hash of its
-/// finished left subtree. Its right child is the next node on the stack.
-struct SpineNode {
-    priority: [u8; 32],
-    leaf: [u8; 32],
-    left: [u8; 32],
+/// A node on the right spine: its priority, leaf hash, the hash of its
+/// finished left subtree, and what the spine's owner keeps with it. Its right
+/// child is the next node on the stack.
+pub(crate) struct SpineNode<T> {
+    pub(crate) priority: [u8; 32],
+    pub(crate) leaf: [u8; 32],
+    pub(crate) left: [u8; 32],
+    pub(crate) data: T,
+}
+
+/// The right spine of the treap over leaves pushed in ascending key order,
+/// top down, from which its root is folded: the one implementation of the
+/// stack that [`RootBuilder`] and [`RangeProver`](super::range_proof::RangeProver)
+/// keep. Subtrees that leave the spine never change again and are kept as
+/// their hash.
+pub(crate) struct Spine<T> {
+    nodes: Vec<SpineNode<T>>,
+    empty: [u8; 32],
+}
+
+impl<T> Spine<T> {
+    pub(crate) fn new() -> Self {
+        Spine {
+            nodes: Vec::new(),
+            empty: empty_root(),
+        }
+    }
+
+    /// How many nodes, from the top, stay on the spine when a leaf of
+    /// `priority` is pushed: those with a priority not larger than its
+    /// (priorities grow down the spine; on a tie the earlier, smaller key
+    /// stays above).
+    fn kept(&self, priority: &[u8; 32]) -> usize {
+        self.nodes
+            .iter()
+            .rposition(|n| n.priority <= *priority)
+            .map_or(0, |i| i + 1)
+    }
+
+    /// The node a leaf of `priority` would be pushed below: its parent, or
+    /// `None` when it would become the root.
+    pub(crate) fn parent(&self, priority: &[u8; 32]) -> Option<&SpineNode<T>> {
+        self.nodes[..self.kept(priority)].last()
+    }
+
+    /// Pushes the next leaf. Spine nodes with a larger priority go below it:
+    /// they become its left subtree, finished, and are folded into one hash.
+    /// Each node leaving the spine is shown to `finished`, bottom up, with
+    /// the hash of its right subtree, now final.
+    pub(crate) fn push(
+        &mut self,
+        priority: [u8; 32],
+        leaf: [u8; 32],
+        data: T,
+        mut finished: impl FnMut(&T, &[u8; 32]),
+    ) {
+        let keep = self.kept(&priority);
+        let mut left = self.empty;
+        for below in self.nodes.drain(keep..).rev() {
+            finished(&below.data, &left);
+            left = node_hash(&below.left, &below.leaf, &left);
+        }
+        self.nodes.push(SpineNode {
+            priority,
+            leaf,
+            left,
+            data,
+        });
+    }
+
+    /// The spine, top down.
+    pub(crate) fn nodes(&self) -> &[SpineNode<T>] {
+        &self.nodes
+    }
+
+    /// The hash of an empty subtree.
+    pub(crate) fn empty(&self) -> [u8; 32] {
+        self.empty
+    }
+
+    /// The root of the tree: the spine folded from the bottom, each node
+    /// shown to `finished` with the hash of its right subtree.
+    pub(crate) fn finish(self, mut finished: impl FnMut(&T, &[u8; 32])) -> StateRoot {
+        let mut right = self.empty;
+        for node in self.nodes.into_iter().rev() {
+            finished(&node.data, &right);
+            right = node_hash(&node.left, &node.leaf, &right);
+        }
+        right
+    }
 }
 
 /// Streams the state root over entries in strictly ascending key order.
 pub struct RootBuilder {
-    spine: Vec<SpineNode>,
+    spine: Spine<()>,
     previous: Option<String>,
     included: u64,
-    empty: [u8; 32],
 }
 
 impl Default for RootBuilder {
     fn default() -> Self {
         RootBuilder {
-            spine: Vec::new(),
+            spine: Spine::new(),
             previous: None,
             included: 0,
-            empty: empty_root(),
         }
     }
 }
@@ -174,14 +256,7 @@ impl RootBuilder {
     }
 
     fn insert_leaf(&mut self, priority: [u8; 32], leaf: [u8; 32]) {
-        // Spine nodes with a larger priority go below the new node: they become
-        // its left subtree, finished, and are folded into one hash.
-        let mut left = self.empty;
-        while self.spine.last().is_some_and(|top| top.priority > priority) {
-            let top = self.spine.pop().expect("checked");
-            left = node_hash(&top.left, &top.leaf, &left);
-        }
-        self.spine.push(SpineNode { priority, leaf, left });
+        self.spine.push(priority, leaf, (), |_, _| {});
         self.included += 1;
     }
 
@@ -192,7 +267,7 @@ impl RootBuilder {
 
     /// Nodes on the right spine of the tree fed so far.
     pub fn spine_len(&self) -> usize {
-        self.spine.len()
+        self.spine.nodes().len()
     }
 
     /// The root of the tree made of everything fed so far and, after it in
@@ -203,17 +278,18 @@ impl RootBuilder {
     pub fn root_with_suffix(&self, suffix: &[SuffixNode]) -> StateRoot {
         // Fold the merged chain from the bottom: a prefix node's right child
         // and a suffix node's left child are the rest of the chain below it.
-        let mut below = self.empty;
-        let mut prefix = self.spine.len();
+        let spine = self.spine.nodes();
+        let mut below = self.spine.empty();
+        let mut prefix = spine.len();
         for node in suffix.iter().rev() {
             let above = (node.above as usize).min(prefix);
-            for p in self.spine[above..prefix].iter().rev() {
+            for p in spine[above..prefix].iter().rev() {
                 below = node_hash(&p.left, &p.leaf, &below);
             }
             prefix = above;
             below = node_hash(&below, &node.leaf, &node.right);
         }
-        for p in self.spine[..prefix].iter().rev() {
+        for p in spine[..prefix].iter().rev() {
             below = node_hash(&p.left, &p.leaf, &below);
         }
         below
@@ -221,11 +297,7 @@ impl RootBuilder {
 
     /// The root of everything fed.
     pub fn finish(self) -> StateRoot {
-        let mut right = self.empty;
-        for node in self.spine.into_iter().rev() {
-            right = node_hash(&node.left, &node.leaf, &right);
-        }
-        right
+        self.spine.finish(|_, _| {})
     }
 }
 

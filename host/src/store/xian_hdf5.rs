@@ -159,6 +159,11 @@ impl XianHdf5Store {
         let Some((group, fresh)) = w.descend(&p.groups, value.is_some())? else {
             return Ok(()); // deleting a missing key
         };
+        // SAFETY: under HDF5's lock (`h5sync`); `group` is open (held by the
+        // writer's chain or its file, both alive here); the ids of `types()`
+        // live as long as the process; `VALUE` and `v` are NUL-terminated and
+        // outlive the calls; a variable-length string's memory form is one
+        // `*const c_char`, which is what `H5Awrite` reads through `&ptr`.
         h5sync(|| unsafe {
             if !fresh && check(H5Aexists(group, VALUE.as_ptr()))? > 0 {
                 check(H5Adelete(group, VALUE.as_ptr()))?;
@@ -226,6 +231,8 @@ impl XianHdf5Store {
     /// process being killed (not a power cut; [`StateStore::flush`] covers that).
     pub(crate) fn flush_to_os(&mut self) -> anyhow::Result<()> {
         if let Some(w) = &self.writer {
+            // SAFETY: under HDF5's lock; the file id is open (owned by `w.file`)
+            // and `H5Fflush` takes no pointers.
             h5sync(|| unsafe { check(H5Fflush(w.file.id(), H5F_scope_t::H5F_SCOPE_LOCAL)) })
                 .with_context(|| format!("flushing {}", w.path.display()))?;
             self.unsynced.insert(w.path.clone());
@@ -245,6 +252,9 @@ impl StateStore for XianHdf5Store {
         for name in &p.groups {
             let parent = group.as_ref().map_or(file.id(), |g: &Id| g.0);
             let name = CString::new(name.as_str()).expect("keys with NUL are refused");
+            // SAFETY: under HDF5's lock; `parent` is open (the file, or the
+            // group `Id` held in `group`), `name` is NUL-terminated and
+            // outlives the calls, and the opened group is owned by an `Id`.
             let child = h5sync(|| unsafe {
                 if check(H5Lexists(parent, name.as_ptr(), H5P_DEFAULT))? == 0 {
                     return Ok(None);
@@ -311,6 +321,10 @@ impl Writer {
         for name in &groups[keep..] {
             let parent = self.chain.last().map_or(self.file.id(), |(_, g)| g.0);
             let c = CString::new(name.as_str()).expect("keys with NUL are refused");
+            // SAFETY: under HDF5's lock; `parent` is open (the file, or a
+            // group held in `self.chain`), `c` is NUL-terminated and outlives
+            // the calls, the property lists of `types()` live as long as the
+            // process, and the opened or created group is owned by an `Id`.
             let group = h5sync(|| unsafe {
                 // Below a group created just now nothing exists yet.
                 if !fresh && check(H5Lexists(parent, c.as_ptr(), H5P_DEFAULT))? > 0 {
@@ -342,6 +356,9 @@ impl Id {
 
 impl Drop for Id {
     fn drop(&mut self) {
+        // SAFETY: under HDF5's lock; `self.0` is a valid id (checked by
+        // `Id::new`) owned by this `Id` alone, and `self.1` is the close
+        // function of its kind, called once, here.
         h5sync(|| unsafe { (self.1)(self.0) });
     }
 }
@@ -370,6 +387,10 @@ struct Types {
 fn types() -> &'static Types {
     static TYPES: OnceLock<Types> = OnceLock::new();
     TYPES.get_or_init(|| {
+        // SAFETY: under HDF5's lock; the calls take no pointers, only ids
+        // made here or HDF5's predefined ones (`H5T_C_S1` and the property
+        // list classes, initialised by the binding when first read); a call
+        // that fails returns a negative id, which the assertion below refuses.
         h5sync(|| unsafe {
             let vlen = |cset| {
                 let t = H5Tcopy(*H5T_C_S1);
@@ -465,6 +486,11 @@ fn after_crash_recovery(path: &Path, open: impl Fn() -> hdf5::Result<File>) -> h
 /// fails with "unable to lock file" until that child exits.
 fn not_inherited(file: File) -> File {
     #[cfg(unix)]
+    // SAFETY: under HDF5's lock; `file` is open and `handle` a writable
+    // pointer for `H5Fget_vfd_handle` to fill in. Every file here uses the
+    // default sec2 driver, whose handle points to its `int` descriptor,
+    // valid while the file is open; `fcntl` on it only reads and sets the
+    // descriptor's flags.
     h5sync(|| unsafe {
         let mut handle: *mut c_void = std::ptr::null_mut();
         // The sec2 driver's handle is a pointer to its int descriptor.
@@ -485,6 +511,10 @@ fn clear_status_flags(path: &Path) {
     let Ok(name) = CString::new(path.as_os_str().as_encoded_bytes()) else {
         return;
     };
+    // SAFETY: under HDF5's lock; `name` and the property name are
+    // NUL-terminated and outlive the calls; the `clear_status_flags`
+    // property is an `hbool_t`, which `H5Pset` copies from `&clear`; each id
+    // is used only after it was checked valid, and closed once.
     h5sync(|| unsafe {
         let fapl = H5Pcreate(*H5P_CLS_FILE_ACCESS);
         if fapl < 0 {
@@ -504,6 +534,12 @@ fn clear_status_flags(path: &Path) {
 /// The `value` attribute of the object `loc` in either string form, `None`
 /// when it has none.
 fn read_value(loc: hid_t) -> anyhow::Result<Option<String>> {
+    // SAFETY: under HDF5's lock; `loc` is an open object (the caller holds
+    // it) and every id opened here is checked and owned by an `Id`; the
+    // attribute holds exactly one string (checked), and `H5Aread` writes
+    // into memory of its memory type's size: one `*mut c_char` for a
+    // variable-length string (a NUL-terminated string HDF5 allocated, copied
+    // and then freed with `H5free_memory`), `H5Tget_size` bytes otherwise.
     let bytes = h5sync(|| unsafe {
         if check(H5Aexists(loc, VALUE.as_ptr()))? == 0 {
             return Ok(None);

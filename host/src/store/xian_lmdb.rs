@@ -395,7 +395,13 @@ impl StateStore for XianLmdbStore {
             check_key(key)?;
         }
         if self.bulk {
-            // SAFETY: flags change between transactions (none is open here).
+            // SAFETY: heed asks that one thread at a time set flags and that
+            // `NO_SYNC` be used knowingly. Bulk mode is only set on a new
+            // home that one load writes alone (restore staging, genesis,
+            // import, conversion), and this writer (`&mut self`) sets it
+            // outside any write transaction; `NO_SYNC` only defers
+            // durability, which `flush` restores with one sync before the
+            // home is used.
             unsafe { self.shared.env.set_flags(EnvFlags::NO_SYNC, heed::FlagSetMode::Enable) }?;
         }
         let result = loop {
@@ -406,7 +412,8 @@ impl StateStore for XianLmdbStore {
             }
         };
         if self.bulk {
-            // SAFETY: as above.
+            // SAFETY: as for `Enable` above; the batch's write transaction
+            // has been committed or aborted by now.
             unsafe { self.shared.env.set_flags(EnvFlags::NO_SYNC, heed::FlagSetMode::Disable) }?;
         }
         result

@@ -294,6 +294,10 @@ impl Frame {
             return Ok(Open::File(open_read(&path)?));
         };
         let ctx = || format!("opening {}, group {}", self.file_path.display(), self.child_path(item));
+        // SAFETY: under HDF5's lock; `parent` is this frame's open group,
+        // `addr` the object address HDF5 gave for one of its hard links (so
+        // an object of the same file), `name` NUL-terminated and alive for
+        // the call; the opened object is owned by an `Id` before use.
         let id = h5sync(|| unsafe {
             let id = match item.addr {
                 Some(addr) => H5Oopen_by_addr(parent.0, addr),
@@ -356,8 +360,12 @@ impl Frame {
                 format!("{}{}:", self.prefix, item.name()),
             ),
         };
-        // SAFETY: a plain C struct, filled in by H5Gget_info.
+        // SAFETY: `H5G_info_t` is a C struct of integers and an enum whose
+        // zero is a variant (`H5G_STORAGE_TYPE_SYMBOL_TABLE`), so all-zero
+        // bytes are a valid value; `H5Gget_info` then fills it in.
         let mut info: H5G_info_t = unsafe { std::mem::zeroed() };
+        // SAFETY: under HDF5's lock; `child` is open and `info` a writable
+        // `H5G_info_t` for the call to fill in.
         h5sync(|| unsafe { check(H5Gget_info(child.id(), &mut info)) })
             .with_context(|| format!("listing {}, group {}", file_path.display(), path_or_root(&path)))?;
         if info.nlinks == 0 {
@@ -366,6 +374,8 @@ impl Frame {
         let group = match child {
             Open::Group(id) => id,
             // The root group, as its own handle, so the frame owns one kind of id.
+            // SAFETY: under HDF5's lock; `f` is an open file and the name a
+            // NUL-terminated literal; the result is owned by an `Id`.
             Open::File(f) => h5sync(|| unsafe { Id::new(H5Oopen(f.id(), c"/".as_ptr(), H5P_DEFAULT), H5Oclose) })?,
         };
         Ok(Some(Frame {
@@ -457,7 +467,8 @@ fn link_name(stored: &[u8]) -> anyhow::Result<&str> {
 fn link_addr(info: &H5L_info_t) -> Option<haddr_t> {
     (info.type_ == H5L_type_t::H5L_TYPE_HARD).then(|| {
         let mut u = info.u;
-        // SAFETY: a hard link's `u` holds its address.
+        // SAFETY: HDF5 fills the union `u` with the object address for a
+        // hard link (checked just above), so that is the member read.
         unsafe { *u.address() }
     })
 }
@@ -482,8 +493,13 @@ fn iterate_links<V: LinkVisitor>(group: hid_t, visitor: &mut V) -> anyhow::Resul
     ) -> herr_t {
         // SAFETY: `data` is the `Ctx` `iterate_links` passed, alive and unaliased for the iteration.
         let ctx = unsafe { &mut *data.cast::<Ctx<V>>() };
+        // SAFETY: HDF5 passes the link's name as a NUL-terminated string
+        // valid for this call, which is all `name` is used for.
         let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-        match ctx.visitor.offer(name, unsafe { &*info }) {
+        // SAFETY: HDF5 passes a valid `H5L_info_t` for this call; the
+        // reference does not outlive it.
+        let info = unsafe { &*info };
+        match ctx.visitor.offer(name, info) {
             Ok(true) => 0,
             Ok(false) => 1,
             Err(e) => {
@@ -494,7 +510,9 @@ fn iterate_links<V: LinkVisitor>(group: hid_t, visitor: &mut V) -> anyhow::Resul
     }
     let mut ctx = Ctx { visitor, error: None };
     let mut idx: hsize_t = 0;
-    // SAFETY: `visit::<V>` reads `ctx` as the `Ctx<V>` it is, alive for the call.
+    // SAFETY: under HDF5's lock; `group` is open and `idx` writable;
+    // `visit::<V>` reads the data pointer as the `Ctx<V>` it is, which
+    // outlives the call and is not otherwise used during it.
     let ret = h5sync(|| unsafe {
         H5Literate(
             group,
