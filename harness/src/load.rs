@@ -26,6 +26,7 @@ use ed25519_dalek::SigningKey;
 use serde::Serialize;
 
 use crate::rpc::RpcClient;
+use statesnap::node::QueryCode;
 use statesnap::protocol::account_key;
 use statesnap::protocol::tx::{code, nonce_key, parse_nonce, Action, Op, Tx, TxBody};
 use statesnap::store::generate::{big_int, fixed, time};
@@ -440,15 +441,20 @@ impl Submitter for RpcSubmitter {
 }
 
 /// The stored JSON text under `key` at the latest height, via ABCI query path
-/// `/key` (code 0: the value; code 1: absent).
+/// `/key` ([`QueryCode::Found`]: the value; [`QueryCode::NoValue`]: absent).
 pub fn query_stored(rpc: &RpcClient, key: &str) -> anyhow::Result<Option<String>> {
     let r = rpc.abci_query("/key", key.as_bytes())?;
-    match r.code {
-        0 => String::from_utf8(r.value)
+    match QueryCode::from_wire(r.code) {
+        Some(QueryCode::Found) => String::from_utf8(r.value)
             .map(Some)
             .with_context(|| format!("query /key {key} on {}: the value is not UTF-8", rpc.url())),
-        1 => Ok(None),
-        other => bail!("query /key {key} on {} failed with code {other}: {}", rpc.url(), r.log),
+        Some(QueryCode::NoValue) => Ok(None),
+        _ => bail!(
+            "query /key {key} on {} failed with code {}: {}",
+            rpc.url(),
+            r.code,
+            r.log
+        ),
     }
 }
 

@@ -103,7 +103,7 @@ impl Application for AbciApp {
     fn query(&self, request: RequestQuery) -> ResponseQuery {
         let a = self.node.query(&request.path, &request.data);
         ResponseQuery {
-            code: a.code,
+            code: a.code.wire(),
             log: a.log,
             key: request.data,
             value: a.value.into(),

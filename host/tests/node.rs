@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use statesnap::node::{chain::Chain, ChunkAnswer, Metrics, Node, NodeConfig, Offer, OfferAnswer};
+use statesnap::node::{chain::Chain, ChunkAnswer, Metrics, Node, NodeConfig, Offer, OfferAnswer, QueryCode};
 use statesnap::protocol::tx::{self, Action, Op, TxBody};
 use statesnap::snapshot::{Manifest, SnapshotDir};
 use statesnap::store::{root, HomeStore, StateStore, StoreKind};
@@ -58,7 +58,7 @@ fn blocks_apply_signed_patches_and_the_app_hash_is_the_state_root(kind: StoreKin
     assert_eq!(node.info(), (1, app_hash));
     let get = |k: &str| {
         let a = node.query("/key", k.as_bytes());
-        (a.code == 0).then(|| String::from_utf8(a.value).unwrap())
+        (a.code == QueryCode::Found).then(|| String::from_utf8(a.value).unwrap())
     };
     assert_eq!(get("con_a.x:1").as_deref(), Some("{\"__fixed__\":\"1.50\"}"));
     assert_eq!(get("con_a.y"), None);
@@ -68,7 +68,8 @@ fn blocks_apply_signed_patches_and_the_app_hash_is_the_state_root(kind: StoreKin
         get(&format!("statesnap.validators:{}", hex::encode([9u8; 32]))).as_deref(),
         Some("10")
     );
-    assert_eq!(node.query("/nope", b"").code, 2);
+    assert_eq!(node.query("/key", b"con_a.y").code, QueryCode::NoValue);
+    assert_eq!(node.query("/nope", b"").code, QueryCode::UnknownPath);
     // The app hash is the Xian state root of the whole state on disk.
     drop(node);
     let root = root::root_of_unsorted(

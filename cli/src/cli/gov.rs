@@ -11,6 +11,7 @@ use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
 use statesnap::node::governance::Conformance;
+use statesnap::node::QueryCode;
 use statesnap::protocol::account_key;
 use statesnap::protocol::tx::{
     check_hash_proposal, check_proposal, Action, HashProposal, Proposal, Tx, TxBody, TxError, Upload,
@@ -364,7 +365,7 @@ fn committed(rpc: &RpcClient, tx: &Tx, timeout: Duration) -> anyhow::Result<u64>
 
 fn query_gov(rpc: &RpcClient) -> anyhow::Result<Value> {
     let r = rpc.abci_query("/gov", &[])?;
-    if r.code != 0 {
+    if QueryCode::from_wire(r.code) != Some(QueryCode::Found) {
         bail!("query /gov on {} failed (code {}): {}", rpc.url(), r.code, r.log);
     }
     serde_json::from_slice(&r.value).with_context(|| format!("query /gov on {}: not JSON", rpc.url()))

@@ -137,9 +137,9 @@ fn print_report(report: &CheckReport, how: &str, fuel_limit: u64) {
     for i in &report.items {
         println!(
             "  [{}] {:<14} {}",
-            if i.passed { "ok" } else { "FAIL" },
+            if i.passed() { "ok" } else { "FAIL" },
             i.name,
-            i.detail
+            i.detail()
         );
     }
     println!(

@@ -30,7 +30,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use crate::plugin::{check, Description, PluginEngine};
+use crate::plugin::check::{self, Refusal};
+use crate::plugin::{Description, PluginEngine};
 use crate::protocol::gov_records::{
     self, format_key, passes, pending_code_key, plugin_key, plugin_piece_key, plugin_writes, proposal_count_key,
     proposal_key, upload_key, vote_key, FormatApproval, PendingCode, PluginMeta, ProposalRecord, UploadRecord,
@@ -75,7 +76,7 @@ impl ValidatorSet {
 
 /// The chain's verdict on a proposed plugin: its description if it passes
 /// the conformance check, else why not. The same on every node.
-pub(crate) type Verdict = Result<Description, String>;
+pub type Verdict = Result<Description, Refusal>;
 
 /// The conformance check, with its consensus limits and its verdicts cached.
 pub struct Conformance {
@@ -129,7 +130,7 @@ impl Conformance {
         let plugin = match self.engine.load(wasm, "proposed plugin") {
             Ok(p) => p,
             Err(e) if e.is_host_failure() => return Err(e.into()),
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Err(Refusal::Load(e))),
         };
         let report = check::check(&plugin, CHECK_KEYS)?;
         Ok(report.verdict().map(|()| plugin.description().clone()))
@@ -211,7 +212,7 @@ pub fn propose(
     }
     let description = match verdict {
         Ok(d) => d.clone(),
-        Err(why) => return Ok(Err(TxError::PluginRefused(why.clone()))),
+        Err(why) => return Ok(Err(TxError::PluginRefused(why.to_string()))),
     };
     if description.format != proposal.format {
         return Ok(Err(TxError::PluginRefused(format!(
@@ -650,7 +651,7 @@ fn complete(
     }
     let description = match ctx.conformance.verdict(&wasm)? {
         Ok(d) => d,
-        Err(why) => return Ok(Err(TxError::PluginRefused(why))),
+        Err(why) => return Ok(Err(TxError::PluginRefused(why.to_string()))),
     };
     if description.format != record.format {
         return Ok(Err(TxError::PluginRefused(format!(

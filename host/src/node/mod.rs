@@ -60,11 +60,43 @@ pub(crate) fn snapshots_dir(home: &Path) -> PathBuf {
     home.join("snapshots")
 }
 
+/// What a Query found: its ABCI result code, [`QueryCode::wire`] on the
+/// wire (the numbers are part of the node's interface: never renumber).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryCode {
+    /// The answer is in the value (the stored value, or JSON).
+    Found = 0,
+    /// `/key`: the key has no value.
+    NoValue = 1,
+    /// Not a path this node answers.
+    UnknownPath = 2,
+    /// The node failed to answer (its own error, in the log).
+    NodeFailed = 3,
+}
+
+impl QueryCode {
+    /// The code as ABCI carries it.
+    pub fn wire(self) -> u32 {
+        self as u32
+    }
+
+    /// The code an answer carried, if it is one of these.
+    pub fn from_wire(code: u32) -> Option<Self> {
+        [
+            QueryCode::Found,
+            QueryCode::NoValue,
+            QueryCode::UnknownPath,
+            QueryCode::NodeFailed,
+        ]
+        .into_iter()
+        .find(|c| c.wire() == code)
+    }
+}
+
 /// The answer to a Query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryAnswer {
-    /// 0: found; 1: the key has no value; 2: unknown path; 3: the node failed.
-    pub code: u32,
+    pub code: QueryCode,
     pub log: String,
     pub value: Vec<u8>,
     pub height: u64,
@@ -380,7 +412,7 @@ impl Node {
     /// `/plugins` → JSON.
     pub fn query(&self, path: &str, data: &[u8]) -> QueryAnswer {
         let height = self.chain().height();
-        let answer = |code: u32, log: String, value: Vec<u8>| QueryAnswer {
+        let answer = |code: QueryCode, log: String, value: Vec<u8>| QueryAnswer {
             code,
             log,
             value,
@@ -390,8 +422,8 @@ impl Node {
             "/key" | "key" => {
                 let key = std::str::from_utf8(data).context("the key is not UTF-8")?;
                 Ok(match self.chain().get(key)? {
-                    Some(stored) => answer(0, String::new(), stored.into_bytes()),
-                    None => answer(1, format!("key {key:?} has no value"), Vec::new()),
+                    Some(stored) => answer(QueryCode::Found, String::new(), stored.into_bytes()),
+                    None => answer(QueryCode::NoValue, format!("key {key:?} has no value"), Vec::new()),
                 })
             }
             "/status" => {
@@ -402,7 +434,7 @@ impl Node {
                     "app_hash": hex::encode(chain.app_hash()),
                     "keys": chain.keys(),
                 });
-                Ok(answer(0, String::new(), status.to_string().into_bytes()))
+                Ok(answer(QueryCode::Found, String::new(), status.to_string().into_bytes()))
             }
             "/gov" => {
                 let chain = self.chain();
@@ -412,7 +444,7 @@ impl Node {
                     |k| crate::store::StateStore::get(&*store, k),
                     chain.height(),
                 )?;
-                Ok(answer(0, String::new(), serde_json::to_vec(&status)?))
+                Ok(answer(QueryCode::Found, String::new(), serde_json::to_vec(&status)?))
             }
             "/snapshots" => {
                 let list: Vec<_> = self
@@ -423,7 +455,7 @@ impl Node {
                         json!({"height": s.height, "format": s.format, "chunks": s.chunks, "hash": hex::encode(s.hash)})
                     })
                     .collect();
-                Ok(answer(0, String::new(), serde_json::to_vec(&list)?))
+                Ok(answer(QueryCode::Found, String::new(), serde_json::to_vec(&list)?))
             }
             "/plugins" => {
                 let mut list = Vec::new();
@@ -432,17 +464,17 @@ impl Node {
                     list.push(json!({"name": d.name, "version": d.version, "format": d.format,
                         "sha256": hex::encode(p.sha256()), "origin": origin}));
                 }
-                Ok(answer(0, String::new(), serde_json::to_vec(&list)?))
+                Ok(answer(QueryCode::Found, String::new(), serde_json::to_vec(&list)?))
             }
             other => Ok(answer(
-                2,
+                QueryCode::UnknownPath,
                 format!(
                     "unknown query path {other:?}: use /key (data: the key), /status, /gov, /snapshots or /plugins"
                 ),
                 Vec::new(),
             )),
         })();
-        result.unwrap_or_else(|e| answer(3, format!("{e:#}"), Vec::new()))
+        result.unwrap_or_else(|e| answer(QueryCode::NodeFailed, format!("{e:#}"), Vec::new()))
     }
 
     /// ListSnapshots.
@@ -536,5 +568,27 @@ impl Node {
     /// Waits for a background snapshot to finish (tests, clean shutdown).
     pub fn wait_for_snapshots(&self) {
         self.snapshots.wait_idle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueryCode;
+
+    /// The codes are the node's interface (clients read them from
+    /// CometBFT's RPC): their numbers never change.
+    #[test]
+    fn query_codes_keep_their_wire_numbers() {
+        let all = [
+            QueryCode::Found,
+            QueryCode::NoValue,
+            QueryCode::UnknownPath,
+            QueryCode::NodeFailed,
+        ];
+        assert_eq!(all.map(QueryCode::wire), [0, 1, 2, 3]);
+        for c in all {
+            assert_eq!(QueryCode::from_wire(c.wire()), Some(c));
+        }
+        assert_eq!(QueryCode::from_wire(4), None);
     }
 }

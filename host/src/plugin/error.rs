@@ -26,7 +26,7 @@ impl std::fmt::Display for RejectKind {
 }
 
 /// An error from loading or calling a format plugin.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PluginError {
     #[error(
         "plugin {plugin}: not a WebAssembly component ({reason}); build it with `cargo build --target wasm32-wasip2`"
@@ -99,6 +99,26 @@ pub enum PluginError {
 }
 
 impl PluginError {
+    /// The plugin it is about, as messages name it ([`Plugin::label`](super::Plugin::label)).
+    pub fn plugin(&self) -> &str {
+        use PluginError::*;
+        match self {
+            NotAComponent { plugin, .. }
+            | IncompatibleContract { plugin, .. }
+            | NotAFormatPlugin { plugin, .. }
+            | Instantiate { plugin, .. }
+            | Trap { plugin, .. }
+            | OutOfFuel { plugin, .. }
+            | MemoryLimit { plugin, .. }
+            | OutputLimit { plugin, .. }
+            | ChunkTooLarge { plugin, .. }
+            | Rejected { plugin, .. }
+            | BadDescription { plugin, .. }
+            | Compile { plugin, .. }
+            | Host { plugin, .. } => plugin,
+        }
+    }
+
     /// Whether this is the host failing rather than the plugin: another node
     /// would not fail the same way, so it is never a verdict on the plugin
     /// (governance must not record it; the node reports it as its own error).

@@ -224,8 +224,9 @@ impl Plugin {
     pub fn description(&self) -> &Description {
         &self.description
     }
-    /// "name version (sha256 prefix)", for messages.
-    pub(crate) fn label(&self) -> &str {
+    /// Where it came from and its SHA-256's prefix ("origin (sha256 prefix)"),
+    /// for messages: what [`PluginError::plugin`] names.
+    pub fn label(&self) -> &str {
         &self.label
     }
     /// The limits its calls run under.

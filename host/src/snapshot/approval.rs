@@ -41,21 +41,30 @@ pub enum ApprovalError {
     #[error("the approval proof is for {got:?}, not {expected:?}: it does not approve this snapshot's format")]
     OtherFormat { expected: String, got: String },
     #[error(
-        "the approval proof does not verify against the trusted app hash {trusted}: it is forged or from another state"
+        "the approval proof does not verify against the trusted app hash {}: it is forged or from another state",
+        hex::encode(trusted)
     )]
-    Forged { trusted: String },
+    Forged { trusted: [u8; 32] },
     #[error("the proven approval record is malformed: {0}")]
     Record(String),
-    #[error("the state approves plugin {approved} for format {format}, but the snapshot names plugin {named}")]
+    /// `approved` is the SHA-256 as the state's record gives it (hex text).
+    #[error(
+        "the state approves plugin {approved} for format {format}, but the snapshot names plugin {}",
+        hex::encode(named)
+    )]
     OtherPlugin {
         format: u32,
         approved: String,
-        named: String,
+        named: [u8; 32],
     },
     #[error("format {format} activates at height {activation}, after the snapshot's height {height}")]
     NotYetActive { format: u32, activation: u64, height: u64 },
-    #[error("chunk 0 must be the shipped plugin (SHA-256 {plugin}), but the manifest lists {listed} for it")]
-    PluginChunk { plugin: String, listed: String },
+    #[error(
+        "chunk 0 must be the shipped plugin (SHA-256 {}), but the manifest lists {} for it",
+        hex::encode(plugin),
+        hex::encode(listed)
+    )]
+    PluginChunk { plugin: [u8; 32], listed: [u8; 32] },
     #[error("the manifest ships a plugin of {bytes} bytes in {chunks} chunks, but lists {listed} chunks in all: no state chunk follows")]
     NoStateChunks { bytes: u64, chunks: u32, listed: usize },
 }
@@ -98,18 +107,15 @@ fn verify(manifest: &Claim<'_>, approval: &Approval, trusted: &[u8; 32]) -> Resu
         Err(e) => return Err(ApprovalError::Record(e.to_string())),
     };
     if !approval.proof.verify(&approval.key, &canonical, trusted) {
-        return Err(ApprovalError::Forged {
-            trusted: hex::encode(trusted),
-        });
+        return Err(ApprovalError::Forged { trusted: *trusted });
     }
     let record =
         FormatApproval::parse(&approval.key, &approval.stored).map_err(|e| ApprovalError::Record(e.to_string()))?;
-    let named = hex::encode(manifest.plugin_sha256);
-    if record.sha256 != named {
+    if record.sha256 != hex::encode(manifest.plugin_sha256) {
         return Err(ApprovalError::OtherPlugin {
             format: manifest.format,
             approved: record.sha256,
-            named,
+            named: *manifest.plugin_sha256,
         });
     }
     if record.activation_height > manifest.height {
@@ -129,10 +135,11 @@ fn verify(manifest: &Claim<'_>, approval: &Approval, trusted: &[u8; 32]) -> Resu
     }
     // A plugin in one chunk is that chunk; one in several is checked whole
     // once they have arrived (`admit::AwaitingPlugin::with_plugin`).
-    if chunks == 1 && manifest.chunks.first() != Some(manifest.plugin_sha256) {
+    // (The manifest lists more chunks than the plugin fills: chunk 0 is there.)
+    if chunks == 1 && &manifest.chunks[0] != manifest.plugin_sha256 {
         return Err(ApprovalError::PluginChunk {
-            plugin: named,
-            listed: manifest.chunks.first().map(hex::encode).unwrap_or_default(),
+            plugin: *manifest.plugin_sha256,
+            listed: manifest.chunks[0],
         });
     }
     Ok(record)

@@ -38,7 +38,7 @@ pub use restore_error::{Fault, RestoreError, SnapshotShape};
 #[cfg(feature = "test-hooks")]
 pub(crate) use snapshot_dir::manifest_path;
 pub(crate) use snapshot_dir::TMP_PREFIX;
-pub use snapshot_dir::{list_snapshots, SnapshotDir};
+pub use snapshot_dir::{list_snapshots, SnapshotDir, SnapshotFile, SnapshotFileError};
 pub(crate) use staging::swap_into_place;
 pub use staging::{recover_interrupted_swap, staging_path};
 pub use verify::{verify, VerifyReport};

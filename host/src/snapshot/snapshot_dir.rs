@@ -59,12 +59,13 @@ impl SnapshotDir {
         &self.path
     }
 
+    /// The manifest's bytes; a refusal is a [`SnapshotFileError`].
     pub(crate) fn manifest_bytes(&self) -> anyhow::Result<Vec<u8>> {
-        read_bounded(
+        Ok(read_bounded(
             &self.path.join(MANIFEST_FILE),
             MAX_METADATA_BYTES as u64,
-            "the manifest",
-        )
+            SnapshotFile::Manifest,
+        )?)
     }
 
     pub fn manifest(&self) -> anyhow::Result<Manifest> {
@@ -77,47 +78,101 @@ impl SnapshotDir {
 
     /// Chunk `index`, refused unread when it is larger than any chunk can
     /// be ([`MAX_CHUNK_BYTES`]) or than `limit` (what the manifest leaves
-    /// for it), and never read past the bound whatever the file claims.
+    /// for it), and never read past the bound whatever the file claims. A
+    /// refusal is a [`SnapshotFileError`].
     pub(crate) fn read_chunk(&self, index: u32, limit: u64) -> anyhow::Result<Vec<u8>> {
         let bound = limit.min(MAX_CHUNK_BYTES as u64);
-        read_bounded(&self.chunk_path(index), bound, &format!("chunk {index}"))
+        Ok(read_bounded(
+            &self.chunk_path(index),
+            bound,
+            SnapshotFile::Chunk(index),
+        )?)
     }
+}
+
+/// One file of a snapshot directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotFile {
+    Manifest,
+    Chunk(u32),
+}
+
+impl std::fmt::Display for SnapshotFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotFile::Manifest => f.write_str("the manifest"),
+            SnapshotFile::Chunk(index) => write!(f, "chunk {index}"),
+        }
+    }
+}
+
+/// Why a snapshot file was not read: refused unread (not a plain file, or
+/// larger than it may be), or the read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFileError {
+    #[error(
+        "{file} ({}) is not a regular file but a {kind}: snapshot files are plain files; the snapshot is malformed",
+        path.display()
+    )]
+    NotAFile {
+        file: SnapshotFile,
+        path: PathBuf,
+        /// "directory", "character device", "named pipe", …
+        kind: &'static str,
+    },
+    #[error(
+        "{file} ({}) is {size} bytes, over the limit of {limit} bytes (a chunk is at most {MAX_CHUNK_BYTES} bytes, \
+         CometBFT's limit, and no more than the manifest's snapshot size leaves): the snapshot is malformed; \
+         nothing more of it was read",
+        path.display()
+    )]
+    TooLarge {
+        file: SnapshotFile,
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    #[error("reading {file} ({})", path.display())]
+    Read {
+        file: SnapshotFile,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Reads a snapshot file of at most `limit` bytes. The file must be a
 /// regular file (a chunk linked to a device or a pipe never ends); its size is
 /// checked before reading, and the read stops one byte past the limit in
 /// case the file grows meanwhile.
-pub(crate) fn read_bounded(path: &Path, limit: u64, what: &str) -> anyhow::Result<Vec<u8>> {
+fn read_bounded(path: &Path, limit: u64, file: SnapshotFile) -> Result<Vec<u8>, SnapshotFileError> {
     use std::io::Read;
-    let file = std::fs::File::open(path).with_context(|| format!("reading {what} ({})", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("reading {what} ({})", path.display()))?;
-    if !meta.is_file() {
-        bail!(
-            "{what} ({}) is not a regular file but a {}: snapshot files are plain files; the snapshot is malformed",
-            path.display(),
-            file_kind(&meta.file_type())
-        );
-    }
-    let too_big = |size: u64| {
-        anyhow::anyhow!(
-            "{what} ({}) is {size} bytes, over the limit of {limit} bytes (a chunk is at most {MAX_CHUNK_BYTES} bytes, \
-             CometBFT's limit, and no more than the manifest's snapshot size leaves): the snapshot is malformed; \
-             nothing more of it was read",
-            path.display()
-        )
+    let read_failed = |source| SnapshotFileError::Read {
+        file,
+        path: path.to_path_buf(),
+        source,
     };
+    let too_large = |size| SnapshotFileError::TooLarge {
+        file,
+        path: path.to_path_buf(),
+        size,
+        limit,
+    };
+    let opened = std::fs::File::open(path).map_err(read_failed)?;
+    let meta = opened.metadata().map_err(read_failed)?;
+    if !meta.is_file() {
+        return Err(SnapshotFileError::NotAFile {
+            file,
+            path: path.to_path_buf(),
+            kind: file_kind(&meta.file_type()),
+        });
+    }
     if meta.len() > limit {
-        return Err(too_big(meta.len()));
+        return Err(too_large(meta.len()));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {what} ({})", path.display()))?;
+    opened.take(limit + 1).read_to_end(&mut bytes).map_err(read_failed)?;
     if bytes.len() as u64 > limit {
-        return Err(too_big(bytes.len() as u64));
+        return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
 }
