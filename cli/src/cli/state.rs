@@ -14,9 +14,10 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use statesnap::store::copy::{copy_entries, BATCH};
 use statesnap::store::home::{ensure_vacant, is_vacant};
 use statesnap::store::root::{is_consensus_key, state_root_of};
-use statesnap::store::{convert, generate, HomeStore, StateStore, StoreKind};
+use statesnap::store::{convert, generate, Entry, HomeStore, StateStore, StoreKind};
 use statesnap_harness::bench::peak_rss_bytes;
 use statesnap_harness::progress;
 
@@ -168,7 +169,7 @@ pub fn run(cmd: StateCommand) -> anyhow::Result<()> {
                     )
                 })?;
                 batch.push((l.key, Some(l.stored)));
-                if batch.len() >= convert::BATCH {
+                if batch.len() >= BATCH {
                     batch.sort();
                     target.write_batch(&batch)?;
                     bar.inc(batch.len() as u64);
@@ -211,35 +212,19 @@ pub fn run(cmd: StateCommand) -> anyhow::Result<()> {
             let mut target = create_new(&to, store, "--to")?;
             // Like a restore's staging home: synced once, at the end.
             target.set_bulk(true);
-            let mut entries = 0u64;
             let started;
-            if preload {
-                let all: Vec<(String, Option<String>)> = source
+            let entries = if preload {
+                let all: Vec<Entry> = source
                     .entries()?
                     .filter(|e| e.as_ref().map(|e| is_consensus_key(&e.key)).unwrap_or(true))
-                    .map(|e| e.map(|e| (e.key, Some(e.stored))))
                     .collect::<anyhow::Result<_>>()?;
                 drop(source);
                 started = Instant::now();
-                for batch in all.chunks(convert::BATCH) {
-                    target.write_batch(batch)?;
-                    entries += batch.len() as u64;
-                }
+                copy_entries(all.into_iter().map(Ok), &mut target, BATCH, |_| {})?
             } else {
                 started = Instant::now();
-                let mut batch = Vec::with_capacity(convert::BATCH);
-                for e in source.entries()? {
-                    let e = e?;
-                    batch.push((e.key, Some(e.stored)));
-                    if batch.len() == convert::BATCH {
-                        target.write_batch(&batch)?;
-                        entries += batch.len() as u64;
-                        batch.clear();
-                    }
-                }
-                target.write_batch(&batch)?;
-                entries += batch.len() as u64;
-            }
+                copy_entries(source.entries()?, &mut target, BATCH, |_| {})?
+            };
             target.flush()?;
             drop(target);
             println!(

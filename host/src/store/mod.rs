@@ -1,6 +1,7 @@
 //! State stores: where a node keeps its key/value state, and the state root over it.
 
 pub mod convert;
+pub mod copy;
 pub mod generate;
 pub mod home;
 pub mod key_layout;
