@@ -49,14 +49,34 @@ pub struct BenchNodeArgs {
 
 const CHAIN: &str = "bench";
 
-/// Block timings: (count, median, p95, max) in seconds.
-fn summary(mut t: Vec<f64>) -> (usize, f64, f64, f64) {
-    if t.is_empty() {
-        return (0, f64::NAN, f64::NAN, f64::NAN);
+/// A set of block times: how many, and their median, 95th percentile and
+/// maximum in seconds (NaN when there are none).
+struct Timings {
+    count: usize,
+    median: f64,
+    p95: f64,
+    max: f64,
+}
+
+impl Timings {
+    fn of(mut t: Vec<f64>) -> Timings {
+        if t.is_empty() {
+            return Timings {
+                count: 0,
+                median: f64::NAN,
+                p95: f64::NAN,
+                max: f64::NAN,
+            };
+        }
+        t.sort_by(f64::total_cmp);
+        let at = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
+        Timings {
+            count: t.len(),
+            median: at(0.5),
+            p95: at(0.95),
+            max: t[t.len() - 1],
+        }
     }
-    t.sort_by(f64::total_cmp);
-    let at = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
-    (t.len(), at(0.5), at(0.95), t[t.len() - 1])
 }
 
 /// Runs the benchmark; `registry` makes the plugin registries of the node
@@ -172,8 +192,8 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
     let (node, clean_reopen_s) = reopen()?;
     drop(node);
 
-    let (nn, nmed, np95, nmax) = summary(normal);
-    let (dn, dmed, dp95, dmax) = summary(during);
+    let normal = Timings::of(normal);
+    let during = Timings::of(during);
     println!(
         "statesnap bench-node: {} keys on {}, {} transfers per block, snapshot plugin {}",
         args.keys, args.store, args.txs_per_block, args.plugin
@@ -184,29 +204,31 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
         peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0
     );
     println!(
-        "normal blocks:          {nn:>4}  median {:>7.1} ms  p95 {:>7.1} ms  max {:>7.1} ms",
-        nmed * 1e3,
-        np95 * 1e3,
-        nmax * 1e3
+        "normal blocks:          {:>4}  median {:>7.1} ms  p95 {:>7.1} ms  max {:>7.1} ms",
+        normal.count,
+        normal.median * 1e3,
+        normal.p95 * 1e3,
+        normal.max * 1e3
     );
     println!(
-        "during the snapshot:    {dn:>4}  median {:>7.1} ms  p95 {:>7.1} ms  max {:>7.1} ms  (the block that started it: {:.1} ms)",
-        dmed * 1e3,
-        dp95 * 1e3,
-        dmax * 1e3,
+        "during the snapshot:    {:>4}  median {:>7.1} ms  p95 {:>7.1} ms  max {:>7.1} ms  (the block that started it: {:.1} ms)",
+        during.count,
+        during.median * 1e3,
+        during.p95 * 1e3,
+        during.max * 1e3,
         first * 1e3
     );
     println!(
         "snapshot of height {snapshot_at}: {} in {snapshot_s:.1}s; during/normal: median {:.2}x, max {:.2}x",
         if created { "created" } else { "FAILED" },
-        dmed / nmed,
-        dmax / nmax
+        during.median / normal.median,
+        during.max / normal.max
     );
     println!(
         "{}",
         json!({"keys": args.keys, "store": args.store.name(), "txs_per_block": args.txs_per_block, "genesis_seconds": genesis_s,
-            "reopen_seconds": reopen_s, "clean_reopen_seconds": clean_reopen_s, "normal_median_ms": nmed * 1e3, "normal_max_ms": nmax * 1e3,
-            "during_blocks": dn, "during_median_ms": dmed * 1e3, "during_max_ms": dmax * 1e3,
+            "reopen_seconds": reopen_s, "clean_reopen_seconds": clean_reopen_s, "normal_median_ms": normal.median * 1e3, "normal_max_ms": normal.max * 1e3,
+            "during_blocks": during.count, "during_median_ms": during.median * 1e3, "during_max_ms": during.max * 1e3,
             "snapshot_seconds": snapshot_s, "snapshot_created": created, "peak_rss_bytes": peak_rss_bytes()})
     );
     if !created {

@@ -1,19 +1,21 @@
 //! The Xian stores, LMDB and HDF5: reading h5py's fixture (both string
 //! forms; for LMDB, its conversion), writing and reading back every escaping
-//! case, key order, deletes, the generator. Each store-facing test runs once
-//! per store (`<test>::lmdb`, `<test>::hdf5`).
+//! case, key order, deletes, the generator, copying entries in batches.
+//! Each store-facing test runs once per store (`<test>::lmdb`, `<test>::hdf5`).
 
 #[macro_use]
 mod common;
 
 use common::*;
+use statesnap::store::copy::{copy_entries, CopyError};
 use statesnap::store::memory::MemoryStore;
-use statesnap::store::{generate, HomeStore, StateStore, StoreKind, XianHdf5Store, XianLmdbStore};
+use statesnap::store::{generate, Entry, HomeStore, StateStore, StoreKind, XianHdf5Store, XianLmdbStore};
 
 on_both_stores!(
     writes_read_back_in_key_order_with_escapes_and_deletes,
     generated_state_is_deterministic_and_exact,
     not_a_home_is_a_clear_error,
+    copy_entries_writes_every_entry_in_batches,
 );
 
 /// `store` holds exactly the fixture's entries file, in order, and answers gets.
@@ -215,4 +217,73 @@ fn hdf5_files_are_not_inherited_by_child_processes() {
     // mark set right after it may be inherited (a window HDF5's API leaves).
     let listing = String::from_utf8_lossy(&child.stdout);
     assert!(!listing.contains(&mine), "the child inherited: {listing}");
+}
+
+/// `store::copy`: every entry lands in the new home, a batch at a time, with
+/// the running count after each batch.
+fn copy_entries_writes_every_entry_in_batches(kind: StoreKind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut source = MemoryStore::new();
+    generate::generate(&mut source, 250, 3, |_| {}).unwrap();
+    let n = source.len() as u64;
+    assert!(n % 100 != 0, "the test wants a last, partial batch");
+    let mut target = HomeStore::create(&tmp.path().join("h"), kind).unwrap();
+    let mut counts = Vec::new();
+    let copied = copy_entries(source.entries().unwrap(), &mut target, 100, |c| counts.push(c)).unwrap();
+    target.flush().unwrap();
+    assert_eq!(copied, n, "{kind}");
+    let mut want: Vec<u64> = (1..=n / 100).map(|b| b * 100).collect();
+    want.push(n);
+    assert_eq!(counts, want, "{kind}");
+    assert_eq!(all_entries(&target), all_entries(&source), "{kind}");
+}
+
+/// A store that refuses every write.
+struct Refusing;
+
+impl StateStore for Refusing {
+    fn get(&self, _: &str) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
+
+    fn entries(&self) -> anyhow::Result<Box<dyn Iterator<Item = anyhow::Result<Entry>> + '_>> {
+        Ok(Box::new(std::iter::empty()))
+    }
+
+    fn write_batch(&mut self, _: &[(String, Option<String>)]) -> anyhow::Result<()> {
+        anyhow::bail!("refused")
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A copy stops at the first failure and says which side failed; the full
+/// batches before a read failure are written.
+#[test]
+fn copy_entries_stops_at_a_failed_read_or_write() {
+    let mut source = MemoryStore::new();
+    generate::generate(&mut source, 50, 4, |_| {}).unwrap();
+    let failing = source
+        .entries()
+        .unwrap()
+        .take(25)
+        .chain(std::iter::once(Err(anyhow::anyhow!("disk on fire"))));
+    let mut target = MemoryStore::new();
+    match copy_entries(failing, &mut target, 10, |_| {}) {
+        Err(CopyError::Read(e)) => assert_eq!(e.to_string(), "disk on fire"),
+        other => panic!("expected a read error, got {other:?}"),
+    }
+    assert_eq!(target.len(), 20);
+
+    match copy_entries(source.entries().unwrap(), &mut Refusing, 10, |_| {}) {
+        Err(CopyError::Write(e)) => assert_eq!(e.to_string(), "refused"),
+        other => panic!("expected a write error, got {other:?}"),
+    }
+    // Into anyhow::Error, the error itself, not a wrapper.
+    let e: anyhow::Error = copy_entries(source.entries().unwrap(), &mut Refusing, 10, |_| {})
+        .unwrap_err()
+        .into();
+    assert_eq!(format!("{e:#}"), "refused");
 }

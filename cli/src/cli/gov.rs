@@ -19,7 +19,7 @@ use statesnap::protocol::tx::{
 use statesnap_harness::load::fetch_nonce;
 use statesnap_harness::rpc::RpcClient;
 
-use super::tx::{or_no_log, wait_for};
+use super::tx::{or_no_log, wait_for, InBlock};
 
 /// Upload pieces sent before the first is in a block: 8 pieces of 512 KiB
 /// fit CometBFT's default block (21 MiB) several times over.
@@ -353,7 +353,7 @@ fn broadcast(rpc: &RpcClient, tx: &Tx) -> anyhow::Result<()> {
 
 /// Waits for `tx` in a block: its height, or an error if the block refused it.
 fn committed(rpc: &RpcClient, tx: &Tx, timeout: Duration) -> anyhow::Result<u64> {
-    let (height, code, log) = wait_for(rpc, tx.bytes(), timeout)?;
+    let InBlock { height, code, log } = wait_for(rpc, tx.bytes(), timeout)?;
     if code != 0 {
         bail!(
             "the transaction is in block {height} but was refused (code {code}): {}",

@@ -142,7 +142,7 @@ fn patch(a: PatchArgs) -> anyhow::Result<()> {
         );
     }
     if a.wait {
-        let (height, code, log) = wait_for(&rpc, tx.bytes(), a.wait_timeout)?;
+        let InBlock { height, code, log } = wait_for(&rpc, tx.bytes(), a.wait_timeout)?;
         line["height"] = json!(height);
         line["exec_code"] = json!(code);
         line["exec_log"] = json!(log);
@@ -159,12 +159,20 @@ fn patch(a: PatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls `/tx` until the transaction `tx` is in a block: (height, exec
-/// code, exec log). Every few seconds it also asks the node to check the
+/// A transaction in a block: the block's height and the transaction's
+/// execution result there.
+pub(super) struct InBlock {
+    pub(super) height: u64,
+    /// 0: executed; else the code it was refused with.
+    pub(super) code: u64,
+    pub(super) log: String,
+}
+
+/// Polls `/tx` until the transaction `tx` is in a block. Every few seconds it also asks the node to check the
 /// transaction again (`/check_tx`): a transaction the mempool dropped on a
 /// recheck (a proposal that expired meanwhile, say) never reaches a block,
 /// and its refusal is reported instead of waiting out the timeout.
-pub(super) fn wait_for(rpc: &RpcClient, tx: &[u8], timeout: Duration) -> anyhow::Result<(u64, u64, String)> {
+pub(super) fn wait_for(rpc: &RpcClient, tx: &[u8], timeout: Duration) -> anyhow::Result<InBlock> {
     let start = Instant::now();
     let hash: [u8; 32] = Sha256::digest(tx).into();
     // JSON-RPC (POST) takes byte parameters as base64; only the GET form takes 0x-hex.
@@ -181,7 +189,11 @@ pub(super) fn wait_for(rpc: &RpcClient, tx: &[u8], timeout: Duration) -> anyhow:
                 .with_context(|| format!("/tx on {}: no block height in {r}", rpc.url()))?;
                 let result = &r["tx_result"];
                 let log = result["log"].as_str().unwrap_or_default().to_string();
-                return Ok((height, result["code"].as_u64().unwrap_or(0), log));
+                return Ok(InBlock {
+                    height,
+                    code: result["code"].as_u64().unwrap_or(0),
+                    log,
+                });
             }
             Err(e) if format!("{e:#}").contains("not found") => {}
             Err(e) => return Err(e),

@@ -135,14 +135,23 @@ pub struct NodeInfo {
     pub statesnap_pid: PathBuf,
 }
 
+/// What a new node is: a genesis validator, or a full node that joins by
+/// state sync or by block sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Validator,
+    StateSync,
+    BlockSync,
+}
+
 impl NodeInfo {
-    fn new(dir: &Path, name: &str, index: usize, ports: Ports, validator: bool, state_sync: bool) -> NodeInfo {
+    fn new(dir: &Path, name: &str, index: usize, ports: Ports, role: Role) -> NodeInfo {
         let base = paths::node_dir(dir, name);
         NodeInfo {
             name: name.to_string(),
             index,
-            validator,
-            state_sync,
+            validator: role == Role::Validator,
+            state_sync: role == Role::StateSync,
             node_id: String::new(),
             ports,
             cometbft_home: base.join("cometbft"),
@@ -296,7 +305,7 @@ impl Testnet {
         for index in 0..self.options.validators {
             let name = paths::node_name(index);
             let ports = Ports::for_node(self.options.base_port, index)?;
-            let mut node = NodeInfo::new(&self.dir, &name, index, ports, true, false);
+            let mut node = NodeInfo::new(&self.dir, &name, index, ports, Role::Validator);
             cometbft.init_home(&node.cometbft_home)?;
             node.node_id = cometbft.node_id(&node.cometbft_home)?;
             generated.push((name, cometbft::generated_validator(&node.cometbft_home)?));
@@ -402,7 +411,12 @@ impl Testnet {
             None
         };
         let cometbft = self.cometbft()?.clone();
-        let mut node = NodeInfo::new(&self.dir, name, index, ports, false, join.state_sync);
+        let role = if join.state_sync {
+            Role::StateSync
+        } else {
+            Role::BlockSync
+        };
+        let mut node = NodeInfo::new(&self.dir, name, index, ports, role);
         let written = (|| {
             cometbft.init_home(&node.cometbft_home)?;
             node.node_id = cometbft.node_id(&node.cometbft_home)?;

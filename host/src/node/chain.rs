@@ -37,12 +37,10 @@ use crate::snapshot::{recover_interrupted_swap, staging_path, swap_into_place, V
 use crate::store::root::{is_consensus_key, leaf_hash};
 use crate::store::treap::{MerkleTreap, TreapBuilder};
 use crate::store::value::canonical_bytes;
-use crate::store::{HomeStore, StateStore, StoreKind};
+use crate::store::{copy, HomeStore, StateStore, StoreKind};
 
 /// File name of the write-ahead log inside the state home.
 pub const WAL_FILE: &str = "statesnap-wal.log";
-/// Entries per store batch when importing a genesis home.
-const IMPORT_BATCH: usize = 10_000;
 
 /// One transaction's result in a block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,20 +275,9 @@ impl Chain {
         if let Some(home) = &app_state.import_home {
             let source =
                 HomeStore::open_read_only(home).with_context(|| "importing the genesis app_state's import_home")?;
-            let mut batch = Vec::with_capacity(IMPORT_BATCH);
-            let mut n = 0u64;
-            for entry in source.entries()? {
-                let entry = entry?;
-                batch.push((entry.key, Some(entry.stored)));
-                if batch.len() == IMPORT_BATCH {
-                    store.write_batch(&batch)?;
-                    n += batch.len() as u64;
-                    batch.clear();
-                    tracing::info!(keys = n, "importing the genesis home");
-                }
-            }
-            n += batch.len() as u64;
-            store.write_batch(&batch)?;
+            let n = copy::copy_entries(source.entries()?, &mut store, copy::BATCH, |n| {
+                tracing::info!(keys = n, "importing the genesis home")
+            })?;
             tracing::info!(keys = n, home = %home.display(), "imported the genesis home");
         }
         let mut writes: BTreeMap<String, Option<String>> = app_state

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, Sender};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
@@ -103,9 +103,8 @@ pub fn create(
         }
     }
 
-    let result = build(store, codec, opts, &tmp, progress);
-    let (root, entries, state_bytes, chunks, snapshot_bytes, fuel_used) = match result {
-        Ok(r) => r,
+    let built = match build(store, codec, opts, &tmp, progress) {
+        Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
@@ -115,14 +114,14 @@ pub fn create(
         version: MANIFEST_VERSION,
         chain_id: opts.chain_id.clone(),
         height: opts.height,
-        app_hash: root,
+        app_hash: built.root,
         format,
         plugin,
         params: opts.params.clone(),
-        chunks,
-        entries,
-        state_bytes,
-        snapshot_bytes,
+        chunks: built.chunks,
+        entries: built.entries,
+        state_bytes: built.state_bytes,
+        snapshot_bytes: built.snapshot_bytes,
         approval: opts.ship.as_ref().map(|(_, a)| a.clone()),
     };
     let finish = || -> anyhow::Result<()> {
@@ -140,12 +139,30 @@ pub fn create(
         manifest,
         dir: final_dir,
         seconds: started.elapsed().as_secs_f64(),
-        fuel_used,
+        fuel_used: built.fuel_used,
     })
 }
 
-/// Root, entries, state bytes, chunk hashes, snapshot bytes, fuel.
-type Built = ([u8; 32], u64, u64, Vec<[u8; 32]>, u64, u64);
+/// What [`build`] made, for the manifest.
+struct Built {
+    /// The state root of the entries decoded from the chunks.
+    root: [u8; 32],
+    entries: u64,
+    state_bytes: u64,
+    /// Every chunk's hash, in order.
+    chunks: Vec<[u8; 32]>,
+    snapshot_bytes: u64,
+    /// Wasm fuel the plugin spent encoding and decoding.
+    fuel_used: u64,
+}
+
+/// What the read stage handed to the encoder.
+struct Read {
+    entries: u64,
+    state_bytes: u64,
+    /// SHA-256 of the framed entries, every batch in order.
+    digest: [u8; 32],
+}
 
 /// What the chunk stage made: the chunks' hashes and bytes, and what the
 /// entries decoded from them add up to.
@@ -187,37 +204,15 @@ fn build(
         let shipped = opts.ship.as_ref().map(|(wasm, _)| wasm.clone());
         let write = s.spawn(move || write_chunks(dir, shipped.as_deref().map(Vec::as_slice), chunk_rx, decoder));
 
-        let read = (|| -> anyhow::Result<(u64, u64, [u8; 32])> {
-            let mut digest = Sha256::new();
-            let mut batch = Vec::with_capacity(opts.batch_bytes + 4096);
-            let (mut entries, mut state_bytes) = (0u64, 0u64);
-            for entry in store.entries()? {
-                let entry = entry?;
-                progress.inc(1);
-                // Only what the app hash covers goes into a snapshot.
-                if !is_consensus_key(&entry.key) || is_null(&entry.stored) {
-                    continue;
-                }
-                statesnap_plugin_sdk::push_entry(&mut batch, entry.key.as_bytes(), entry.stored.as_bytes());
-                entries += 1;
-                state_bytes += (entry.key.len() + entry.stored.len()) as u64;
-                if batch.len() >= opts.batch_bytes {
-                    digest.update(&batch);
-                    if batch_tx.send(std::mem::take(&mut batch)).is_err() {
-                        break; // the encoder failed; its error is reported below
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                digest.update(&batch);
-                let _ = batch_tx.send(batch);
-            }
-            Ok((entries, state_bytes, digest.finalize().into()))
-        })();
-        drop(batch_tx);
+        // Reading ends by dropping `batch_tx`: the encoder finishes.
+        let read = read_entries(store, opts.batch_bytes, batch_tx, progress);
         let encoded = encode.join().expect("encoder thread panicked");
         let written = write.join().expect("chunk writer thread panicked");
-        let (entries, state_bytes, digest) = read?;
+        let Read {
+            entries,
+            state_bytes,
+            digest,
+        } = read?;
         let encode_fuel = encoded?;
         let w = written?;
         let shipped_chunks = opts.ship.as_ref().map_or(0, |(_, a)| a.plugin_chunks() as usize);
@@ -236,7 +231,54 @@ fn build(
                 }
             );
         }
-        Ok((w.root, entries, state_bytes, w.hashes, w.bytes, encode_fuel + w.fuel))
+        Ok(Built {
+            root: w.root,
+            entries,
+            state_bytes,
+            chunks: w.hashes,
+            snapshot_bytes: w.bytes,
+            fuel_used: encode_fuel + w.fuel,
+        })
+    })
+}
+
+/// The read stage: the consensus entries of `store`, framed, to the encoder
+/// in batches of about `batch_bytes`. Stops early, without an error, when
+/// the encoder has gone (its error is the one reported).
+fn read_entries(
+    store: &dyn StateStore,
+    batch_bytes: usize,
+    batches: Sender<Vec<u8>>,
+    progress: &ProgressBar,
+) -> anyhow::Result<Read> {
+    let mut digest = Sha256::new();
+    let mut batch = Vec::with_capacity(batch_bytes + 4096);
+    let (mut entries, mut state_bytes) = (0u64, 0u64);
+    for entry in store.entries()? {
+        let entry = entry?;
+        progress.inc(1);
+        // Only what the app hash covers goes into a snapshot.
+        if !is_consensus_key(&entry.key) || is_null(&entry.stored) {
+            continue;
+        }
+        statesnap_plugin_sdk::push_entry(&mut batch, entry.key.as_bytes(), entry.stored.as_bytes());
+        entries += 1;
+        state_bytes += (entry.key.len() + entry.stored.len()) as u64;
+        if batch.len() >= batch_bytes {
+            digest.update(&batch);
+            if batches.send(std::mem::take(&mut batch)).is_err() {
+                break; // the encoder failed; its error is reported
+            }
+        }
+    }
+    if !batch.is_empty() {
+        digest.update(&batch);
+        let _ = batches.send(batch);
+    }
+    Ok(Read {
+        entries,
+        state_bytes,
+        digest: digest.finalize().into(),
     })
 }
 

@@ -8,12 +8,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use super::copy::{copy_entries, CopyError, BATCH};
 use super::home::{detect, ensure_vacant};
 use super::root::{state_root_of, RootBuilder};
 use super::{HomeStore, StateRoot, StateStore, StoreKind};
-
-/// Entries written per write batch (one LMDB transaction / one HDF5 pass).
-pub const BATCH: usize = 10_000;
 
 /// What a conversion did.
 #[derive(Debug, Clone)]
@@ -82,27 +80,17 @@ fn copy_and_check(
     // A conversion that fails is removed, so commits need not be synced one by one.
     target.set_bulk(true);
     let mut root = RootBuilder::new();
-    let mut entries = 0u64;
-    let mut batch: Vec<(String, Option<String>)> = Vec::with_capacity(BATCH);
-    for e in source.entries()? {
+    // Each entry is hashed on its way into the new home.
+    let hashed = source.entries()?.map(|e| {
         let e = e.with_context(|| format!("reading {}", from.display()))?;
         root.push(&e.key, &e.stored)
             .with_context(|| format!("hashing the state of {}", from.display()))?;
-        batch.push((e.key, Some(e.stored)));
-        if batch.len() == BATCH {
-            target
-                .write_batch(&batch)
-                .with_context(|| format!("writing {}", to.display()))?;
-            entries += batch.len() as u64;
-            batch.clear();
-            progress(entries);
-        }
-    }
-    target
-        .write_batch(&batch)
-        .with_context(|| format!("writing {}", to.display()))?;
-    entries += batch.len() as u64;
-    progress(entries);
+        Ok(e)
+    });
+    let entries = copy_entries(hashed, &mut target, BATCH, progress).map_err(|e| match e {
+        CopyError::Read(e) => e,
+        CopyError::Write(e) => e.context(format!("writing {}", to.display())),
+    })?;
     target.flush()?;
     drop(target);
     drop(source);

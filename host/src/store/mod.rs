@@ -2,6 +2,7 @@
 //! and the state root and proofs over it.
 
 pub mod convert;
+pub mod copy;
 pub mod generate;
 pub mod home;
 pub mod key_layout;
