@@ -200,7 +200,7 @@ pub fn bench_node(args: &BenchNodeArgs, registry: impl Fn() -> anyhow::Result<Pl
     );
     println!(
         "genesis load {genesis_s:.1}s; restart after a crash (rebuild the Merkle treap) {reopen_s:.1}s, \
-         after a clean stop (saved index) {clean_reopen_s:.1}s; peak RSS {:.0} MiB",
+         after a clean stop (saved treap) {clean_reopen_s:.1}s; peak RSS {:.0} MiB",
         peak_rss_bytes().unwrap_or(0) as f64 / 1048576.0
     );
     println!(

@@ -23,7 +23,7 @@ on_both_stores!(
     state_sync_restores_a_snapshot_and_answers_every_case,
     a_snapshot_of_another_state_is_rejected_at_its_first_chunk,
     a_view_reads_its_height_after_later_blocks,
-    a_clean_stop_saves_the_index_for_a_fast_start,
+    a_clean_stop_saves_the_treap_for_a_fast_start,
     a_snapshot_job_whose_plugin_traps_leaves_nothing_and_the_next_runs,
 );
 
@@ -471,7 +471,7 @@ fn a_view_reads_its_height_after_later_blocks(kind: StoreKind) {
 /// A clean stop saves the treap; the next start uses it (once) instead of
 /// reading the whole state, and runs the next block exactly as a node that
 /// rebuilt it from the state.
-fn a_clean_stop_saves_the_index_for_a_fast_start(kind: StoreKind) {
+fn a_clean_stop_saves_the_treap_for_a_fast_start(kind: StoreKind) {
     let tmp = tempfile::tempdir().unwrap();
     let genesis = genesis_home(tmp.path(), 1_000);
     let home = tmp.path().join("node");
@@ -485,7 +485,7 @@ fn a_clean_stop_saves_the_index_for_a_fast_start(kind: StoreKind) {
     drop(node);
     let index = home.join("state").join(statesnap::node::treap_file::FILE);
     assert!(index.exists());
-    // The same state without the saved index, for comparison.
+    // The same state without the saved treap, for comparison.
     let rebuilt_home = tmp.path().join("rebuilt");
     common::copy_tree(&home, &rebuilt_home);
     std::fs::remove_file(rebuilt_home.join("state").join(statesnap::node::treap_file::FILE)).unwrap();

@@ -163,7 +163,7 @@ pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("the ABCI server stopped: {e}"))
 }
 
-/// On SIGTERM or SIGINT: save the state and its index (a fast next start),
+/// On SIGTERM or SIGINT: save the state and its Merkle treap (a fast next start),
 /// then exit. A second signal while saving exits at once.
 fn stop_cleanly_on_signals(node: Arc<Node>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};

@@ -164,7 +164,10 @@ impl Chain {
         };
         let treap = match saved {
             Some(treap) => {
-                tracing::info!(keys = treap.len(), "loaded the index saved at the last clean shutdown");
+                tracing::info!(
+                    keys = treap.len(),
+                    "loaded the Merkle treap saved at the last clean shutdown"
+                );
                 treap
             }
             None => build_treap(&store, state_dir)?,

@@ -549,7 +549,7 @@ impl Node {
         self.snapshots.busy()
     }
 
-    /// A clean stop (SIGTERM): the state made durable and its index saved
+    /// A clean stop (SIGTERM): the state made durable and its Merkle treap saved
     /// for a fast restart. Takes the chain lock, so a block being committed
     /// finishes first; a snapshot being built is abandoned (its unfinished
     /// directory is removed at the next start).
