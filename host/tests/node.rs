@@ -483,8 +483,8 @@ fn a_clean_stop_saves_the_treap_for_a_fast_start(kind: StoreKind) {
     let before = node.info();
     node.shutdown().unwrap();
     drop(node);
-    let index = home.join("state").join(statesnap::node::treap_file::FILE);
-    assert!(index.exists());
+    let saved = home.join("state").join(statesnap::node::treap_file::FILE);
+    assert!(saved.exists());
     // The same state without the saved treap, for comparison.
     let rebuilt_home = tmp.path().join("rebuilt");
     common::copy_tree(&home, &rebuilt_home);
@@ -492,7 +492,7 @@ fn a_clean_stop_saves_the_treap_for_a_fast_start(kind: StoreKind) {
 
     let node = open(&home, config(kind, 0));
     assert_eq!(node.info(), before);
-    assert!(!index.exists(), "the index is used once");
+    assert!(!saved.exists(), "the saved treap is used once");
     let rebuilt = open(&rebuilt_home, config(kind, 0));
     assert_eq!(rebuilt.info(), before);
     let next = [patch(
