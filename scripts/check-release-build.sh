@@ -23,4 +23,8 @@ for s in "TEST MODE" "test hook: the snapshot encoder panics" "activation_height
         fail "the release binary contains \"$s\" from the test hooks"
     fi
 done
+# And no symbol of the module (node::test_hooks, with ForgedState).
+if nm -C "$bin" | grep -q 'node::test_hooks'; then
+    fail "the release binary contains symbols of statesnap::node::test_hooks"
+fi
 echo "check-release-build: $bin has no test hooks (no --test-* flag, no forging code)"
