@@ -52,14 +52,23 @@ fn a_forging_validator_is_refused_at_its_first_chunk_and_nodes_sync_from_honest_
         net.stop_node(FORGER).unwrap();
         net.edit_config(FORGER, |c| c.snapshot_plugin = plugin.into());
         net.start_node(FORGER, &forge).unwrap();
-        net.poll(
+        let forged = net.poll(
             FORGER,
             &format!("a forged {plugin} snapshot above height {newest_honest}"),
             || {
                 let newest = net.advertised(FORGER).into_iter().max()?;
-                (newest.0 > newest_honest && newest.1 == format).then_some(())
+                (newest.0 > newest_honest && newest.1 == format).then_some(newest.0)
             },
         );
+        // The joiner's light client checks a snapshot of height H with the
+        // headers of H+1 and H+2 from its RPC servers (node0 and node1),
+        // and rejects it for good when they do not have them yet: it would
+        // never be offered the forgery. Restarting the forger stalled the
+        // chain (two of three validators are not more than 2/3), and its
+        // newest snapshot may be one it made just before.
+        for node in HONEST {
+            net.wait_for_height(node, forged + 2);
+        }
         for (node, list) in HONEST.iter().zip(&honest) {
             assert_eq!(&net.advertised(node), list, "{node} makes no more snapshots");
         }

@@ -370,6 +370,14 @@ impl Drop for Network {
             let _ = old.stop_all();
         }
         stop_testnet(self.net.dir());
+        if std::thread::panicking() {
+            // The nodes' logs, homes and snapshots, to see why.
+            self.scratch.disable_cleanup(true);
+            eprintln!(
+                "the failed test's testnet is kept in {} (delete it when done)",
+                self.net.dir().display()
+            );
+        }
     }
 }
 
