@@ -2,53 +2,28 @@
 //! before the statesnap node exists). They need cometbft 0.38:
 //! `scripts/install-cometbft.sh` (which `scripts/setup.sh` runs) installs it.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use assert_cmd::Command;
 use serde_json::Value;
 
+use common::net::{options, require_cometbft, Network, StopOnDrop, TIMEOUT};
 use statesnap::node::NodeConfig;
 use statesnap::store::{StateStore, XianHdf5Store};
 use statesnap_harness::testnet::{
     free_base_port, AppKind, CometBft, GenesisEntry, JoinOptions, Ports, Testnet, TestnetOptions,
 };
 
-const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The cometbft binary, or a failure saying how to install it.
-fn require_cometbft() -> CometBft {
-    match CometBft::discover() {
-        Ok(found) => found,
-        Err(e) => panic!(
-            "these tests run real CometBFT networks: install cometbft 0.38 with scripts/install-cometbft.sh \
-             (scripts/setup.sh runs it), or set COMETBFT to the binary. {e:#}"
-        ),
-    }
-}
-
-fn kvstore_options(validators: usize, base_port: u16) -> TestnetOptions {
+/// A network of `validators` running CometBFT's kvstore app.
+fn kvstore(validators: usize) -> TestnetOptions {
     TestnetOptions {
-        validators,
-        chain_id: "testnet-test".into(),
-        base_port,
         block_time: Duration::from_millis(200),
         app: AppKind::Kvstore,
-        statesnap_bin: PathBuf::from(env!("CARGO_BIN_EXE_statesnap")),
-        ..TestnetOptions::default()
-    }
-}
-
-/// A testnet that is stopped when the test ends, passing or not.
-struct Running {
-    net: Testnet,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.net.stop_all();
+        ..options("testnet-test", validators)
     }
 }
 
@@ -75,9 +50,8 @@ fn process_exists(pid: u32) -> bool {
 
 #[test]
 fn init_writes_configs_one_genesis_and_node_configs() {
-    let cometbft = require_cometbft();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("net");
+    require_cometbft();
+    let cometbft = CometBft::discover().unwrap();
     let entries = vec![GenesisEntry {
         key: "con_hello.greeting".into(),
         stored: "\"hi\"".into(),
@@ -90,10 +64,12 @@ fn init_writes_configs_one_genesis_and_node_configs() {
         block_time: Duration::from_millis(250),
         genesis_keys: 50,
         genesis_entries: entries.clone(),
-        ..kvstore_options(3, 41000)
+        base_port: 41000,
+        ..kvstore(3)
     };
-    let net = Testnet::init(&dir, &opts).unwrap();
-    let dir = dir.canonicalize().unwrap();
+    let net = Network::init(&opts);
+    let dir = net.dir().to_path_buf();
+    assert_eq!(dir, net.scratch().join("net").canonicalize().unwrap());
     assert_eq!(net.nodes().len(), 3);
 
     let mut all_ports = BTreeSet::new();
@@ -174,7 +150,7 @@ fn init_writes_configs_one_genesis_and_node_configs() {
 
     let err = format!("{:#}", Testnet::init(&dir, &opts).unwrap_err());
     assert!(err.contains("already holds a testnet"), "{err}");
-    let stray = tmp.path().join("stray");
+    let stray = net.scratch().join("stray");
     std::fs::create_dir(&stray).unwrap();
     std::fs::write(stray.join("notes.txt"), "mine").unwrap();
     let err = format!("{:#}", Testnet::init(&stray, &opts).unwrap_err());
@@ -194,47 +170,37 @@ fn init_writes_configs_one_genesis_and_node_configs() {
 #[test]
 fn kvstore_network_agrees_restarts_syncs_a_joiner_and_stops_clean() {
     require_cometbft();
-    let tmp = tempfile::tempdir().unwrap();
-    let base = free_base_port(6).unwrap();
-    let net = Testnet::init(&tmp.path().join("net"), &kvstore_options(3, base)).unwrap();
-    let mut run = Running { net, _dir: tmp };
-
-    run.net.start_all().unwrap();
+    let mut net = Network::start(&kvstore(3));
     for node in ["node0", "node1", "node2"] {
-        assert!(run.net.wait_for_height(node, 3, TIMEOUT).unwrap() >= 3);
-        assert_eq!(run.net.is_running(node), (false, true), "kvstore runs inside cometbft");
+        assert!(net.wait_for_height(node, 3) >= 3);
+        assert_eq!(net.is_running(node), (false, true), "kvstore runs inside cometbft");
     }
-    let reference = run.net.rpc("node0").unwrap().header(Some(3)).unwrap();
+    let reference = net.header("node0", 3);
     assert_eq!(reference.height, 3);
     assert_eq!(reference.block_hash.len(), 32);
     for node in ["node1", "node2"] {
-        assert_eq!(
-            run.net.rpc(node).unwrap().header(Some(3)).unwrap(),
-            reference,
-            "{node} agrees"
-        );
+        assert_eq!(net.header(node, 3), reference, "{node} agrees");
     }
-    let err = format!("{:#}", run.net.start_node("node0", &[]).unwrap_err());
+    let err = format!("{:#}", net.start_node("node0", &[]).unwrap_err());
     assert!(err.contains("already running"), "{err}");
 
     // All three validators are needed for more than 2/3 of the power: the chain
     // stalls without node2 and goes on once it is back.
-    let (_, old_pid) = run.net.pids("node2").unwrap();
-    run.net.kill_node("node2").unwrap();
-    assert_eq!(run.net.is_running("node2"), (false, false));
+    let (_, old_pid) = net.pids("node2").unwrap();
+    net.kill_node("node2").unwrap();
+    assert_eq!(net.is_running("node2"), (false, false));
     let old_pid = old_pid.unwrap();
     assert!(
         !process_exists(old_pid),
         "{:?}",
         std::fs::read_to_string(format!("/proc/{old_pid}/stat"))
     );
-    run.net.start_node("node2", &[]).unwrap();
-    let height = run.net.wait_for_height("node0", 1, TIMEOUT).unwrap();
-    run.net.wait_for_height("node2", height + 2, TIMEOUT).unwrap();
+    net.start_node("node2", &[]).unwrap();
+    let height = net.caught_up("node0");
+    net.wait_for_height("node2", height + 2);
 
     // A block-sync full node catches up with the validators.
-    let full = run
-        .net
+    let full = net
         .add_node(
             "full",
             &JoinOptions {
@@ -247,20 +213,20 @@ fn kvstore_network_agrees_restarts_syncs_a_joiner_and_stops_clean() {
     assert!(!full.validator && !full.state_sync);
     let config = cometbft_config(&full.cometbft_home);
     assert_eq!(config["statesync"]["enable"].as_bool(), Some(false));
-    let validators: BTreeSet<String> = run.net.nodes()[..3].iter().map(|n| n.p2p_address()).collect();
+    let validators: BTreeSet<String> = net.nodes()[..3].iter().map(|n| n.p2p_address()).collect();
     assert_eq!(peers_of(&config), validators);
-    run.net.start_node("full", &[]).unwrap();
-    let target = run.net.wait_for_height("node0", 1, TIMEOUT).unwrap();
-    run.net.wait_for_sync("full", TIMEOUT).unwrap();
-    run.net.wait_for_height("full", target, TIMEOUT).unwrap();
-    assert_eq!(run.net.rpc("full").unwrap().header(Some(3)).unwrap(), reference);
+    net.start_node("full", &[]).unwrap();
+    let target = net.caught_up("node0");
+    net.wait_for_sync("full");
+    net.wait_for_height("full", target);
+    assert_eq!(net.header("full", 3), reference);
 
     // A state-sync joiner's config names a header the validators committed.
-    let synced = run.net.add_node("synced", &JoinOptions::default()).unwrap().clone();
+    let synced = net.add_node("synced", &JoinOptions::default()).unwrap().clone();
     assert!(synced.state_sync);
     let sync = &cometbft_config(&synced.cometbft_home)["statesync"];
     assert_eq!(sync["enable"].as_bool(), Some(true));
-    let servers = format!("{},{}", run.net.nodes()[0].rpc_url(), run.net.nodes()[1].rpc_url());
+    let servers = format!("{},{}", net.nodes()[0].rpc_url(), net.nodes()[1].rpc_url());
     assert_eq!(sync["rpc_servers"].as_str(), Some(servers.as_str()));
     assert_eq!(sync["trust_period"].as_str(), Some("168h0m0s"));
     assert_eq!(sync["discovery_time"].as_str(), Some("5s"));
@@ -268,31 +234,32 @@ fn kvstore_network_agrees_restarts_syncs_a_joiner_and_stops_clean() {
     assert_eq!(sync["chunk_fetchers"].as_str(), Some("4"));
     let trust_height = sync["trust_height"].as_integer().unwrap() as u64;
     assert!(trust_height >= 3);
-    let trusted = run.net.rpc("node1").unwrap().header(Some(trust_height)).unwrap();
+    // (The trust height is node0's: node1 may not have stored that block yet.)
+    let trusted = net.header("node1", trust_height);
     assert_eq!(
         sync["trust_hash"].as_str(),
         Some(hex::encode_upper(&trusted.block_hash).as_str())
     );
-    let reopened = Testnet::open(run.net.dir()).unwrap();
-    assert_eq!(reopened.nodes(), run.net.nodes(), "joined nodes are saved");
+    let reopened = Testnet::open(net.dir()).unwrap();
+    assert_eq!(reopened.nodes(), net.nodes(), "joined nodes are saved");
     assert!(
-        run.net.add_node("full", &JoinOptions::default()).is_err(),
+        net.add_node("full", &JoinOptions::default()).is_err(),
         "names are unique"
     );
 
     let mut pids = Vec::new();
-    for node in run.net.nodes() {
-        if let (_, Some(pid)) = run.net.pids(&node.name).unwrap() {
+    for node in net.nodes() {
+        if let (_, Some(pid)) = net.pids(&node.name).unwrap() {
             pids.push(pid);
         }
     }
     assert_eq!(pids.len(), 4, "three validators and the block-sync node run");
-    run.net.stop_all().unwrap();
+    net.stop_all().unwrap();
     for pid in pids {
         assert!(!process_exists(pid), "pid {pid} is gone after stop_all");
     }
-    for node in run.net.nodes() {
-        assert_eq!(run.net.is_running(&node.name), (false, false));
+    for node in net.nodes() {
+        assert_eq!(net.is_running(&node.name), (false, false));
         assert!(!node.cometbft_pid.exists() && !node.statesnap_pid.exists());
     }
 }
@@ -300,35 +267,27 @@ fn kvstore_network_agrees_restarts_syncs_a_joiner_and_stops_clean() {
 #[test]
 fn a_port_in_use_is_named_with_what_to_do() {
     require_cometbft();
-    let tmp = tempfile::tempdir().unwrap();
-    let base = free_base_port(1).unwrap();
-    let net = Testnet::init(&tmp.path().join("net"), &kvstore_options(1, base)).unwrap();
-    let run = Running { net, _dir: tmp };
-    let rpc = run.net.nodes()[0].ports.rpc;
+    let net = Network::init(&kvstore(1));
+    let rpc = net.nodes()[0].ports.rpc;
     let _held = std::net::TcpListener::bind(("127.0.0.1", rpc)).unwrap();
-    let err = format!("{:#}", run.net.start_all().unwrap_err());
+    let err = format!("{:#}", net.start_all().unwrap_err());
     assert!(
         err.contains(&format!("port {rpc}")) && err.contains("--base-port"),
         "{err}"
     );
-    assert_eq!(run.net.is_running("node0"), (false, false));
+    assert_eq!(net.is_running("node0"), (false, false));
 }
 
 #[test]
 fn an_app_that_exits_at_once_is_reported_with_its_log() {
     require_cometbft();
-    let tmp = tempfile::tempdir().unwrap();
-    let opts = TestnetOptions {
+    let net = Network::init(&TestnetOptions {
         app: AppKind::Statesnap,
-        ..kvstore_options(1, free_base_port(1).unwrap())
-    };
-    let net = Testnet::init(&tmp.path().join("net"), &opts).unwrap();
-    let run = Running { net, _dir: tmp };
+        ..kvstore(1)
+    });
     let err = format!(
         "{:#}",
-        run.net
-            .start_node("node0", &["--no-such-flag".to_string()])
-            .unwrap_err()
+        net.start_node("node0", &["--no-such-flag".to_string()]).unwrap_err()
     );
     assert!(
         err.contains("statesnap process of node0 exited while starting"),
@@ -339,21 +298,10 @@ fn an_app_that_exits_at_once_is_reported_with_its_log() {
         "the log is quoted: {err}"
     );
     assert_eq!(
-        run.net.is_running("node0"),
+        net.is_running("node0"),
         (false, false),
         "cometbft is not started without its app"
     );
-}
-
-/// Stops a CLI-started testnet when the test ends.
-struct CliTestnet(PathBuf);
-
-impl Drop for CliTestnet {
-    fn drop(&mut self) {
-        if let Ok(net) = Testnet::open(&self.0) {
-            let _ = net.stop_all();
-        }
-    }
 }
 
 #[test]
@@ -361,7 +309,7 @@ fn cli_starts_reports_joins_and_stops() {
     require_cometbft();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net");
-    let _guard = CliTestnet(dir.clone());
+    let _guard = StopOnDrop(dir.clone());
     let base = free_base_port(2).unwrap().to_string();
     let dir_arg = dir.to_str().unwrap();
     let statesnap = || Command::cargo_bin("statesnap").unwrap();

@@ -1,12 +1,15 @@
 //! Governance helpers of the network tests: the `statesnap gov` commands
-//! against a node of a running testnet.
+//! against a node of a running testnet. Each waits first for that node to
+//! have committed every height the test has seen (see [`super::net`]): the
+//! node's CheckTx and the command's reads are of that node's state.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use statesnap_harness::testnet::Testnet;
+use statesnap_harness::testnet::{JoinOptions, Testnet, TestnetOptions};
+
+use super::net::Network;
 
 /// Runs the statesnap binary: (success, stdout, stderr).
 pub fn statesnap(args: &[&str]) -> (bool, String, String) {
@@ -35,28 +38,25 @@ pub fn key_file(net: &Testnet, node: &str) -> PathBuf {
         .join("config/priv_validator_key.json")
 }
 
-/// `statesnap gov status --json` through `node`.
-pub fn gov_status(net: &Testnet, node: &str) -> Value {
+/// `statesnap gov status --json` through `node`; its height counts as seen.
+pub fn gov_status(net: &Network, node: &str) -> Value {
+    net.caught_up(node);
     let url = net.node(node).unwrap().rpc_url();
     let (ok, out, err) = statesnap(&["gov", "status", "--rpc", &url, "--json"]);
     assert!(ok, "{err}");
-    serde_json::from_str(&out).unwrap()
+    let status: Value = serde_json::from_str(&out).unwrap();
+    net.saw(status["height"].as_u64().expect("gov status has a height"));
+    status
 }
 
 /// `statesnap gov vote` for `proposal` with `key`, sent through `node`.
-pub fn vote(net: &Testnet, node: &str, key: &Path, proposal: u64) -> (bool, String) {
-    let url = net.node(node).unwrap().rpc_url();
+pub fn vote(net: &Network, node: &str, key: &Path, proposal: u64) -> (bool, String) {
     let id = proposal.to_string();
-    statesnap_joined(&[
-        "gov",
-        "vote",
-        "--proposal",
-        &id,
-        "--rpc",
-        &url,
-        "--key",
-        key.to_str().unwrap(),
-    ])
+    send_through(
+        net,
+        node,
+        &["gov", "vote", "--proposal", &id, "--key", key.to_str().unwrap()],
+    )
 }
 
 /// What a proposal asks for.
@@ -70,8 +70,7 @@ pub struct Propose<'a> {
 }
 
 /// `statesnap gov propose` from `node`'s validator, sent through `node`.
-pub fn propose(net: &Testnet, node: &str, p: &Propose) -> (bool, String) {
-    let url = net.node(node).unwrap().rpc_url();
+pub fn propose(net: &Network, node: &str, p: &Propose) -> (bool, String) {
     let key = key_file(net, node);
     let (format, delay, expires) = (
         p.format.to_string(),
@@ -89,19 +88,86 @@ pub fn propose(net: &Testnet, node: &str, p: &Propose) -> (bool, String) {
         &delay,
         "--expires-after",
         &expires,
-        "--rpc",
-        &url,
         "--key",
         key.to_str().unwrap(),
     ];
-    statesnap_joined(&[&args[..], p.extra].concat())
+    send_through(net, node, &[&args[..], p.extra].concat())
 }
 
-/// (height, format) of every snapshot a node advertises.
-pub fn advertised(net: &Testnet, node: &str) -> BTreeSet<(u64, u32)> {
-    let q = net.rpc(node).unwrap().abci_query("/snapshots", b"").unwrap();
-    let list: Vec<Value> = serde_json::from_slice(&q.value).unwrap();
-    list.iter()
-        .map(|s| (s["height"].as_u64().unwrap(), s["format"].as_u64().unwrap() as u32))
-        .collect()
+/// `statesnap gov upload` of `wasm` for `proposal`, signed with `key`, sent through `node`.
+pub fn upload(net: &Network, node: &str, proposal: u64, wasm: &Path, key: &Path) -> (bool, String) {
+    let id = proposal.to_string();
+    send_through(
+        net,
+        node,
+        &[
+            "gov",
+            "upload",
+            "--proposal",
+            &id,
+            "--plugin",
+            wasm.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    )
+}
+
+/// Runs `statesnap gov …` with `--rpc` of `node`, once `node` has
+/// committed every height the test has seen. The heights its transactions
+/// committed at count as seen.
+fn send_through(net: &Network, node: &str, args: &[&str]) -> (bool, String) {
+    net.caught_up(node);
+    let url = net.node(node).unwrap().rpc_url();
+    let (ok, out, err) = statesnap(&[args, &["--rpc", &url]].concat());
+    if ok {
+        match committed_height(&out, &err) {
+            Some(h) => net.saw(h),
+            // (Nothing parsed: the command waited for its transactions'
+            // blocks on `node`, so `node`'s height now is past them.)
+            None => {
+                net.app_status(node);
+            }
+        }
+    }
+    (ok, format!("{out}{err}"))
+}
+
+/// The highest block height a gov command's transactions committed at: the
+/// `height` of its JSON lines (propose, vote) and its `uploaded piece …
+/// at height H` lines (upload).
+fn committed_height(stdout: &str, stderr: &str) -> Option<u64> {
+    let answers = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["height"].as_u64());
+    let pieces = stderr
+        .lines()
+        .filter(|l| l.starts_with("gov: uploaded piece"))
+        .filter_map(|l| l.split(" at height ").nth(1)?.split(' ').next()?.parse().ok());
+    answers.chain(pieces).max()
+}
+
+/// The governance tests take a snapshot every this many blocks.
+pub const INTERVAL: u64 = 5;
+
+/// The governance tests' network, started: four validators (three of
+/// four pass a proposal) on `chain`, zstd snapshots every [`INTERVAL`]
+/// blocks, `keep_recent` kept, a genesis state of `genesis_keys` keys.
+pub fn four_validators(chain: &str, keep_recent: u32, genesis_keys: u64) -> Network {
+    Network::start(&TestnetOptions {
+        snapshot_interval: INTERVAL,
+        snapshot_keep_recent: keep_recent,
+        snapshot_plugin: "zstd".into(),
+        genesis_keys,
+        ..super::net::options(chain, 4)
+    })
+}
+
+/// Adds a node that joins by state sync with no plugin at all (a binary
+/// without built-in plugins, no configured format), and starts it: it can
+/// only restore a snapshot that ships its plugin.
+pub fn join_without_plugins(net: &mut Network, name: &str, join: &JoinOptions) {
+    net.add_node(name, join).unwrap();
+    net.edit_config(name, |c| c.snapshot_plugin = String::new());
+    net.start_node(name, &["--no-built-in-plugins".to_string()]).unwrap();
 }
