@@ -3,7 +3,7 @@
 # checks that a release build carries no test hooks, and runs every test of
 # the workspace (host, plugins, examples). Every test binary runs even when
 # one fails (--no-fail-fast); the last line sums them all:
-# "tests: N passed, M failed (B test binaries, F of them failed or did not build)".
+# "tests: N passed, M failed (T test targets ran; F failed or did not build)".
 # Arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,10 +26,11 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --release --no-fail-fast "${hooks[@]}" "$@" 2>&1 | tee "$log" || status=$?
-sum() { grep -E '^test result:' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
-binaries=$(grep -cE '^test result:' "$log" || true)
-broken=$(grep -oE 'error: [0-9]+ targets? failed' "$log" | grep -oE '[0-9]+' | tail -1)
+# The summary (grep finding nothing is no error here).
+sum() { { grep -E '^test result:' "$log" || true; } | { grep -oE "[0-9]+ $1" || true; } | awk '{s += $1} END {print s + 0}'; }
+binaries=$({ grep -E '^test result:' "$log" || true; } | wc -l)
+broken=$({ grep -oE 'error: [0-9]+ targets? failed' "$log" || true; } | { grep -oE '[0-9]+' || true; } | tail -1)
 if [ -z "$broken" ] && grep -qE '^error(\[|:)' "$log"; then broken=1; fi
 echo
-echo "tests: $(sum passed) passed, $(sum failed) failed ($binaries test binaries, ${broken:-0} of them failed or did not build)"
+echo "tests: $(sum passed) passed, $(sum failed) failed ($binaries test targets ran; ${broken:-0} failed or did not build)"
 exit "$status"
