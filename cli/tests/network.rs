@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::net::{many_chunks, require_cometbft, Network};
 use statesnap::store::StoreKind;
 use statesnap_harness::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
-use statesnap_harness::testnet::JoinOptions;
+use statesnap_harness::testnet::{JoinOptions, TestnetOptions};
 
 const CHAIN: &str = "e2e-chain";
 
@@ -31,8 +31,16 @@ fn leftovers(statesnap_home: &Path) -> Vec<String> {
 #[test]
 fn new_nodes_join_a_live_network_by_state_sync() {
     require_cometbft();
-    // node2 is a validator that serves corrupted snapshot chunks.
-    let opts = many_chunks(CHAIN, 30_000, StoreKind::Hdf5);
+    // node2 is a validator that serves corrupted snapshot chunks. A joiner
+    // may pick a snapshot node2 has finished before the others: once it
+    // rejects node2 no peer serves it, and CometBFT gives up on it only after
+    // its fixed 2-minute chunk timeout, then tries the next best snapshot it
+    // discovered at the start. Snapshots are kept 400 blocks (about 4.5
+    // minutes at the 1.4 blocks/s seen here) so that one is still served.
+    let opts = TestnetOptions {
+        snapshot_keep_recent: 40,
+        ..many_chunks(CHAIN, 30_000, StoreKind::Hdf5)
+    };
     let mut net = Network::start_with(&opts, &[("node2", &["--test-corrupt-chunks"])]);
 
     // Load on node0 and node1 for the rest of the test.
