@@ -8,13 +8,10 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::net::{many_chunks, require_cometbft, Network};
 use statesnap::store::StoreKind;
-use statesnap_harness::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
 use statesnap_harness::testnet::{JoinOptions, TestnetOptions};
 
 const CHAIN: &str = "e2e-chain";
@@ -44,15 +41,7 @@ fn new_nodes_join_a_live_network_by_state_sync() {
     let mut net = Network::start_with(&opts, &[("node2", &["--test-corrupt-chunks"])]);
 
     // Load on node0 and node1 for the rest of the test.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let submitters: Vec<RpcSubmitter> = ["node0", "node1"].iter().map(|n| RpcSubmitter(net.rpc(n))).collect();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let cfg = LoadConfig::new(CHAIN, 20.0, Duration::from_secs(3600));
-            run_load(&cfg, &submitters, &SystemClock::start(), &stop, |_| {})
-        })
-    };
+    let load = net.start_load(CHAIN, &["node0", "node1"], 20.0);
 
     net.wait_for_height("node0", 24);
 
@@ -155,8 +144,7 @@ fn new_nodes_join_a_live_network_by_state_sync() {
         "an LMDB node keeps no write-ahead log"
     );
 
-    stop.store(true, Ordering::SeqCst);
-    let stats = load.join().unwrap().unwrap();
+    let stats = load.finish();
     assert!(stats.accepted > 50, "the load was applied: {stats:?}");
     assert!(
         net.metric("node0", "statesnap_txs_applied_total") > 50.0,

@@ -188,13 +188,7 @@ impl Application for AbciApp {
             metadata: s.metadata.to_vec(),
             trusted_app_hash: request.app_hash.to_vec(),
         };
-        let result = match self.node.offer_snapshot(&offer) {
-            OfferAnswer::Accept => R::Accept,
-            OfferAnswer::Abort(_) => R::Abort,
-            OfferAnswer::Reject(_) => R::Reject,
-            OfferAnswer::RejectFormat(_) => R::RejectFormat,
-        };
-        ResponseOfferSnapshot { result: result as i32 }
+        offer_response(self.node.offer_snapshot(&offer))
     }
 
     fn load_snapshot_chunk(&self, request: RequestLoadSnapshotChunk) -> ResponseLoadSnapshotChunk {
@@ -207,24 +201,42 @@ impl Application for AbciApp {
     }
 
     fn apply_snapshot_chunk(&self, request: RequestApplySnapshotChunk) -> ResponseApplySnapshotChunk {
-        use response_apply_snapshot_chunk::Result as R;
-        let answer = self
-            .node
-            .apply_snapshot_chunk(request.index, &request.chunk, &request.sender);
-        let (result, refetch_chunks, reject_senders) = match answer {
-            ChunkAnswer::Accept | ChunkAnswer::Done(_) => (R::Accept, Vec::new(), Vec::new()),
-            ChunkAnswer::Abort(_) => (R::Abort, Vec::new(), Vec::new()),
-            ChunkAnswer::Retry {
-                refetch,
-                reject_senders,
-                ..
-            } => (R::Retry, refetch, reject_senders),
-            ChunkAnswer::RejectSnapshot { reject_senders, .. } => (R::RejectSnapshot, Vec::new(), reject_senders),
-        };
-        ResponseApplySnapshotChunk {
-            result: result as i32,
-            refetch_chunks,
+        chunk_response(
+            self.node
+                .apply_snapshot_chunk(request.index, &request.chunk, &request.sender),
+        )
+    }
+}
+
+/// The answer to an offer, on the wire.
+pub(crate) fn offer_response(answer: OfferAnswer) -> ResponseOfferSnapshot {
+    use response_offer_snapshot::Result as R;
+    let result = match answer {
+        OfferAnswer::Accept => R::Accept,
+        OfferAnswer::Abort(_) => R::Abort,
+        OfferAnswer::Reject(_) => R::Reject,
+        OfferAnswer::RejectFormat(_) => R::RejectFormat,
+    };
+    ResponseOfferSnapshot { result: result as i32 }
+}
+
+/// The answer to a chunk, on the wire (`Done`: the restored state is
+/// installed by then, so it is an Accept).
+pub(crate) fn chunk_response(answer: ChunkAnswer) -> ResponseApplySnapshotChunk {
+    use response_apply_snapshot_chunk::Result as R;
+    let (result, refetch_chunks, reject_senders) = match answer {
+        ChunkAnswer::Accept | ChunkAnswer::Done(_) => (R::Accept, Vec::new(), Vec::new()),
+        ChunkAnswer::Abort(_) => (R::Abort, Vec::new(), Vec::new()),
+        ChunkAnswer::Retry {
+            refetch,
             reject_senders,
-        }
+            ..
+        } => (R::Retry, refetch, reject_senders),
+        ChunkAnswer::RejectSnapshot { reject_senders, .. } => (R::RejectSnapshot, Vec::new(), reject_senders),
+    };
+    ResponseApplySnapshotChunk {
+        result: result as i32,
+        refetch_chunks,
+        reject_senders,
     }
 }

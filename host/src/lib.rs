@@ -7,13 +7,15 @@
 //!   values and the `xian-state-root-v2` state root;
 //! * [`plugin`]: the wasmtime runtime that runs format plugins under hard limits;
 //! * [`snapshot`]: manifests, and creating, verifying and restoring snapshots;
-//! * [`chain`]: the chain's transactions, key files and governance registry;
-//! * [`node`]: the ABCI application, and [`abci`] its protocol layer.
+//! * [`protocol`]: the chain's transactions, key files and governance records;
+//! * [`node`]: the ABCI application, and [`abci`] its protocol layer;
+//! * [`proxy`]: statesnap in front of another ABCI app (Xian's node).
 
 pub mod abci;
 mod durable;
 pub mod node;
 pub mod plugin;
 pub mod protocol;
+pub mod proxy;
 pub mod snapshot;
 pub mod store;

@@ -12,6 +12,7 @@ mod gov;
 mod key;
 mod node;
 mod plugin;
+mod proxy;
 mod snapshot;
 mod state;
 mod testnet;
@@ -133,6 +134,8 @@ pub enum Command {
     DemoNetwork(statesnap_harness::demo_network::DemoNetworkArgs),
     /// Run the node: CometBFT's ABCI application (state machine, snapshots, state sync).
     Start(node::StartArgs),
+    /// Run in front of another ABCI app (Xian's node): forward its calls, take and serve statesnap snapshots of its state, restore it by state sync.
+    Proxy(proxy::ProxyArgs),
     /// Watch a node joining by state sync; if no usable snapshot comes in time, switch its CometBFT to block sync.
     JoinFallback(node::FallbackArgs),
     /// Measure block times while a background snapshot runs, in process.
@@ -176,6 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => statesnap_harness::bench::demo(&a, &cli.plugins.registry()?),
         Command::DemoNetwork(a) => statesnap_harness::demo_network::demo_network(&a),
         Command::Start(a) => node::start(a, &cli.plugins),
+        Command::Proxy(a) => proxy::run(a, &cli.plugins),
         Command::JoinFallback(a) => node::join_fallback(a),
         Command::BenchNode(a) => statesnap_harness::bench_node::bench_node(&a, || cli.plugins.registry()),
         Command::BenchNetwork(a) => statesnap_harness::bench_network::bench_network(&a),

@@ -52,6 +52,10 @@ pub enum TestnetCommand {
         /// The validators' state store: lmdb (Xian's current layout) or hdf5.
         #[arg(long, value_name = "lmdb|hdf5", default_value = "lmdb")]
         store: StoreKind,
+        /// Put `statesnap proxy` between each CometBFT and its statesnap app
+        /// (on a unix socket), as in front of Xian's node.
+        #[arg(long)]
+        proxy: bool,
     },
     /// Stop every node of DIR.
     Stop {
@@ -98,6 +102,7 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
             genesis_keys,
             app,
             store,
+            proxy,
         } => {
             let net = if dir.join("testnet.json").is_file() {
                 eprintln!("using the existing testnet in {} (its options are kept)", dir.display());
@@ -115,6 +120,7 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
                     genesis_keys,
                     app,
                     store,
+                    proxy,
                     statesnap_bin: std::env::current_exe().context("finding the statesnap executable")?,
                     ..TestnetOptions::default()
                 };

@@ -398,3 +398,31 @@ impl Drop for StopOnDrop {
         stop_testnet(&self.0);
     }
 }
+
+/// Transactions sent in the background, until [`Load::finish`].
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<anyhow::Result<statesnap_harness::load::LoadStats>>,
+}
+
+impl Network {
+    /// Starts sending `rate` state-patch transactions a second of chain
+    /// `chain` through `nodes` (CometBFT RPC), round robin.
+    pub fn start_load(&self, chain: &str, nodes: &[&str], rate: f64) -> Load {
+        use statesnap_harness::load::{run_load, LoadConfig, RpcSubmitter, SystemClock};
+        let submitters: Vec<RpcSubmitter> = nodes.iter().map(|n| RpcSubmitter(self.net.rpc(n).unwrap())).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let cfg = LoadConfig::new(chain, rate, Duration::from_secs(3600));
+        let handle = std::thread::spawn(move || run_load(&cfg, &submitters, &SystemClock::start(), &flag, |_| {}));
+        Load { stop, handle }
+    }
+}
+
+impl Load {
+    /// Stops the load; what it sent and what was accepted.
+    pub fn finish(self) -> statesnap_harness::load::LoadStats {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap().unwrap()
+    }
+}

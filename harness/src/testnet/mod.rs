@@ -90,6 +90,10 @@ pub struct TestnetOptions {
     #[serde(default)]
     pub store: StoreKind,
     pub app: AppKind,
+    /// Each node's CometBFT reaches its statesnap app through `statesnap
+    /// proxy` (forwarding only) on a unix socket, as a Xian node's would.
+    #[serde(default)]
+    pub proxy: bool,
     /// The `statesnap` binary that runs the nodes (the CLI passes its own
     /// executable; tests pass `env!("CARGO_BIN_EXE_statesnap")`).
     pub statesnap_bin: PathBuf,
@@ -110,6 +114,7 @@ impl Default for TestnetOptions {
             genesis_entries: Vec::new(),
             store: StoreKind::default(),
             app: AppKind::Statesnap,
+            proxy: false,
             statesnap_bin: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("statesnap")),
         }
     }
@@ -133,6 +138,14 @@ pub struct NodeInfo {
     pub statesnap_log: PathBuf,
     pub cometbft_pid: PathBuf,
     pub statesnap_pid: PathBuf,
+    /// With [`TestnetOptions::proxy`]: where the proxy listens
+    /// (`unix://DIR/<name>/abci.sock`, CometBFT's `proxy_app`), its log and pid file.
+    #[serde(default)]
+    pub proxy_listen: PathBuf,
+    #[serde(default)]
+    pub proxy_log: PathBuf,
+    #[serde(default)]
+    pub proxy_pid: PathBuf,
 }
 
 /// What a new node is: a genesis validator, or a full node that joins by
@@ -160,6 +173,9 @@ impl NodeInfo {
             statesnap_log: base.join("statesnap.log"),
             cometbft_pid: base.join("cometbft.pid"),
             statesnap_pid: base.join("statesnap.pid"),
+            proxy_listen: PathBuf::from(format!("unix://{}", base.join("abci.sock").display())),
+            proxy_log: base.join("proxy.log"),
+            proxy_pid: base.join("proxy.pid"),
         }
     }
 
@@ -534,6 +550,7 @@ impl Testnet {
         NodeSettings {
             moniker: node.name.clone(),
             proxy_app: match self.options.app {
+                AppKind::Statesnap if self.options.proxy => node.proxy_listen.display().to_string(),
                 AppKind::Statesnap => format!("tcp://{HOST}:{}", node.ports.abci),
                 AppKind::Kvstore => "kvstore".into(),
             },

@@ -25,6 +25,8 @@ const POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proc {
     App,
+    /// `statesnap proxy` between CometBFT and the app ([`TestnetOptions::proxy`]).
+    Proxy,
     CometBft,
 }
 
@@ -91,6 +93,20 @@ impl Testnet {
                 let _ = self.kill_app(name);
                 return Err(e);
             }
+            if self.uses(Proc::Proxy) {
+                let args = vec![
+                    "proxy".to_string(),
+                    "--listen".into(),
+                    path_arg(&node.proxy_listen)?,
+                    "--app".into(),
+                    format!("tcp://{HOST}:{}", node.ports.abci),
+                ];
+                let pid = self.supervisor.spawn(&self.spec(node, Proc::Proxy, bin, args))?;
+                if let Err(e) = self.wait_for_proxy(node, pid) {
+                    let _ = self.kill_node(name);
+                    return Err(e);
+                }
+            }
         } else if !extra_statesnap_args.is_empty() {
             bail!("statesnap arguments were given for {name}, but this testnet runs CometBFT's kvstore app");
         }
@@ -124,7 +140,16 @@ impl Testnet {
     /// then statesnap. Removes the pid files.
     pub fn stop_node(&self, name: &str) -> anyhow::Result<()> {
         self.end(self.node(name)?, Proc::CometBft, STOP_GRACE)?;
+        if self.uses(Proc::Proxy) {
+            self.end(self.node(name)?, Proc::Proxy, STOP_GRACE)?;
+        }
         self.end(self.node(name)?, Proc::App, STOP_GRACE)
+    }
+
+    /// SIGKILLs only the proxy of `name` (a crash, for tests); CometBFT then
+    /// exits by itself, as when its app dies.
+    pub fn kill_proxy(&self, name: &str) -> anyhow::Result<()> {
+        self.end(self.node(name)?, Proc::Proxy, Duration::ZERO)
     }
 
     /// SIGKILLs only the statesnap process of `name` (a crash, for tests).
@@ -139,6 +164,9 @@ impl Testnet {
     pub fn kill_node(&self, name: &str) -> anyhow::Result<()> {
         let node = self.node(name)?;
         self.end(node, Proc::CometBft, Duration::ZERO)?;
+        if self.uses(Proc::Proxy) {
+            self.end(node, Proc::Proxy, Duration::ZERO)?;
+        }
         self.end(node, Proc::App, Duration::ZERO)
     }
 
@@ -215,7 +243,7 @@ impl Testnet {
                 },
                 Err(e) => format!("{e:#}"),
             };
-            for proc in [Proc::CometBft, Proc::App] {
+            for proc in [Proc::CometBft, Proc::Proxy, Proc::App] {
                 if self.uses(proc) && !self.running(node, proc) {
                     bail!(
                         "{} stopped while waiting for {goal}; {}",
@@ -274,11 +302,45 @@ impl Testnet {
     }
 
     fn any_running(&self, node: &NodeInfo) -> bool {
-        self.running(node, Proc::App) || self.running(node, Proc::CometBft)
+        self.running(node, Proc::App)
+            || self.running(node, Proc::CometBft)
+            || (self.uses(Proc::Proxy) && self.running(node, Proc::Proxy))
     }
 
     fn uses(&self, proc: Proc) -> bool {
-        proc == Proc::CometBft || self.options.app == AppKind::Statesnap
+        match proc {
+            Proc::CometBft => true,
+            Proc::App => self.options.app == AppKind::Statesnap,
+            Proc::Proxy => self.options.app == AppKind::Statesnap && self.options.proxy,
+        }
+    }
+
+    /// Waits until the proxy's socket accepts connections.
+    fn wait_for_proxy(&self, node: &NodeInfo, pid: u32) -> anyhow::Result<()> {
+        let socket = node.proxy_listen.display().to_string();
+        let socket = socket.trim_start_matches("unix://");
+        let deadline = Instant::now() + APP_START_TIMEOUT;
+        loop {
+            if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+                return Ok(());
+            }
+            if !self.supervisor.is_alive(pid, &node.proxy_listen) {
+                bail!(
+                    "{} exited while starting; {}",
+                    label(node, Proc::Proxy),
+                    tail_message(log_of(node, Proc::Proxy))
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not listen on {socket} within {}; {}",
+                    label(node, Proc::Proxy),
+                    humantime::format_duration(APP_START_TIMEOUT),
+                    tail_message(log_of(node, Proc::Proxy))
+                );
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     fn spec<'a>(&self, node: &'a NodeInfo, proc: Proc, program: &'a Path, args: Vec<String>) -> ProcessSpec<'a> {
@@ -298,6 +360,7 @@ impl Testnet {
 fn files(node: &NodeInfo, proc: Proc) -> (&Path, &Path) {
     match proc {
         Proc::App => (&node.statesnap_pid, &node.statesnap_home),
+        Proc::Proxy => (&node.proxy_pid, &node.proxy_listen),
         Proc::CometBft => (&node.cometbft_pid, &node.cometbft_home),
     }
 }
@@ -305,6 +368,7 @@ fn files(node: &NodeInfo, proc: Proc) -> (&Path, &Path) {
 fn log_of(node: &NodeInfo, proc: Proc) -> &Path {
     match proc {
         Proc::App => &node.statesnap_log,
+        Proc::Proxy => &node.proxy_log,
         Proc::CometBft => &node.cometbft_log,
     }
 }
@@ -312,6 +376,7 @@ fn log_of(node: &NodeInfo, proc: Proc) -> &Path {
 fn label(node: &NodeInfo, proc: Proc) -> String {
     match proc {
         Proc::App => format!("statesnap process of {}", node.name),
+        Proc::Proxy => format!("statesnap proxy of {}", node.name),
         Proc::CometBft => format!("cometbft process of {}", node.name),
     }
 }

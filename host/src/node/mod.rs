@@ -511,6 +511,7 @@ impl Node {
             height,
             home: &home,
             store,
+            treap: true,
         };
         self.statesync.lock().expect("state sync lock").offer(offer, &target)
     }

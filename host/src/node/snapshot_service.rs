@@ -10,7 +10,7 @@
 //! Jobs are supervised: an error or a panic in one is logged and counted,
 //! its unfinished output removed, and the next interval runs as usual.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,7 +22,7 @@ use super::formats::{FormatPlanner, Producer};
 use super::metrics::Metrics;
 use super::view::StateView;
 use crate::plugin::{Plugin, PluginEngine};
-use crate::snapshot::{self, list_snapshots, CreateOptions, Manifest, PluginRef, SnapshotDir, MAX_CHUNK_BYTES};
+use crate::snapshot::{self, list_snapshots, CreateOptions, Manifest, PluginRef};
 
 /// CometBFT lists at most this many snapshots from a peer.
 pub(crate) const MAX_ADVERTISED: usize = 10;
@@ -80,7 +80,7 @@ impl SnapshotService {
             format_overlap,
         } = settings;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        remove_unfinished(&dir)?;
+        snapshot::remove_unfinished(&dir, false)?;
         let configured = match plugin {
             Some(plugin) => {
                 let params = plugin
@@ -196,30 +196,21 @@ impl SnapshotService {
         } else {
             format
         };
-        let dir = self.dir.join(format!("{height}-{format}"));
-        let Ok(snap) = SnapshotDir::open(&dir) else {
+        #[allow(unused_mut)]
+        let Some(mut chunk) = snapshot::serve_chunk(&self.dir, height, format, index) else {
             return Vec::new();
         };
-        match snap.read_chunk(index, MAX_CHUNK_BYTES as u64) {
-            #[allow(unused_mut)]
-            Ok(mut chunk) => {
-                self.metrics.chunks_served.inc();
-                #[cfg(feature = "test-hooks")]
-                if self.hooks.corrupt_chunks {
-                    super::test_hooks::corrupt(&mut chunk);
-                }
-                chunk
-            }
-            Err(e) => {
-                tracing::warn!(height, format, index, "not serving a chunk: {e:#}");
-                Vec::new()
-            }
+        self.metrics.chunks_served.inc();
+        #[cfg(feature = "test-hooks")]
+        if self.hooks.corrupt_chunks {
+            super::test_hooks::corrupt(&mut chunk);
         }
+        chunk
     }
 }
 
-/// Marks the service idle when the job's thread ends, however it ends.
-struct Idle(Arc<AtomicBool>);
+/// Marks a snapshot service idle when its job's thread ends, however it ends.
+pub(crate) struct Idle(pub(crate) Arc<AtomicBool>);
 
 impl Drop for Idle {
     fn drop(&mut self) {
@@ -255,7 +246,7 @@ impl Job {
                 height = view.height,
                 "snapshot: the job panicked ({what}); its unfinished snapshot is removed and the next interval runs as usual"
             );
-            if let Err(e) = remove_unfinished_of_this_process(&self.dir) {
+            if let Err(e) = snapshot::remove_unfinished(&self.dir, true) {
                 tracing::warn!("snapshot: removing the unfinished snapshot failed: {e:#}");
             }
         }
@@ -276,7 +267,7 @@ impl Job {
         for producer in &producers {
             self.run_one(view, chain_id, producer);
         }
-        if let Err(e) = self.prune() {
+        if let Err(e) = snapshot::prune(&self.dir, self.keep_recent) {
             tracing::warn!("snapshot: pruning old snapshots failed: {e:#}");
         }
     }
@@ -349,45 +340,4 @@ impl Job {
         }
         Ok(report)
     }
-
-    /// Removes snapshots beyond the `keep_recent` newest heights.
-    fn prune(&self) -> anyhow::Result<()> {
-        let mut heights = Vec::new();
-        for snap in list_snapshots(&self.dir)? {
-            let height = snap.manifest()?.height;
-            if !heights.contains(&height) {
-                heights.push(height);
-            }
-            if heights.len() > self.keep_recent as usize {
-                tracing::info!(height, dir = %snap.path().display(), "snapshot: pruned");
-                std::fs::remove_dir_all(snap.path()).with_context(|| format!("removing {}", snap.path().display()))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Removes snapshot directories a crash left unfinished (never listed, but
-/// taking space).
-fn remove_unfinished(dir: &Path) -> anyhow::Result<()> {
-    remove_unfinished_where(dir, |_| true)
-}
-
-/// Removes the unfinished snapshot directories this process was writing
-/// (their names end in its pid).
-fn remove_unfinished_of_this_process(dir: &Path) -> anyhow::Result<()> {
-    let suffix = format!("-{}", std::process::id());
-    remove_unfinished_where(dir, |name| name.ends_with(&suffix))
-}
-
-fn remove_unfinished_where(dir: &Path, mine: impl Fn(&str) -> bool) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with(snapshot::TMP_PREFIX) && mine(&name) {
-            tracing::info!(dir = %entry.path().display(), "removing an unfinished snapshot");
-            std::fs::remove_dir_all(entry.path()).with_context(|| format!("removing {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
 }

@@ -83,6 +83,9 @@ pub(crate) struct Target<'a> {
     /// The node's state home, which the restore replaces.
     pub home: &'a Path,
     pub store: StoreKind,
+    /// Also build the restored state's Merkle treap (a statesnap node keeps
+    /// one; a proxy in front of another app does not).
+    pub treap: bool,
 }
 
 /// The restore in flight, if any.
@@ -105,6 +108,16 @@ impl StateSync {
             metrics,
             session: None,
         }
+    }
+
+    /// Whether a restore is in flight.
+    pub(crate) fn restoring(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Ends the restore in flight, if any (its staging home goes).
+    pub(crate) fn cancel(&mut self) {
+        self.session = None;
     }
 
     /// Decides on an offer.
@@ -197,7 +210,7 @@ impl StateSync {
         })?;
         let options = RestoreOptions {
             store: Some(target.store),
-            treap: true,
+            treap: target.treap,
             ..RestoreOptions::default()
         };
         Ok(RestoreSession::begin(

@@ -24,7 +24,7 @@ use super::approval::Approval;
 use super::codec::{ChunkDecoder, Codec, DECODE_BATCH_BYTES, MAX_CHUNK_ENTRY_BYTES};
 use super::entries::state_entry;
 use super::frame;
-use super::manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_CHUNK_BYTES};
+use super::manifest::{Manifest, PluginRef, MANIFEST_VERSION, MANIFEST_VERSION_BLOCK_TIME, MAX_CHUNK_BYTES};
 use super::snapshot_dir::{chunk_path, dir_name, manifest_path, TMP_PREFIX};
 use crate::durable::{sync_dir, write_synced};
 use crate::store::range_proof::RangeProver;
@@ -44,6 +44,9 @@ pub struct CreateOptions {
     /// Make the snapshot self-describing: chunk 0 is this plugin wasm (the
     /// encoder's plugin) and the manifest carries this approval.
     pub ship: Option<(std::sync::Arc<Vec<u8>>, Approval)>,
+    /// The block's time, for an app that keeps it beside its state (a Xian
+    /// home behind the proxy); makes a version-5 manifest.
+    pub block_time_nanos: Option<u64>,
 }
 
 impl CreateOptions {
@@ -54,6 +57,7 @@ impl CreateOptions {
             params,
             batch_bytes: 1 << 20,
             ship: None,
+            block_time_nanos: None,
         }
     }
 }
@@ -111,7 +115,10 @@ pub fn create(
         }
     };
     let manifest = Manifest {
-        version: MANIFEST_VERSION,
+        version: match opts.block_time_nanos {
+            None => MANIFEST_VERSION,
+            Some(_) => MANIFEST_VERSION_BLOCK_TIME,
+        },
         chain_id: opts.chain_id.clone(),
         height: opts.height,
         app_hash: built.root,
@@ -123,6 +130,7 @@ pub fn create(
         state_bytes: built.state_bytes,
         snapshot_bytes: built.snapshot_bytes,
         approval: opts.ship.as_ref().map(|(_, a)| a.clone()),
+        block_time_nanos: opts.block_time_nanos,
     };
     let finish = || -> anyhow::Result<()> {
         write_synced(&manifest_path(&tmp), &manifest.encode())?;

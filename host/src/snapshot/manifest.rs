@@ -14,6 +14,12 @@ use crate::protocol::tx::MAX_UPLOADED_PLUGIN_BYTES;
 /// approval gives the shipped plugin's length, which may fill several chunks).
 pub const MANIFEST_VERSION: u32 = 4;
 
+/// The layout version of a manifest that also carries its block's time
+/// (`block_time_nanos`, which a restored Xian home needs); the same as
+/// [`MANIFEST_VERSION`] with that one field appended, so manifests without
+/// it keep their bytes and hashes.
+pub const MANIFEST_VERSION_BLOCK_TIME: u32 = 5;
+
 /// CometBFT refuses snapshot advertisements over 4,000,000 bytes; the manifest
 /// must leave room for the rest of the message.
 pub const MAX_METADATA_BYTES: usize = 3_900_000;
@@ -55,6 +61,13 @@ pub struct Manifest {
     /// state: the proof of that approval, and the first chunks are the
     /// plugin's wasm (a self-describing snapshot, see `approval`).
     pub approval: Option<Approval>,
+    /// The time of block `height`, in nanoseconds since the Unix epoch, for
+    /// an app that keeps it beside its state (Xian's block marker). Present
+    /// exactly when `version` is [`MANIFEST_VERSION_BLOCK_TIME`]. Not covered
+    /// by the app hash: the serving peer's word, like the rest of the
+    /// manifest until the state is checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_time_nanos: Option<u64>,
 }
 
 impl Manifest {
@@ -98,12 +111,19 @@ impl Manifest {
         let version = postcard::take_from_bytes::<u32>(bytes)
             .map_err(|e| ManifestError::NotAManifest(e.to_string()))?
             .0;
-        if version != MANIFEST_VERSION {
-            return Err(ManifestError::Version { version });
+        let m: Manifest = match version {
+            // A version-4 manifest is a version-5 one without the block
+            // time: decoded with an absent (`None`) one appended.
+            MANIFEST_VERSION => postcard::from_bytes(&[bytes, &[0]].concat()),
+            MANIFEST_VERSION_BLOCK_TIME => postcard::from_bytes(bytes),
+            version => return Err(ManifestError::Version { version }),
         }
-        let m: Manifest = postcard::from_bytes(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        .map_err(|e| ManifestError::Malformed(e.to_string()))?;
         if m.encode() != bytes {
             return Err(ManifestError::NotCanonical);
+        }
+        if m.block_time_nanos.is_some() != (version == MANIFEST_VERSION_BLOCK_TIME) {
+            return Err(ManifestError::BlockTime { version });
         }
         if m.chunks.is_empty() {
             return Err(ManifestError::NoChunks);
@@ -136,11 +156,16 @@ pub enum ManifestError {
     #[error("manifest is not a statesnap manifest: {0}")]
     NotAManifest(String),
     #[error(
-        "manifest version {version} is not supported (this host reads version {MANIFEST_VERSION}); upgrade statesnap"
+        "manifest version {version} is not supported (this host reads versions {MANIFEST_VERSION} and \
+         {MANIFEST_VERSION_BLOCK_TIME}); upgrade statesnap"
     )]
     Version { version: u32 },
     #[error("manifest is malformed: {0}")]
     Malformed(String),
+    #[error(
+        "manifest version {version} must carry a block time exactly when it is version {MANIFEST_VERSION_BLOCK_TIME}"
+    )]
+    BlockTime { version: u32 },
     #[error("manifest is not in canonical encoding (trailing or non-minimal bytes)")]
     NotCanonical,
     #[error("manifest lists no chunks")]
@@ -178,7 +203,37 @@ mod tests {
             state_bytes: 1000,
             snapshot_bytes: 300,
             approval: None,
+            block_time_nanos: None,
         }
+    }
+
+    #[test]
+    fn a_block_time_makes_version_5_and_leaves_version_4_bytes_alone() {
+        let v4 = sample();
+        let v4_bytes = v4.encode();
+        let mut v5 = v4.clone();
+        v5.version = MANIFEST_VERSION_BLOCK_TIME;
+        v5.block_time_nanos = Some(1_765_000_000_123_456_789);
+        let v5_bytes = v5.encode();
+        assert_eq!(
+            &v5_bytes[1..v4_bytes.len()],
+            &v4_bytes[1..],
+            "the same fields, then the time"
+        );
+        assert_eq!(Manifest::decode(&v4_bytes).unwrap(), v4);
+        assert_eq!(Manifest::decode(&v5_bytes).unwrap(), v5);
+        let mut no_time = v4.clone();
+        no_time.version = MANIFEST_VERSION_BLOCK_TIME;
+        assert!(matches!(
+            Manifest::decode(&no_time.encode()),
+            Err(ManifestError::Malformed(_))
+        ));
+        let mut v4_with_time = v5.clone();
+        v4_with_time.version = MANIFEST_VERSION;
+        assert_eq!(
+            Manifest::decode(&v4_with_time.encode()),
+            Err(ManifestError::BlockTime { version: 4 })
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub use codec::{ChunkDecoder, ChunkEncoder, Codec, MAX_CHUNK_ENTRY_BYTES};
 pub use create::{create, CreateOptions, CreateReport};
 pub use entries::EntryError;
 pub use manifest::ManifestError;
-pub use manifest::{Manifest, PluginRef, MANIFEST_VERSION, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};
+pub use manifest::{
+    Manifest, PluginRef, MANIFEST_VERSION, MANIFEST_VERSION_BLOCK_TIME, MAX_CHUNK_BYTES, MAX_METADATA_BYTES,
+};
 pub use restore::{
     plugin_decoder, restore_dir, Applied, DecoderChoice, RestoreOptions, RestoreSession, RestoreSummary, SnapshotOffer,
     Verified,
@@ -37,8 +39,11 @@ pub use restore::{
 pub use restore_error::{Fault, RestoreError, SnapshotShape};
 #[cfg(feature = "test-hooks")]
 pub(crate) use snapshot_dir::manifest_path;
+#[cfg(feature = "test-hooks")]
 pub(crate) use snapshot_dir::TMP_PREFIX;
-pub use snapshot_dir::{list_snapshots, SnapshotDir, SnapshotFile, SnapshotFileError};
+pub use snapshot_dir::{
+    list_snapshots, prune, remove_unfinished, serve_chunk, SnapshotDir, SnapshotFile, SnapshotFileError,
+};
 pub(crate) use staging::swap_into_place;
 pub use staging::{recover_interrupted_swap, staging_path};
 pub use verify::{verify, VerifyReport};

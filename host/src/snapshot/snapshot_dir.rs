@@ -230,3 +230,50 @@ pub fn list_snapshots(root: &Path) -> anyhow::Result<Vec<SnapshotDir>> {
     found.sort_by_key(|s| std::cmp::Reverse((s.0, s.1)));
     Ok(found.into_iter().map(|(_, _, d)| d).collect())
 }
+
+/// Removes snapshots under `root` beyond the `keep` newest heights (every
+/// format of a kept height is kept).
+pub fn prune(root: &Path, keep: u32) -> anyhow::Result<()> {
+    let mut heights = Vec::new();
+    for snap in list_snapshots(root)? {
+        let height = snap.manifest()?.height;
+        if !heights.contains(&height) {
+            heights.push(height);
+        }
+        if heights.len() > keep.max(1) as usize {
+            tracing::info!(height, dir = %snap.path().display(), "snapshot: pruned");
+            std::fs::remove_dir_all(snap.path()).with_context(|| format!("removing {}", snap.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the directories under `root` of snapshots left unfinished (never
+/// listed, but taking space): all of them at start, or only those this
+/// process was writing (their names end in its pid) after a failed job.
+pub fn remove_unfinished(root: &Path, this_process_only: bool) -> anyhow::Result<()> {
+    let suffix = format!("-{}", std::process::id());
+    for entry in std::fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with(TMP_PREFIX) && (!this_process_only || name.ends_with(&suffix)) {
+            tracing::info!(dir = %entry.path().display(), "removing an unfinished snapshot");
+            std::fs::remove_dir_all(entry.path()).with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Chunk `index` of snapshot (`height`, `format`) under `root`, as a peer is
+/// served it: `None` when there is no such snapshot or chunk (CometBFT's
+/// convention is then an empty chunk), or when it cannot be read (logged).
+pub fn serve_chunk(root: &Path, height: u64, format: u32, index: u32) -> Option<Vec<u8>> {
+    let snap = SnapshotDir::open(&root.join(dir_name(height, format))).ok()?;
+    match snap.read_chunk(index, MAX_CHUNK_BYTES as u64) {
+        Ok(chunk) => Some(chunk),
+        Err(e) => {
+            tracing::warn!(height, format, index, "not serving a chunk: {e:#}");
+            None
+        }
+    }
+}

@@ -52,6 +52,7 @@ fn main() {
         state_bytes: 100_000,
         snapshot_bytes: 40_000,
         approval: None,
+        block_time_nanos: None,
     };
     put("manifest", "plain", &manifest.encode());
     let one_chunk = Manifest {

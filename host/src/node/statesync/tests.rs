@@ -123,6 +123,7 @@ impl Node {
             height: 0,
             home: &self.home.clone(),
             store: StoreKind::Lmdb,
+            treap: true,
         };
         self.sync.offer(offer, &target)
     }
