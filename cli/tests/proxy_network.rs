@@ -9,7 +9,6 @@
 
 mod common;
 
-
 use common::net::{many_chunks, require_cometbft, Network};
 use statesnap::store::StoreKind;
 use statesnap_harness::testnet::{JoinOptions, TestnetOptions};
