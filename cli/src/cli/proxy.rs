@@ -79,6 +79,12 @@ pub fn run(args: ProxyArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
     if let Some(addr) = &args.metrics {
         metrics.serve(addr)?;
     }
+    if let Some(home) = &args.xian_home {
+        // A restore killed between its two renames left the home aside:
+        // put it back (or finish the swap) before the app opens it.
+        statesnap::snapshot::recover_interrupted_swap(home)
+            .with_context(|| format!("recovering {} after an interrupted restore", home.display()))?;
+    }
     let socket = Arc::new(statesnap::proxy::AppSocket::new(args.app.clone(), args.app_patience));
     let app = if args.run.is_empty() {
         None
