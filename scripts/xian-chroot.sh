@@ -6,9 +6,9 @@
 #
 # Each --bind DIR is mounted at the same path inside, so unix sockets and node
 # homes under it are shared with the host. /proc, /sys and /dev are mounted
-# too. Every mount is made in a private mount namespace of this command alone
-# (unshare -m): nothing is left mounted when it ends, however it ends, and two
-# runs never see each other's mounts. The command starts with a clean
+# too, and a fresh /tmp of its own. Every mount is made in a private mount
+# namespace of this command alone (unshare -m): nothing is left mounted when
+# it ends, however it ends, and two runs never see each other's mounts. The command starts with a clean
 # environment: HOME=/root, PATH with the venv's bin first, LANG=C.UTF-8, the
 # host's CA bundle for pip, and whatever --env adds (--env HOME=DIR picks
 # Xian's storage home). The command replaces this script's process (exec), so
@@ -51,6 +51,9 @@ fi
 mount -t proc proc "$ROOT/proc"
 mount --rbind /sys "$ROOT/sys"
 mount --rbind /dev "$ROOT/dev"
+# A private /tmp: mount points made below for directories under /tmp vanish
+# with the namespace instead of piling up in the root file system.
+mount -t tmpfs -o mode=1777 tmpfs "$ROOT/tmp"
 for dir in "${binds[@]}"; do
     [ -d "$dir" ] || die "--bind $dir: not a directory"
     dir=$(cd "$dir" && pwd -P)

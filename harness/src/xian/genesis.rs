@@ -24,7 +24,7 @@ use serde_json::json;
 use super::install::{write_chroot_script, XianTools, VENV_PYTHON};
 use super::node::{XianNode, MAX_SOCKET_PATH};
 use super::XianNetOptions;
-use crate::testnet::paths::{node_name, PORTS_PER_NODE};
+use crate::testnet::paths::node_name;
 use crate::testnet::Ports;
 
 /// The helper's file name in a network directory.
@@ -158,7 +158,6 @@ fn write(dir: &Path, opts: &XianNetOptions, tools: &XianTools) -> anyhow::Result
         }));
         nodes.push(node);
     }
-    debug_assert!(PORTS_PER_NODE >= 5);
     let spec = json!({
         "chain_id": opts.chain_id,
         "network": opts.network,
