@@ -9,6 +9,7 @@
 //! runs it) and root (the root file system is entered with chroot); fails,
 //! saying so, without them.
 
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -146,4 +147,66 @@ fn a_transfer_on_real_xian_validators_and_statesnap_root_is_the_app_hash() {
         assert_eq!(node.running(net.supervisor()).unwrap(), (false, false), "{}", node.name);
     }
     eprintln!("passed after {:?}", started.elapsed());
+}
+
+/// Relays every connection made to `front` to a new connection to `back`,
+/// bytes both ways, on threads that end with the connections.
+fn relay(front: &Path, back: &Path) {
+    let listener = UnixListener::bind(front).unwrap();
+    let back = back.to_path_buf();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { return };
+            let app = UnixStream::connect(&back).unwrap();
+            for (mut from, mut to) in [(client.try_clone().unwrap(), app.try_clone().unwrap()), (app, client)] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+}
+
+/// What the proxy step builds on: xian-abci listens on app.sock while
+/// CometBFT dials proxy.sock, and blocks and transactions pass through
+/// whatever joins them (here a plain byte relay).
+#[test]
+fn cometbft_reaches_xian_abci_through_another_socket() {
+    if let Err(e) = XianTools::discover() {
+        panic!("this test runs Xian's real node: install it with scripts/install-xian.sh (scripts/setup.sh runs it). {e:#}");
+    }
+    let tmp = tempfile::Builder::new().prefix("xp").tempdir_in("/tmp").unwrap();
+    let opts = XianNetOptions {
+        validators: 1,
+        chain_id: "xian-proxy-test".into(),
+        base_port: free_base_port(1).unwrap(),
+        block_time_ms: 300,
+        proxy_sockets: true,
+        ..XianNetOptions::default()
+    };
+    let net = XianNet::init(&tmp.path().join("net"), &opts).unwrap();
+    let _stop = StopOnDrop(&net);
+    let node = net.node(0);
+    assert_eq!(net.cometbft_socket(node), node.proxy_socket());
+    assert!(
+        net.start().is_err(),
+        "start() refuses a network whose CometBFT needs a proxy"
+    );
+    net.start_apps().unwrap();
+    relay(&node.proxy_socket(), &node.app_socket());
+    net.start_cometbfts().unwrap();
+    node.wait_for_height(net.supervisor(), 2, TIMEOUT).unwrap();
+    let to = "7a".repeat(32);
+    let tx = net.transfer(0, net.founder_private_key(), &to, "3").unwrap();
+    node.wait_for_height(net.supervisor(), tx.height + 1, TIMEOUT).unwrap();
+    assert_eq!(net.balance(0, &to).unwrap(), "3");
+    let config = std::fs::read_to_string(node.cometbft_home().join("config/config.toml")).unwrap();
+    assert!(
+        config.contains(&format!("unix://{}", node.app_socket().display())),
+        "config.toml's proxy_app is xian-abci's socket"
+    );
+    assert!(std::fs::read_to_string(node.cometbft_log())
+        .unwrap()
+        .contains(&format!("--proxy_app unix://{}", node.proxy_socket().display())));
 }
