@@ -11,8 +11,8 @@
 #     /var/lib/statesnap/cometbft-0.39.3). It reports its version as 0.39.0.
 #     The 0.38.26 `cometbft` of scripts/install-cometbft.sh stays where it is.
 #
-# The harness finds them through the same variables (and $COMETBFT_039 for the
-# binary itself). Safe to run again: a stamp file records what was installed,
+# The harness (harness/src/xian/install.rs) finds them through the same
+# variables, and takes the 0.39 binary itself from $COMETBFT_039 when set. Safe to run again: a stamp file records what was installed,
 # so a rerun with the same pins does nothing and prints nothing; changed pins
 # rebuild. The root file system is built under a temporary name and renamed
 # into place only when complete, so an interrupted run never looks done.
@@ -102,7 +102,7 @@ $PY -m venv /opt/xian-venv
 /opt/xian-venv/bin/pip install -q '$ABCI_PIN' '$PY_SDK_PIN'
 /opt/xian-venv/bin/python -c 'import xian, xian_py, contracting'
 "
-    if ! STATESNAP_XIAN_ROOT="$partial" as_root "$HERE/xian-chroot.sh" --no-check sh -c "$inside" >>"$log" 2>&1; then
+    if ! as_root "$HERE/xian-chroot.sh" --root "$partial" --no-check sh -c "$inside" >>"$log" 2>&1; then
         tail -n 20 "$log" >&2
         die "installing $PY and the Xian packages inside $partial failed (log above, whole log in $log)"
     fi
