@@ -78,4 +78,5 @@ if ! componentize-py --version 2>/dev/null | grep -q "$COMPONENTIZE_PY_VERSION";
         python3 -m pip install -q --break-system-packages "componentize-py==$COMPONENTIZE_PY_VERSION"
 fi
 scripts/install-cometbft.sh
+scripts/install-xian.sh
 say "ready"

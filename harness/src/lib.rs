@@ -17,3 +17,4 @@ pub mod node_usage;
 pub mod progress;
 pub mod rpc;
 pub mod testnet;
+pub mod xian;

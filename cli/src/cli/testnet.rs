@@ -10,6 +10,23 @@ use clap::Subcommand;
 use statesnap::store::StoreKind;
 use statesnap_harness::fallback::Verdict;
 use statesnap_harness::testnet::{AppKind, JoinOptions, Testnet, TestnetOptions};
+use statesnap_harness::xian::{XianNet, XianNetOptions};
+
+/// The file that marks a directory as a Xian network (`statesnap_harness::xian`).
+const XIAN_NET_FILE: &str = "xian-net.json";
+
+/// The ABCI app of `testnet start --app`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AppChoice {
+    /// `statesnap start`, over ABCI on TCP.
+    Statesnap,
+    /// CometBFT's built-in in-memory key/value app (no statesnap process).
+    Kvstore,
+    /// Xian's own node (xian-abci 0.9.3 in the root file system of
+    /// scripts/install-xian.sh) on CometBFT v0.39.3, from the project's
+    /// genesis bundle; the snapshot and store options do not apply.
+    Xian,
+}
 
 /// How long `start` waits for every node to commit block 1.
 const FIRST_BLOCK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -46,9 +63,10 @@ pub enum TestnetCommand {
         /// Generate a Xian-like state of N keys and import it at genesis.
         #[arg(long, value_name = "N", default_value_t = 0)]
         genesis_keys: u64,
-        /// The ABCI app: statesnap, or CometBFT's built-in kvstore (no statesnap process).
-        #[arg(long, value_enum, default_value_t = AppKind::Statesnap)]
-        app: AppKind,
+        /// The ABCI app: statesnap, CometBFT's built-in kvstore (no statesnap
+        /// process), or xian (Xian's real node).
+        #[arg(long, value_enum, default_value_t = AppChoice::Statesnap)]
+        app: AppChoice,
         /// The validators' state store: lmdb (Xian's current layout) or hdf5.
         #[arg(long, value_name = "lmdb|hdf5", default_value = "lmdb")]
         store: StoreKind,
@@ -56,6 +74,11 @@ pub enum TestnetCommand {
         /// (on a unix socket), as in front of Xian's node.
         #[arg(long)]
         proxy: bool,
+        /// With --app xian: a configs directory in Xian's layout
+        /// (contracts/contracts_statesnap.json and its *.s.py) instead of the
+        /// project's genesis bundle.
+        #[arg(long, value_name = "DIR")]
+        xian_configs: Option<PathBuf>,
     },
     /// Stop every node of DIR.
     Stop {
@@ -103,7 +126,27 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
             app,
             store,
             proxy,
+            xian_configs,
         } => {
+            let app = match app {
+                AppChoice::Statesnap => AppKind::Statesnap,
+                AppChoice::Kvstore => AppKind::Kvstore,
+                AppChoice::Xian => {
+                    let opts = XianNetOptions {
+                        validators,
+                        chain_id,
+                        base_port,
+                        block_time_ms: block_time.as_millis().try_into().unwrap_or(u64::MAX),
+                        genesis_keys,
+                        configs: xian_configs,
+                        ..XianNetOptions::default()
+                    };
+                    return start_xian(&dir, &opts);
+                }
+            };
+            if dir.join(XIAN_NET_FILE).is_file() {
+                return start_xian(&dir, &XianNetOptions::default());
+            }
             let net = if dir.join("testnet.json").is_file() {
                 eprintln!("using the existing testnet in {} (its options are kept)", dir.display());
                 Testnet::open(&dir)?
@@ -145,6 +188,14 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
                 table(&net, &heights),
                 net.dir().display()
             ));
+        }
+        TestnetCommand::Stop { dir } if dir.join(XIAN_NET_FILE).is_file() => {
+            let net = XianNet::open(&dir)?;
+            net.stop()?;
+            emit(&format!("stopped every node of {}\n", net.dir().display()));
+        }
+        TestnetCommand::Status { dir } if dir.join(XIAN_NET_FILE).is_file() => {
+            emit(&xian_status(&XianNet::open(&dir)?)?)
         }
         TestnetCommand::Stop { dir } => {
             let net = Testnet::open(&dir)?;
@@ -200,6 +251,66 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `testnet start --app xian`: a new Xian network in `dir` (or the one there), started.
+fn start_xian(dir: &std::path::Path, opts: &XianNetOptions) -> anyhow::Result<()> {
+    let net = if dir.join(XIAN_NET_FILE).is_file() {
+        eprintln!(
+            "using the existing Xian network in {} (its options are kept)",
+            dir.display()
+        );
+        XianNet::open(dir)?
+    } else {
+        eprintln!(
+            "initialising a Xian network of {} validators in {}",
+            opts.validators,
+            dir.display()
+        );
+        XianNet::init(dir, opts)?
+    };
+    net.start()?;
+    emit(&format!(
+        "{}\nthe founder's key (holds the genesis supply): {}\nstop it with: statesnap testnet stop --dir {}\n",
+        xian_status(&net)?,
+        net.founder_private_key(),
+        net.dir().display()
+    ));
+    Ok(())
+}
+
+fn xian_status(net: &XianNet) -> anyhow::Result<String> {
+    let mut text = format!(
+        "{:<8} {:<9} {:<9} {:<24} {:>7} {:<10}\n",
+        "node", "xian-abci", "cometbft", "rpc", "height", "app hash"
+    );
+    let word = |up: bool| if up { "running" } else { "stopped" };
+    for node in net.nodes() {
+        let (cometbft, app) = node.running(net.supervisor())?;
+        let status = node.rpc().status().ok().filter(|_| cometbft);
+        let (height, hash): (String, String) = match &status {
+            Some(s) => (
+                s.latest_block_height.to_string(),
+                hex::encode(&s.latest_app_hash).chars().take(8).collect(),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        text += &format!(
+            "{:<8} {:<9} {:<9} {:<24} {:>7} {:<10}\n",
+            node.name,
+            word(app),
+            word(cometbft),
+            node.rpc_url(),
+            height,
+            hash
+        );
+    }
+    text += &format!(
+        "\nlogs: {}/<node>/{{cometbft,xian-abci}}.log; state (a statesnap --home): {}/<node>/.cometbft/xian\n",
+        net.dir().display(),
+        net.dir().display()
+    );
+    Ok(text)
 }
 
 /// The validator a joining node takes its trust height from.

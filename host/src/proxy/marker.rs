@@ -2,7 +2,7 @@
 //! `{"hash":"<lowercase hex>","height":H,"nanos":N}` (N: block H's time in
 //! nanoseconds since the epoch). Xian's node writes it in the same write
 //! transaction as block H's state and answers Info from it; it is not a
-//! consensus key, so it is outside the state root. docs/XIAN.md §8.
+//! consensus key, so it is outside the state root. docs/XIAN.md §9.
 
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,287 @@
+//! Real Xian networks on loopback: N validators, each Xian's own node
+//! (`xian-abci` 0.9.3 from PyPI, in the Debian sid root file system of
+//! `scripts/install-xian.sh`) behind CometBFT v0.39.3, started from the
+//! project's own genesis contract bundle (`harness/xian/configs/`).
+//!
+//! * [`install`]: finding the installed tools; entering the root file system.
+//! * [`genesis`]: a network's files: keys, one genesis, every node's home.
+//! * [`node`]: one node's files and processes (and how xian-abci picks its
+//!   ABCI socket, so that a proxy can sit between it and CometBFT).
+//! * [`tx`]: a signed `currency.transfer` and a balance, through Xian's SDK.
+//!
+//! A network lives in a directory (keep its path short: unix sockets are
+//! under it):
+//!
+//! ```text
+//! DIR/xian-net.json        options, nodes, keys (XianNet::open reads it)
+//! DIR/xian-chroot.sh       the wrapper that enters the root file system
+//! DIR/xian_net.py          the helper run with the root file system's Python
+//! DIR/configs/contracts/   the genesis bundle (contracts_<network>.json, *.s.py)
+//! DIR/nodeI/               xian-abci's $HOME
+//!     .cometbft/           CometBFT's home (config/, data/) and xian/ (Xian's
+//!                          storage home: lmdb/ is the state, a statesnap --home)
+//!     app.sock             xian-abci's ABCI socket; proxy.sock: CometBFT's, with proxy_sockets
+//!     cometbft.log, xian-abci.log, *.pid
+//! ```
+//!
+//! The directory is mounted at its own path inside the root file system
+//! (in a private mount namespace of each process, so nothing stays mounted).
+
+pub mod genesis;
+pub mod install;
+pub mod node;
+pub mod tx;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::testnet::process::Supervisor;
+pub use install::XianTools;
+pub use node::XianNode;
+pub use tx::Transfer;
+
+/// Version of `xian-net.json`.
+const FILE_VERSION: u32 = 1;
+const FILE: &str = "xian-net.json";
+/// How long xian-abci may take to open its socket.
+const APP_START: Duration = Duration::from_secs(60);
+/// How long a node may take to its first block after start.
+const FIRST_BLOCK: Duration = Duration::from_secs(120);
+/// SIGTERM to SIGKILL.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// How a Xian network is set up. Saved in `xian-net.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XianNetOptions {
+    pub validators: usize,
+    pub chain_id: String,
+    /// Node `i` listens on `base_port + 10*i + …` (the layout of [`crate::testnet::Ports`]).
+    pub base_port: u16,
+    /// CometBFT's `timeout_commit`, in milliseconds; blocks come this often,
+    /// empty or not.
+    pub block_time_ms: u64,
+    /// Extra accounts with balances in the genesis state (`currency.balances:<hex>`).
+    pub genesis_keys: u64,
+    /// A configs directory in Xian's layout (`contracts/contracts_<network>.json`
+    /// and the `*.s.py` it lists); `None`: the project's bundle.
+    pub configs: Option<PathBuf>,
+    /// Which `contracts_<network>.json` of the configs directory.
+    pub network: String,
+    /// CometBFT connects to each node's `proxy.sock` instead of xian-abci's
+    /// `app.sock`: something else (a proxy) must join the two.
+    pub proxy_sockets: bool,
+}
+
+impl Default for XianNetOptions {
+    fn default() -> Self {
+        XianNetOptions {
+            validators: 1,
+            chain_id: "statesnap-xian".into(),
+            base_port: 26600,
+            block_time_ms: 500,
+            genesis_keys: 0,
+            configs: None,
+            network: "statesnap".into(),
+            proxy_sockets: false,
+        }
+    }
+}
+
+/// What `xian-net.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetFile {
+    version: u32,
+    options: XianNetOptions,
+    /// The founder's private key (validator 0's), who holds the whole genesis supply.
+    founder_private_key: String,
+    genesis_app_hash: String,
+    nodes: Vec<XianNode>,
+}
+
+/// A Xian network in a directory and the processes this program started for it.
+#[derive(Debug)]
+pub struct XianNet {
+    dir: PathBuf,
+    file: NetFile,
+    tools: XianTools,
+    supervisor: Supervisor,
+}
+
+impl XianNet {
+    /// Writes a new network into `dir` (missing or empty): keys, genesis,
+    /// every node's home. Starts nothing. On failure the directory is removed.
+    pub fn init(dir: &Path, opts: &XianNetOptions) -> anyhow::Result<XianNet> {
+        let tools = XianTools::discover()?;
+        let made = genesis::init(dir, opts, &tools)?;
+        let net = XianNet {
+            dir: made.dir,
+            file: NetFile {
+                version: FILE_VERSION,
+                options: opts.clone(),
+                founder_private_key: made.founder_private_key,
+                genesis_app_hash: made.genesis_app_hash,
+                nodes: made.nodes,
+            },
+            tools,
+            supervisor: Supervisor::default(),
+        };
+        if let Err(e) = net.save() {
+            let _ = std::fs::remove_dir_all(&net.dir);
+            return Err(e);
+        }
+        Ok(net)
+    }
+
+    /// Reads the network in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<XianNet> {
+        let path = dir.join(FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (no Xian network there?)", path.display()))?;
+        let file: NetFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a Xian network description", path.display()))?;
+        if file.version != FILE_VERSION {
+            bail!(
+                "{} is of version {}, this program reads {FILE_VERSION}",
+                path.display(),
+                file.version
+            );
+        }
+        Ok(XianNet {
+            dir: dir.canonicalize()?,
+            file,
+            tools: XianTools::discover()?,
+            supervisor: Supervisor::default(),
+        })
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let path = self.dir.join(FILE);
+        let tmp = self.dir.join(format!("{FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_string_pretty(&self.file)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn options(&self) -> &XianNetOptions {
+        &self.file.options
+    }
+
+    pub fn nodes(&self) -> &[XianNode] {
+        &self.file.nodes
+    }
+
+    pub fn node(&self, index: usize) -> &XianNode {
+        &self.file.nodes[index]
+    }
+
+    pub fn tools(&self) -> &XianTools {
+        &self.tools
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// The account holding the genesis supply (validator 0's key).
+    pub fn founder_private_key(&self) -> &str {
+        &self.file.founder_private_key
+    }
+
+    /// The genesis state's root (genesis.json's `app_hash`), lowercase hex.
+    pub fn genesis_app_hash(&self) -> &str {
+        &self.file.genesis_app_hash
+    }
+
+    /// The wrapper script of this network.
+    pub fn chroot_script(&self) -> PathBuf {
+        self.dir.join(genesis::CHROOT_SCRIPT)
+    }
+
+    /// The socket CometBFT of `node` connects to.
+    pub fn cometbft_socket(&self, node: &XianNode) -> PathBuf {
+        if self.file.options.proxy_sockets {
+            node.proxy_socket()
+        } else {
+            node.app_socket()
+        }
+    }
+
+    /// Starts xian-abci of every node and waits for their sockets.
+    pub fn start_apps(&self) -> anyhow::Result<()> {
+        for node in self.nodes() {
+            node.start_app(
+                &self.supervisor,
+                &self.tools,
+                &self.chroot_script(),
+                &self.dir,
+                APP_START,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Starts CometBFT of every node (the apps, and any proxy, must be up).
+    pub fn start_cometbfts(&self) -> anyhow::Result<()> {
+        for node in self.nodes() {
+            node.start_cometbft(&self.supervisor, &self.tools, &self.cometbft_socket(node))?;
+        }
+        Ok(())
+    }
+
+    /// Starts every node (apps first) and waits until each has made block 1.
+    /// With `proxy_sockets`, start the apps, then the proxies, then
+    /// [`start_cometbfts`](Self::start_cometbfts) instead.
+    pub fn start(&self) -> anyhow::Result<()> {
+        if self.file.options.proxy_sockets {
+            bail!("this network's CometBFTs connect to proxy.sock: start the apps, the proxies, then the CometBFTs");
+        }
+        let started = self.start_apps().and_then(|()| self.start_cometbfts()).and_then(|()| {
+            for node in self.nodes() {
+                node.wait_for_height(&self.supervisor, 1, FIRST_BLOCK)?;
+            }
+            Ok(())
+        });
+        if started.is_err() {
+            let _ = self.stop();
+        }
+        started
+    }
+
+    /// Stops every CometBFT, then every xian-abci (which exits when
+    /// CometBFT closes its connection; the other way round CometBFT would
+    /// see its app vanish).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for node in self.nodes() {
+            if let Err(e) = node.stop_cometbft(&self.supervisor, GRACE) {
+                first_error.get_or_insert(e);
+            }
+        }
+        for node in self.nodes() {
+            if let Err(e) = node.stop_app(&self.supervisor, GRACE) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Sends a signed `currency.transfer` of `amount` from the account of
+    /// `private_key` to `to` through `node`'s RPC, and waits until it is final.
+    pub fn transfer(&self, node: usize, private_key: &str, to: &str, amount: &str) -> anyhow::Result<Transfer> {
+        tx::transfer(self, &self.node(node).rpc_url(), private_key, to, amount)
+    }
+
+    /// `currency.balances:<address>` as `node` answers it (decimal text; "0" when none).
+    pub fn balance(&self, node: usize, address: &str) -> anyhow::Result<String> {
+        tx::balance(self, &self.node(node).rpc_url(), address)
+    }
+}

@@ -1,0 +1,247 @@
+//! One node of a Xian network: where its files are, and starting and
+//! stopping its two processes (CometBFT 0.39.3 on the host, `xian-abci` in
+//! the Xian root file system).
+//!
+//! ## How xian-abci picks its socket, and how a proxy fits between
+//!
+//! `xian-abci` (0.9.3) takes no arguments. It reads `HOME` once, at import:
+//! CometBFT's home is `$HOME/.cometbft`, its storage home (`STORAGE_HOME`)
+//! `$HOME/.cometbft/xian`. It serves ABCI only on a unix socket, the path
+//! of `proxy_app` in `$HOME/.cometbft/config/config.toml` (`unix://PATH`;
+//! `/tmp/abci.sock` when empty; anything but `unix://` is refused at start).
+//! It removes a stale socket file before listening. It stops serving, and
+//! exits, as soon as any ABCI connection closes, so CometBFT is always
+//! stopped first; a proxy in front of it must never close its connections.
+//!
+//! CometBFT reads the same `config.toml`, but `cometbft node --proxy_app
+//! ADDR` overrides it. So [`XianNode::app_socket`] (in config.toml) is where
+//! xian-abci listens, and CometBFT is started with `--proxy_app
+//! unix://<cometbft_socket>`: the same path by default, or, with
+//! `proxy_sockets`, [`XianNode::proxy_socket`], where something in between
+//! (statesnap's proxy) listens and forwards to the app socket.
+//!
+//! Unix socket paths are limited to 107 bytes, so a network directory must
+//! be short (checked at init). xian-abci runs in the root file system with
+//! the network directory mounted at the same path, so both sides see one
+//! socket file.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+use super::install::XianTools;
+use crate::rpc::RpcClient;
+use crate::testnet::paths::HOST;
+use crate::testnet::process::{log_tail, ProcessSpec, Supervisor};
+use crate::testnet::Ports;
+
+/// The longest unix socket path (`sun_path` holds 108 bytes with the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+/// Lines of a log an error shows.
+const LOG_LINES: usize = 30;
+const POLL: Duration = Duration::from_millis(100);
+
+/// One validator's files and ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XianNode {
+    pub name: String,
+    pub index: usize,
+    pub ports: Ports,
+    /// CometBFT's node id.
+    pub node_id: String,
+    /// The validator's ed25519 key pair in hex: also its Xian account
+    /// (the validators contract lists these public keys).
+    pub validator_public_key: String,
+    pub validator_private_key: String,
+    /// `$HOME` of xian-abci: the node's directory.
+    pub dir: PathBuf,
+}
+
+impl XianNode {
+    /// CometBFT's home (`$HOME/.cometbft`, where xian-abci expects it).
+    pub fn cometbft_home(&self) -> PathBuf {
+        self.dir.join(".cometbft")
+    }
+
+    /// Xian's storage home: its LMDB state is `lmdb/` in it, a statesnap `--home`.
+    pub fn storage_home(&self) -> PathBuf {
+        self.cometbft_home().join("xian")
+    }
+
+    /// Where xian-abci listens (config.toml's `proxy_app`).
+    pub fn app_socket(&self) -> PathBuf {
+        self.dir.join("app.sock")
+    }
+
+    /// Where CometBFT connects when a proxy sits in between.
+    pub fn proxy_socket(&self) -> PathBuf {
+        self.dir.join("proxy.sock")
+    }
+
+    pub fn cometbft_log(&self) -> PathBuf {
+        self.dir.join("cometbft.log")
+    }
+
+    pub fn app_log(&self) -> PathBuf {
+        self.dir.join("xian-abci.log")
+    }
+
+    fn cometbft_pid(&self) -> PathBuf {
+        self.dir.join("cometbft.pid")
+    }
+
+    fn app_pid(&self) -> PathBuf {
+        self.dir.join("xian-abci.pid")
+    }
+
+    /// CometBFT's RPC, e.g. `http://127.0.0.1:26601`.
+    pub fn rpc_url(&self) -> String {
+        format!("http://{HOST}:{}", self.ports.rpc)
+    }
+
+    pub fn rpc(&self) -> RpcClient {
+        RpcClient::new(&self.rpc_url())
+    }
+
+    /// Both logs' last lines, for error messages.
+    pub fn log_tails(&self) -> String {
+        format!(
+            "--- {} (last lines) ---\n{}\n--- {} (last lines) ---\n{}",
+            self.app_log().display(),
+            log_tail(&self.app_log(), LOG_LINES),
+            self.cometbft_log().display(),
+            log_tail(&self.cometbft_log(), LOG_LINES)
+        )
+    }
+
+    /// Starts xian-abci in the root file system through the wrapper
+    /// `script` (`HOME` = the node's directory, `network_dir` mounted) and
+    /// waits until its socket exists.
+    pub fn start_app(
+        &self,
+        sup: &Supervisor,
+        tools: &XianTools,
+        script: &Path,
+        network_dir: &Path,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let home = self.dir.to_string_lossy().into_owned();
+        // xian-abci ignores its arguments: the home is passed only so that
+        // the process's command line names it (how a pid file is checked).
+        let cmd = tools.chroot_command(
+            script,
+            &[network_dir],
+            &[("HOME", &home)],
+            "xian-abci",
+            std::slice::from_ref(&home),
+        );
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let _ = std::fs::remove_file(self.app_socket());
+        sup.spawn(&ProcessSpec {
+            label: format!("xian-abci of {}", self.name),
+            program: Path::new(cmd.get_program()),
+            args,
+            log: &self.app_log(),
+            pid_file: &self.app_pid(),
+            marker: &self.dir,
+        })?;
+        let deadline = Instant::now() + timeout;
+        while !self.app_socket().exists() {
+            if sup.live_pid(&self.app_pid(), &self.dir)?.is_none() {
+                bail!("xian-abci of {} exited at start\n{}", self.name, self.log_tails());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "xian-abci of {} did not create {} within {timeout:?}\n{}",
+                    self.name,
+                    self.app_socket().display(),
+                    self.log_tails()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
+    /// Starts CometBFT on the host, connecting to `socket` over ABCI.
+    pub fn start_cometbft(&self, sup: &Supervisor, tools: &XianTools, socket: &Path) -> anyhow::Result<()> {
+        let home = self.cometbft_home();
+        let args = vec![
+            "node".to_string(),
+            "--home".to_string(),
+            home.to_string_lossy().into_owned(),
+            "--proxy_app".to_string(),
+            format!("unix://{}", socket.display()),
+        ];
+        sup.spawn(&ProcessSpec {
+            label: format!("cometbft of {}", self.name),
+            program: &tools.cometbft,
+            args,
+            log: &self.cometbft_log(),
+            pid_file: &self.cometbft_pid(),
+            marker: &home,
+        })?;
+        Ok(())
+    }
+
+    /// Stops CometBFT (SIGTERM, SIGKILL after `grace`).
+    pub fn stop_cometbft(&self, sup: &Supervisor, grace: Duration) -> anyhow::Result<()> {
+        sup.stop(
+            &format!("cometbft of {}", self.name),
+            &self.cometbft_pid(),
+            &self.cometbft_home(),
+            grace,
+        )
+    }
+
+    /// Stops xian-abci (it usually has exited already, when CometBFT closed
+    /// its connections).
+    pub fn stop_app(&self, sup: &Supervisor, grace: Duration) -> anyhow::Result<()> {
+        sup.stop(
+            &format!("xian-abci of {}", self.name),
+            &self.app_pid(),
+            &self.dir,
+            grace,
+        )
+    }
+
+    /// Whether each process is running: (cometbft, xian-abci).
+    pub fn running(&self, sup: &Supervisor) -> anyhow::Result<(bool, bool)> {
+        Ok((
+            sup.live_pid(&self.cometbft_pid(), &self.cometbft_home())?.is_some(),
+            sup.live_pid(&self.app_pid(), &self.dir)?.is_some(),
+        ))
+    }
+
+    /// Waits until CometBFT reports a latest height of at least `height`.
+    pub fn wait_for_height(&self, sup: &Supervisor, height: u64, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        let rpc = self.rpc();
+        loop {
+            let seen = rpc.status().map(|s| s.latest_block_height);
+            if let Ok(h) = seen {
+                if h >= height {
+                    return Ok(h);
+                }
+            }
+            let (cometbft, app) = self.running(sup)?;
+            if !cometbft || !app {
+                bail!(
+                    "{} stopped while waiting for height {height} (cometbft running: {cometbft}, xian-abci running: {app})\n{}",
+                    self.name,
+                    self.log_tails()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not reach height {height} within {timeout:?} (last status: {seen:?})\n{}",
+                    self.name,
+                    self.log_tails()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
