@@ -5,6 +5,7 @@ It uses Xian's own published helpers (xian-tech-abci, xian-tech-py) where they
 fit and prints one JSON object on stdout:
 
   init SPEC.json        node homes, keys and one genesis for every validator
+  join SPEC.json        the home of a full node joining an existing network
   transfer --rpc URL --key HEX --to ADDRESS --amount A
                         a signed currency.transfer, waiting until it is final
   balance --rpc URL --address ADDRESS
@@ -41,14 +42,7 @@ def extra_genesis_entries(count):
 
 def init(spec_path):
     from xian.genesis_builder import build_local_network_genesis, hash_state_changes
-    from xian.node_setup import (
-        MetricsOptions,
-        NodeConfigOptions,
-        build_node_key,
-        generate_validator_material,
-        materialize_cometbft_home,
-        render_node_configs,
-    )
+    from xian.node_setup import build_node_key, generate_validator_material, materialize_cometbft_home
     from xian.state_root import merkle_root_from_items
     from xian_accounts import Ed25519Account
 
@@ -96,32 +90,11 @@ def init(spec_path):
             for j, other in enumerate(nodes)
             if j != i
         )
-        configs = render_node_configs(
-            options=NodeConfigOptions(
-                moniker=node["name"],
-                p2p_persistent_peers=peers,
-                proxy_app=node["app_socket"],
-                metrics=MetricsOptions(enabled=False),
-                prometheus=True,
-            )
-        )
-        cmt = configs["cometbft"]
-        cmt["p2p"]["laddr"] = f"tcp://127.0.0.1:{node['p2p_port']}"
-        cmt["p2p"]["addr_book_strict"] = False
-        cmt["p2p"]["allow_duplicate_ip"] = True
-        cmt["p2p"]["pex"] = False
-        cmt["rpc"]["laddr"] = f"tcp://127.0.0.1:{node['rpc_port']}"
-        cmt["instrumentation"]["prometheus_listen_addr"] = f"127.0.0.1:{node['prometheus_port']}"
-        # A block every block_time, with or without transactions, so the app
-        # hash of height H shows in header H+1 soon.
-        cmt["consensus"]["create_empty_blocks"] = True
-        cmt["consensus"]["create_empty_blocks_interval"] = "0s"
-        cmt["consensus"]["timeout_commit"] = spec.get("block_time", "500ms")
-        cmt["consensus"]["timeout_propose"] = "2s"
+        cmt, xian_config = node_configs(node, peers, spec.get("block_time", "500ms"))
         materialize_cometbft_home(
             home=Path(node["home"]),
             config=cmt,
-            xian_config=configs["xian"],
+            xian_config=xian_config,
             genesis=genesis,
             priv_validator_key=materials[i]["priv_validator_key"],
             node_key=node_keys[i],
@@ -141,6 +114,66 @@ def init(spec_path):
                 "app_hash": genesis["app_hash"],
                 "genesis_entries": len(block["genesis"]),
                 "nodes": out_nodes,
+            }
+        )
+    )
+
+
+def node_configs(node, peers, block_time):
+    """CometBFT's and Xian's configuration of one loopback node."""
+    from xian.node_setup import MetricsOptions, NodeConfigOptions, render_node_configs
+
+    configs = render_node_configs(
+        options=NodeConfigOptions(
+            moniker=node["name"],
+            p2p_persistent_peers=peers,
+            proxy_app=node["app_socket"],
+            metrics=MetricsOptions(enabled=False),
+            prometheus=True,
+        )
+    )
+    cmt = configs["cometbft"]
+    cmt["p2p"]["laddr"] = f"tcp://127.0.0.1:{node['p2p_port']}"
+    cmt["p2p"]["addr_book_strict"] = False
+    cmt["p2p"]["allow_duplicate_ip"] = True
+    cmt["p2p"]["pex"] = False
+    cmt["rpc"]["laddr"] = f"tcp://127.0.0.1:{node['rpc_port']}"
+    cmt["instrumentation"]["prometheus_listen_addr"] = f"127.0.0.1:{node['prometheus_port']}"
+    # A block every block_time, with or without transactions, so the app
+    # hash of height H shows in header H+1 soon.
+    cmt["consensus"]["create_empty_blocks"] = True
+    cmt["consensus"]["create_empty_blocks_interval"] = "0s"
+    cmt["consensus"]["timeout_commit"] = block_time
+    cmt["consensus"]["timeout_propose"] = "2s"
+    return cmt, configs["xian"]
+
+
+def join(spec_path):
+    """A full node (not a validator) of an existing network: its own keys,
+    the network's genesis.json, the given peers. SPEC.json: one node object
+    as in init, plus "genesis" (a path) and "peers" (id@host:port)."""
+    from xian.node_setup import build_node_key, generate_validator_material, materialize_cometbft_home
+
+    spec = json.loads(Path(spec_path).read_text())
+    genesis = json.loads(Path(spec["genesis"]).read_text())
+    material = generate_validator_material()
+    node_key = build_node_key()
+    cmt, xian_config = node_configs(spec, tuple(spec["peers"]), spec.get("block_time", "500ms"))
+    materialize_cometbft_home(
+        home=Path(spec["home"]),
+        config=cmt,
+        xian_config=xian_config,
+        genesis=genesis,
+        priv_validator_key=material["priv_validator_key"],
+        node_key=node_key,
+    )
+    print(
+        json.dumps(
+            {
+                "name": spec["name"],
+                "node_id": node_key["node_id"].lower(),
+                "validator_public_key": material["validator_public_key_hex"],
+                "validator_private_key": material["validator_private_key_hex"],
             }
         )
     )
@@ -196,6 +229,8 @@ def main():
     sub = parser.add_subparsers(dest="command", required=True)
     p_init = sub.add_parser("init")
     p_init.add_argument("spec")
+    p_join = sub.add_parser("join")
+    p_join.add_argument("spec")
     p_tx = sub.add_parser("transfer")
     p_tx.add_argument("--rpc", required=True)
     p_tx.add_argument("--key", required=True)
@@ -208,6 +243,8 @@ def main():
     args = parser.parse_args()
     if args.command == "init":
         init(args.spec)
+    elif args.command == "join":
+        join(args.spec)
     elif args.command == "transfer":
         transfer(args)
     else:

@@ -257,20 +257,24 @@ pub fn edit_config(home: &Path, s: &NodeSettings) -> anyhow::Result<()> {
         s.prometheus_laddr.as_str().into(),
     )?;
     if let Some(sync) = &s.state_sync {
-        let height = i64::try_from(sync.trust_height).context("trust height too large")?;
-        edit.set(Some("statesync"), "enable", true.into())?;
-        edit.set(
-            Some("statesync"),
-            "rpc_servers",
-            sync.rpc_servers.join(",").as_str().into(),
-        )?;
-        edit.set(Some("statesync"), "trust_height", height.into())?;
-        edit.set(Some("statesync"), "trust_hash", sync.trust_hash.as_str().into())?;
-        edit.set(Some("statesync"), "trust_period", "168h0m0s".into())?;
-        edit.set(Some("statesync"), "discovery_time", "5s".into())?;
-        edit.set(Some("statesync"), "chunk_request_timeout", "15s".into())?;
-        edit.set(Some("statesync"), "chunk_fetchers", "4".into())?;
+        edit.state_sync(sync)?;
     }
+    std::fs::write(&path, doc.to_string()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Enables state sync in `<home>/config/config.toml` with `sync`'s servers
+/// and trust, keeping the rest of the file (any node's CometBFT home).
+pub fn configure_state_sync(home: &Path, sync: &StateSyncSettings) -> anyhow::Result<()> {
+    let path = config_path(home);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    Editor {
+        doc: &mut doc,
+        path: &path,
+    }
+    .state_sync(sync)?;
     std::fs::write(&path, doc.to_string()).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -331,6 +335,24 @@ impl Editor<'_> {
             }
             _ => table[key] = Item::Value(value),
         }
+        Ok(())
+    }
+
+    /// `[statesync]`: enabled, with the light client's servers and trust.
+    fn state_sync(&mut self, sync: &StateSyncSettings) -> anyhow::Result<()> {
+        let height = i64::try_from(sync.trust_height).context("trust height too large")?;
+        self.set(Some("statesync"), "enable", true.into())?;
+        self.set(
+            Some("statesync"),
+            "rpc_servers",
+            sync.rpc_servers.join(",").as_str().into(),
+        )?;
+        self.set(Some("statesync"), "trust_height", height.into())?;
+        self.set(Some("statesync"), "trust_hash", sync.trust_hash.as_str().into())?;
+        self.set(Some("statesync"), "trust_period", "168h0m0s".into())?;
+        self.set(Some("statesync"), "discovery_time", "5s".into())?;
+        self.set(Some("statesync"), "chunk_request_timeout", "15s".into())?;
+        self.set(Some("statesync"), "chunk_fetchers", "4".into())?;
         Ok(())
     }
 }

@@ -146,6 +146,7 @@ fn write(dir: &Path, opts: &XianNetOptions, tools: &XianTools) -> anyhow::Result
             validator_public_key: String::new(),
             validator_private_key: String::new(),
             dir: dir.join(&name),
+            joined: false,
         };
         std::fs::create_dir_all(&node.dir)?;
         spec_nodes.push(json!({
@@ -233,4 +234,57 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes the home of a full node `name` (index `index`) joining the
+/// network in `dir`: its own keys, the network's genesis.json (from
+/// `genesis_from`), `peers` (`id@host:port`). Its CometBFT state sync is
+/// configured by the caller.
+pub fn join(
+    dir: &Path,
+    tools: &XianTools,
+    opts: &XianNetOptions,
+    name: &str,
+    index: usize,
+    genesis_from: &Path,
+    peers: &[String],
+) -> anyhow::Result<XianNode> {
+    let ports = Ports::for_node(opts.base_port, index)?;
+    let mut node = XianNode {
+        name: name.to_string(),
+        index,
+        ports,
+        node_id: String::new(),
+        validator_public_key: String::new(),
+        validator_private_key: String::new(),
+        dir: dir.join(name),
+        joined: true,
+    };
+    if node.dir.exists() {
+        bail!("{} exists: a node of that name was added before", node.dir.display());
+    }
+    std::fs::create_dir_all(&node.dir)?;
+    let spec = json!({
+        "name": name,
+        "home": node.cometbft_home(),
+        "p2p_port": ports.p2p,
+        "rpc_port": ports.rpc,
+        "prometheus_port": ports.prometheus,
+        "app_socket": format!("unix://{}", node.app_socket().display()),
+        "genesis": genesis_from,
+        "peers": peers,
+        "block_time": format!("{}ms", opts.block_time_ms),
+    });
+    let spec_path = node.dir.join("join.json");
+    std::fs::write(&spec_path, serde_json::to_string_pretty(&spec)?)?;
+    let made: ToolNode = serde_json::from_value(run_tool(
+        tools,
+        dir,
+        &["join".to_string(), spec_path.to_string_lossy().into_owned()],
+    )?)
+    .context("xian_net.py join: unexpected output")?;
+    node.node_id = made.node_id;
+    node.validator_public_key = made.validator_public_key;
+    node.validator_private_key = made.validator_private_key;
+    Ok(node)
 }

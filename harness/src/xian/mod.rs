@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::testnet::process::Supervisor;
 pub use install::XianTools;
-pub use node::XianNode;
+pub use node::{ProxyOptions, XianNode};
 pub use tx::Transfer;
 
 /// Version of `xian-net.json`.
@@ -74,6 +74,9 @@ pub struct XianNetOptions {
     /// CometBFT connects to each node's `proxy.sock` instead of xian-abci's
     /// `app.sock`: something else (a proxy) must join the two.
     pub proxy_sockets: bool,
+    /// `statesnap proxy` joins them, running xian-abci (implies `proxy_sockets`).
+    #[serde(default)]
+    pub statesnap: Option<ProxyOptions>,
 }
 
 impl Default for XianNetOptions {
@@ -87,6 +90,7 @@ impl Default for XianNetOptions {
             configs: None,
             network: "statesnap".into(),
             proxy_sockets: false,
+            statesnap: None,
         }
     }
 }
@@ -208,7 +212,7 @@ impl XianNet {
 
     /// The socket CometBFT of `node` connects to.
     pub fn cometbft_socket(&self, node: &XianNode) -> PathBuf {
-        if self.file.options.proxy_sockets {
+        if self.file.options.proxy_sockets || self.file.options.statesnap.is_some() {
             node.proxy_socket()
         } else {
             node.app_socket()
@@ -241,6 +245,13 @@ impl XianNet {
     /// With `proxy_sockets`, start the apps, then the proxies, then
     /// [`start_cometbfts`](Self::start_cometbfts) instead.
     pub fn start(&self) -> anyhow::Result<()> {
+        if let Some(proxy) = &self.file.options.statesnap {
+            let started = self.start_proxied(proxy);
+            if started.is_err() {
+                let _ = self.stop();
+            }
+            return started;
+        }
         if self.file.options.proxy_sockets {
             bail!("this network's CometBFTs connect to proxy.sock: start the apps, the proxies, then the CometBFTs");
         }
@@ -256,7 +267,103 @@ impl XianNet {
         started
     }
 
-    /// Stops every CometBFT, then every xian-abci (which exits when
+    /// Every validator behind its proxy: the proxies (which start the
+    /// apps), then the CometBFTs; waits for block 1 everywhere.
+    fn start_proxied(&self, proxy: &ProxyOptions) -> anyhow::Result<()> {
+        for node in self.nodes() {
+            self.start_proxy(node, proxy)?;
+        }
+        self.start_cometbfts()?;
+        for node in self.nodes() {
+            node.wait_for_height(&self.supervisor, 1, FIRST_BLOCK)?;
+        }
+        Ok(())
+    }
+
+    fn start_proxy(&self, node: &XianNode, proxy: &ProxyOptions) -> anyhow::Result<()> {
+        node.start_proxy(
+            &self.supervisor,
+            &self.tools,
+            &self.chroot_script(),
+            &self.dir,
+            &self.file.options.chain_id,
+            proxy,
+        )
+    }
+
+    /// Starts one node (its app, or its proxy, then its CometBFT); does not wait for blocks.
+    pub fn start_node(&self, index: usize) -> anyhow::Result<()> {
+        let node = self.node(index);
+        match &self.file.options.statesnap {
+            Some(proxy) => self.start_proxy(node, proxy)?,
+            None => node.start_app(
+                &self.supervisor,
+                &self.tools,
+                &self.chroot_script(),
+                &self.dir,
+                APP_START,
+            )?,
+        }
+        node.start_cometbft(&self.supervisor, &self.tools, &self.cometbft_socket(node))
+    }
+
+    /// Stops one node: CometBFT first, then its proxy or xian-abci.
+    pub fn stop_node(&self, index: usize) -> anyhow::Result<()> {
+        let node = self.node(index);
+        node.stop_cometbft(&self.supervisor, GRACE)?;
+        node.stop_proxy(&self.supervisor, GRACE)?;
+        node.stop_app(&self.supervisor, GRACE)
+    }
+
+    /// Adds a full node that joins by state sync (trusting a recent block of
+    /// validator 0, checked against two validators' RPC) or by block sync;
+    /// starts nothing. Returns its index.
+    pub fn add_node(&mut self, state_sync: bool) -> anyhow::Result<usize> {
+        let index = self.file.nodes.len();
+        let name = crate::testnet::paths::node_name(index);
+        let validators: Vec<&XianNode> = self.nodes().iter().filter(|n| !n.joined).collect();
+        let peers: Vec<String> = validators
+            .iter()
+            .map(|n| format!("{}@{}:{}", n.node_id, crate::testnet::paths::HOST, n.ports.p2p))
+            .collect();
+        let genesis = validators[0].cometbft_home().join("config").join("genesis.json");
+        let sync = if state_sync {
+            let rpc = validators[0].rpc();
+            let height = rpc.status()?.latest_block_height.saturating_sub(2).max(1);
+            let header = rpc.header(Some(height))?;
+            Some(crate::testnet::cometbft::StateSyncSettings {
+                rpc_servers: validators.iter().take(2).map(|n| n.rpc_url()).collect(),
+                trust_height: height,
+                trust_hash: hex::encode_upper(&header.block_hash),
+            })
+        } else {
+            None
+        };
+        let node = genesis::join(
+            &self.dir,
+            &self.tools,
+            &self.file.options,
+            &name,
+            index,
+            &genesis,
+            &peers,
+        )?;
+        if let Some(sync) = &sync {
+            crate::testnet::cometbft::configure_state_sync(&node.cometbft_home(), sync)?;
+        }
+        self.file.nodes.push(node);
+        self.save()?;
+        Ok(index)
+    }
+
+    /// SIGKILLs the proxy of node `index` (a crash, for tests); the
+    /// xian-abci it ran exits when its connections close, and CometBFT
+    /// when it loses its app.
+    pub fn kill_proxy(&self, index: usize) -> anyhow::Result<()> {
+        self.node(index).stop_proxy(&self.supervisor, Duration::ZERO)
+    }
+
+    /// Stops every CometBFT, then every proxy and xian-abci (which exits when
     /// CometBFT closes its connection; the other way round CometBFT would
     /// see its app vanish).
     pub fn stop(&self) -> anyhow::Result<()> {
@@ -267,7 +374,10 @@ impl XianNet {
             }
         }
         for node in self.nodes() {
-            if let Err(e) = node.stop_app(&self.supervisor, GRACE) {
+            if let Err(e) = node
+                .stop_proxy(&self.supervisor, GRACE)
+                .and_then(|()| node.stop_app(&self.supervisor, GRACE))
+            {
                 first_error.get_or_insert(e);
             }
         }

@@ -57,6 +57,24 @@ pub struct XianNode {
     pub validator_private_key: String,
     /// `$HOME` of xian-abci: the node's directory.
     pub dir: PathBuf,
+    /// A full node added after genesis (not a validator).
+    #[serde(default)]
+    pub joined: bool,
+}
+
+/// `statesnap proxy` between each node's CometBFT and its xian-abci, which
+/// the proxy runs (`--run`), snapshots and restores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyOptions {
+    /// The `statesnap` binary.
+    pub statesnap_bin: PathBuf,
+    /// A statesnap snapshot every this many blocks.
+    pub snapshot_interval: u64,
+    pub snapshot_keep_recent: u32,
+    /// Extra arguments of every proxy (e.g. `--param chunk_bytes=…`).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
 }
 
 impl XianNode {
@@ -88,6 +106,25 @@ impl XianNode {
         self.dir.join("xian-abci.log")
     }
 
+    /// The proxy's log (xian-abci's output goes there too: the proxy runs it).
+    pub fn proxy_log(&self) -> PathBuf {
+        self.dir.join("proxy.log")
+    }
+
+    fn proxy_pid(&self) -> PathBuf {
+        self.dir.join("proxy.pid")
+    }
+
+    /// Where the proxy keeps its snapshots.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join("statesnap-snapshots")
+    }
+
+    /// The proxy's Prometheus endpoint.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{HOST}:{}/metrics", self.ports.metrics)
+    }
+
     fn cometbft_pid(&self) -> PathBuf {
         self.dir.join("cometbft.pid")
     }
@@ -105,15 +142,14 @@ impl XianNode {
         RpcClient::new(&self.rpc_url())
     }
 
-    /// Both logs' last lines, for error messages.
+    /// The logs' last lines, for error messages.
     pub fn log_tails(&self) -> String {
-        format!(
-            "--- {} (last lines) ---\n{}\n--- {} (last lines) ---\n{}",
-            self.app_log().display(),
-            log_tail(&self.app_log(), LOG_LINES),
-            self.cometbft_log().display(),
-            log_tail(&self.cometbft_log(), LOG_LINES)
-        )
+        [self.app_log(), self.proxy_log(), self.cometbft_log()]
+            .iter()
+            .filter(|log| log.exists())
+            .map(|log| format!("--- {} (last lines) ---\n{}", log.display(), log_tail(log, LOG_LINES)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Starts xian-abci in the root file system through the wrapper
@@ -127,21 +163,11 @@ impl XianNode {
         network_dir: &Path,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        let home = self.dir.to_string_lossy().into_owned();
-        // xian-abci ignores its arguments: the home is passed only so that
-        // the process's command line names it (how a pid file is checked).
-        let cmd = tools.chroot_command(
-            script,
-            &[network_dir],
-            &[("HOME", &home)],
-            "xian-abci",
-            std::slice::from_ref(&home),
-        );
-        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let (program, args) = self.app_command(tools, script, network_dir);
         let _ = std::fs::remove_file(self.app_socket());
         sup.spawn(&ProcessSpec {
             label: format!("xian-abci of {}", self.name),
-            program: Path::new(cmd.get_program()),
+            program: Path::new(&program),
             args,
             log: &self.app_log(),
             pid_file: &self.app_pid(),
@@ -163,6 +189,109 @@ impl XianNode {
             std::thread::sleep(POLL);
         }
         Ok(())
+    }
+
+    /// The command that runs xian-abci in the root file system (`HOME` =
+    /// the node's directory, `network_dir` mounted): program and arguments.
+    fn app_command(&self, tools: &XianTools, script: &Path, network_dir: &Path) -> (String, Vec<String>) {
+        let home = self.dir.to_string_lossy().into_owned();
+        // xian-abci ignores its arguments: the home is passed only so that
+        // the process's command line names it (how a pid file is checked).
+        let cmd = tools.chroot_command(
+            script,
+            &[network_dir],
+            &[("HOME", &home)],
+            "xian-abci",
+            std::slice::from_ref(&home),
+        );
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        (
+            program,
+            cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect(),
+        )
+    }
+
+    /// Starts `statesnap proxy` on the node's proxy socket, running
+    /// xian-abci itself (`--run`), snapshotting its home every
+    /// `proxy.snapshot_interval` blocks; waits until the proxy listens.
+    pub fn start_proxy(
+        &self,
+        sup: &Supervisor,
+        tools: &XianTools,
+        script: &Path,
+        network_dir: &Path,
+        chain_id: &str,
+        proxy: &ProxyOptions,
+    ) -> anyhow::Result<()> {
+        let (program, app_args) = self.app_command(tools, script, network_dir);
+        let storage = self.storage_home();
+        let mut args: Vec<String> = vec![
+            "proxy".into(),
+            "--listen".into(),
+            format!("unix://{}", self.proxy_socket().display()),
+            "--app".into(),
+            format!("unix://{}", self.app_socket().display()),
+            "--xian-home".into(),
+            storage.to_string_lossy().into_owned(),
+            "--chain-id".into(),
+            chain_id.into(),
+            "--snapshot-dir".into(),
+            self.snapshot_dir().to_string_lossy().into_owned(),
+            "--snapshot-interval".into(),
+            proxy.snapshot_interval.to_string(),
+            "--snapshot-keep-recent".into(),
+            proxy.snapshot_keep_recent.to_string(),
+            "--metrics".into(),
+            format!("{HOST}:{}", self.ports.metrics),
+            "-v".into(),
+        ];
+        args.extend(proxy.extra_args.iter().cloned());
+        args.push("--run".into());
+        args.push(program);
+        args.extend(app_args);
+        let _ = std::fs::remove_file(self.proxy_socket());
+        sup.spawn(&ProcessSpec {
+            label: format!("statesnap proxy of {}", self.name),
+            program: &proxy.statesnap_bin,
+            args,
+            log: &self.proxy_log(),
+            pid_file: &self.proxy_pid(),
+            marker: &storage,
+        })?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::os::unix::net::UnixStream::connect(self.proxy_socket()).is_err() {
+            if sup.live_pid(&self.proxy_pid(), &storage)?.is_none() {
+                bail!(
+                    "the statesnap proxy of {} exited at start\n{}",
+                    self.name,
+                    self.log_tails()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the statesnap proxy of {} does not listen\n{}",
+                    self.name,
+                    self.log_tails()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
+    /// Stops the proxy (SIGTERM: it stops xian-abci, then exits).
+    pub fn stop_proxy(&self, sup: &Supervisor, grace: Duration) -> anyhow::Result<()> {
+        sup.stop(
+            &format!("statesnap proxy of {}", self.name),
+            &self.proxy_pid(),
+            &self.storage_home(),
+            grace,
+        )
+    }
+
+    /// The proxy's pid, when it runs.
+    pub fn proxy_pid_running(&self, sup: &Supervisor) -> anyhow::Result<Option<u32>> {
+        sup.live_pid(&self.proxy_pid(), &self.storage_home())
     }
 
     /// Starts CometBFT on the host, connecting to `socket` over ABCI.
@@ -207,11 +336,12 @@ impl XianNode {
         )
     }
 
-    /// Whether each process is running: (cometbft, xian-abci).
+    /// Whether each process is running: (cometbft, the app: xian-abci, or
+    /// the proxy that runs it).
     pub fn running(&self, sup: &Supervisor) -> anyhow::Result<(bool, bool)> {
         Ok((
             sup.live_pid(&self.cometbft_pid(), &self.cometbft_home())?.is_some(),
-            sup.live_pid(&self.app_pid(), &self.dir)?.is_some(),
+            sup.live_pid(&self.app_pid(), &self.dir)?.is_some() || self.proxy_pid_running(sup)?.is_some(),
         ))
     }
 

@@ -102,9 +102,11 @@ fn run(
     max_frame: usize,
     name: &str,
 ) -> anyhow::Result<()> {
-    let (mut to_app, mut generation) = app.connect()?;
+    // The app connection is opened with the first request to forward, not
+    // before: a connection that closes without a request (a readiness
+    // probe) must not touch the app, which exits when a connection closes.
+    let mut to_app: Option<(Stream, u64)> = None;
     let (queue, answers) = unbounded();
-    queue.send(Next::AppConnection(to_app.try_clone()?))?;
     let back = cometbft.try_clone()?;
     let pump_handler = handler.clone();
     let pump_name = name.to_string();
@@ -128,13 +130,20 @@ fn run(
                 queue.send(Next::Own(own))?;
                 continue;
             }
-            if app.generation() != generation {
-                to_app.shutdown();
-                (to_app, generation) = app.connect()?;
-                tracing::info!("{name}: reconnected to the restarted app");
-                queue.send(Next::AppConnection(to_app.try_clone()?))?;
+            let stale = to_app
+                .as_ref()
+                .is_none_or(|(_, generation)| *generation != app.generation());
+            if stale {
+                if let Some((old, _)) = to_app.take() {
+                    old.shutdown();
+                    tracing::info!("{name}: reconnecting to the restarted app");
+                }
+                let (stream, generation) = app.connect()?;
+                queue.send(Next::AppConnection(stream.try_clone()?))?;
+                to_app = Some((stream, generation));
             }
-            write_frame(&mut to_app, &frame)
+            let (stream, _) = to_app.as_mut().expect("connected above");
+            write_frame(stream, &frame)
                 .map_err(|e| anyhow::anyhow!("forwarding a request to the app at {}: {e}", app.endpoint()))?;
             queue.send(Next::App(kind))?;
         }
@@ -142,7 +151,9 @@ fn run(
         Ok(())
     })();
     drop(queue);
-    to_app.shutdown();
+    if let Some((stream, _)) = to_app {
+        stream.shutdown();
+    }
     let _ = pump.join();
     result
 }
@@ -162,7 +173,9 @@ fn pump_answers(
             }
             Next::Own(frame) => frame,
             Next::App(kind) => {
-                let reader = from_app.as_mut().expect("the first queued item is the app connection");
+                let reader = from_app
+                    .as_mut()
+                    .expect("an app connection is queued before the first request to the app");
                 let Some(frame) = read_frame(reader, max_frame)? else {
                     anyhow::bail!("the app closed its connection with a request unanswered");
                 };

@@ -1,0 +1,232 @@
+//! Xian's real node behind `statesnap proxy`: three validators, each
+//! `xian-abci` 0.9.3 run by its proxy (`--run`) behind CometBFT v0.39.3,
+//! under a stream of signed transfers. The proxies snapshot the live Xian
+//! homes every 10 blocks, byte-identical across validators. A fourth Xian
+//! node joins by state sync through its own proxy: its xian-abci starts on
+//! the restored home, catches up, reports the validators' app hash, and
+//! executes a transfer sent to it.
+//!
+//! Needs the tools of `scripts/install-xian.sh` (`scripts/setup.sh` runs it)
+//! and root; fails, saying so, without them.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use statesnap::snapshot::{list_snapshots, Manifest};
+use statesnap_harness::testnet::free_base_port;
+use statesnap_harness::xian::{ProxyOptions, XianNet, XianNetOptions, XianTools};
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+const INTERVAL: u64 = 10;
+
+/// Stops the network in this directory when the test ends, passing or not;
+/// keeps its files when it failed.
+struct Guard(Option<tempfile::TempDir>, std::path::PathBuf);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Err(e) = XianNet::open(&self.1).and_then(|net| net.stop()) {
+            eprintln!("stopping the Xian network: {e:#}");
+        }
+        if std::thread::panicking() {
+            if let Some(tmp) = self.0.take() {
+                eprintln!("the network's files are kept in {}", tmp.keep().display());
+            }
+        }
+    }
+}
+
+fn wait<T>(what: &str, net: &XianNet, node: usize, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            net.node(node).log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A snapshot in a proxy's directory: its height, manifest and every file's bytes.
+type Taken = (u64, Manifest, Vec<(String, Vec<u8>)>);
+
+/// The snapshots in a proxy's directory.
+fn snapshots(dir: &Path) -> Vec<Taken> {
+    list_snapshots(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| {
+            let manifest = s.manifest().ok()?;
+            let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(s.path())
+                .ok()?
+                .map(|e| {
+                    let e = e.unwrap();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .collect();
+            files.sort();
+            Some((manifest.height, manifest, files))
+        })
+        .collect()
+}
+
+/// The app's own Info answer through CometBFT's RPC: (height, app hash hex).
+fn abci_info(net: &XianNet, node: usize) -> (u64, String) {
+    let v = net.node(node).rpc().call("abci_info", serde_json::json!({})).unwrap();
+    let r = &v["response"];
+    let height = r["last_block_height"]
+        .as_str()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(0);
+    let hash = r["last_block_app_hash"].as_str().unwrap_or_default();
+    let hash = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, hash).unwrap_or_default();
+    (height, hex::encode(hash))
+}
+
+#[test]
+fn xian_validators_behind_proxies_snapshot_and_a_new_xian_node_joins_through_its_proxy() {
+    if let Err(e) = XianTools::discover() {
+        panic!("this test runs Xian's real node: install it with scripts/install-xian.sh (scripts/setup.sh runs it). {e:#}");
+    }
+    let started = Instant::now();
+    let tmp = tempfile::Builder::new().prefix("xs").tempdir_in("/tmp").unwrap();
+    let opts = XianNetOptions {
+        validators: 3,
+        chain_id: "xian-statesnap".into(),
+        base_port: free_base_port(5).unwrap(),
+        block_time_ms: 300,
+        genesis_keys: 3_000,
+        statesnap: Some(ProxyOptions {
+            statesnap_bin: env!("CARGO_BIN_EXE_statesnap").into(),
+            snapshot_interval: INTERVAL,
+            snapshot_keep_recent: 4,
+            extra_args: vec!["--param".into(), "chunk_bytes=40000".into()],
+        }),
+        ..XianNetOptions::default()
+    };
+    let mut net = XianNet::init(&tmp.path().join("net"), &opts).unwrap();
+    let _guard = Guard(Some(tmp), net.dir().to_path_buf());
+    net.start().unwrap();
+    eprintln!("network up after {:?}", started.elapsed());
+
+    // Transfers from the founder, one after another, for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = {
+        let net = XianNet::open(net.dir()).unwrap();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut done, mut last_height) = (0u64, 0u64);
+            while !stop.load(Ordering::SeqCst) {
+                let to = format!("{:064x}", 0xa11ce + done);
+                if let Ok(tx) = net.transfer(done as usize % 3, net.founder_private_key(), &to, "1") {
+                    done += 1;
+                    last_height = tx.height;
+                }
+            }
+            (done, last_height)
+        })
+    };
+
+    // Each proxy snapshots its validator's home; at a height all three have,
+    // the snapshots are the same bytes.
+    let common = wait("a snapshot height all validators have", &net, 0, || {
+        let all: Vec<_> = (0..3).map(|i| snapshots(&net.node(i).snapshot_dir())).collect();
+        all[0]
+            .iter()
+            .find(|(h, _, _)| all[1..].iter().all(|l| l.iter().any(|(o, _, _)| o == h)))
+            .map(|(h, _, _)| (*h, all.clone()))
+    });
+    let (height, all) = common;
+    let pick = |i: usize| all[i].iter().find(|(h, _, _)| *h == height).unwrap().clone();
+    let (_, manifest, files) = pick(0);
+    for i in 1..3 {
+        assert_eq!(
+            pick(i).2,
+            files,
+            "node{i}'s snapshot of height {height} differs from node0's"
+        );
+    }
+    assert!(
+        manifest.chunks.len() > 2,
+        "a snapshot in several chunks ({})",
+        manifest.chunks.len()
+    );
+    assert!(
+        manifest.block_time_nanos.is_some(),
+        "the manifest carries the block time"
+    );
+    eprintln!(
+        "snapshot of height {height}: {} chunks, {} entries, identical on 3 validators",
+        manifest.chunks.len(),
+        manifest.entries
+    );
+
+    // A new Xian node joins by state sync through its proxy.
+    let joiner = net.add_node(true).unwrap();
+    net.start_node(joiner).unwrap();
+    let node = net.node(joiner).clone();
+    let synced = wait("the joiner to catch up", &net, joiner, || {
+        let s = node.rpc().status().ok()?;
+        (!s.catching_up && s.latest_block_height > height).then_some(s.latest_block_height)
+    });
+    let proxy_log = std::fs::read_to_string(node.proxy_log()).unwrap();
+    assert!(
+        proxy_log.contains("the restored home is in place and the app restarted on it"),
+        "the joiner restored a statesnap snapshot:\n{}",
+        node.log_tails()
+    );
+    let status = node.rpc().status().unwrap();
+    assert!(
+        status.earliest_block_height > 1,
+        "the joiner did not replay from block 1"
+    );
+
+    // Its xian-abci reports, through Info, the validators' app hash.
+    let (info_height, info_hash) = wait(
+        "the joiner's app to answer Info past the snapshot",
+        &net,
+        joiner,
+        || {
+            let (h, hash) = abci_info(&net, joiner);
+            (h > synced).then_some((h, hash))
+        },
+    );
+    net.node(0)
+        .wait_for_height(net.supervisor(), info_height + 1, TIMEOUT)
+        .unwrap();
+    let header = net.node(0).rpc().header(Some(info_height + 1)).unwrap();
+    assert_eq!(
+        info_hash,
+        hex::encode(&header.app_hash),
+        "the joiner's app hash at height {info_height} is the validators'"
+    );
+
+    // The load ends (its sender is the founder too: one nonce sequence).
+    stop.store(true, Ordering::SeqCst);
+    let (transfers, last_height) = sent.join().unwrap();
+    assert!(transfers > 0, "transfers went through during the test");
+
+    // A transfer sent to the joiner executes (once the joiner has committed
+    // the load's last transfer: it reads the sender's nonce from its state).
+    node.wait_for_height(net.supervisor(), last_height + 1, TIMEOUT)
+        .unwrap();
+    let to = "7e".repeat(32);
+    let tx = net.transfer(joiner, net.founder_private_key(), &to, "2.5").unwrap();
+    node.wait_for_height(net.supervisor(), tx.height + 1, TIMEOUT).unwrap();
+    assert_eq!(net.balance(joiner, &to).unwrap(), "2.5");
+    net.node(1)
+        .wait_for_height(net.supervisor(), tx.height + 1, TIMEOUT)
+        .unwrap();
+    assert_eq!(net.balance(1, &to).unwrap(), "2.5");
+
+    eprintln!("passed after {:?} ({transfers} transfers)", started.elapsed());
+}
