@@ -1,10 +1,12 @@
-//! Xian's real node behind `statesnap proxy`: three validators, each
-//! `xian-abci` 0.9.3 run by its proxy (`--run`) behind CometBFT v0.39.3,
-//! under a stream of signed transfers. The proxies snapshot the live Xian
-//! homes every 10 blocks, byte-identical across validators. A fourth Xian
-//! node joins by state sync through its own proxy: its xian-abci starts on
-//! the restored home, catches up, reports the validators' app hash, and
-//! executes a transfer sent to it.
+//! Xian's real node behind `statesnap proxy`: three validators, two of them
+//! `xian-abci` 0.9.3 run by its proxy (`--run`) behind CometBFT v0.39.3, the
+//! third plain Xian without a proxy, under a stream of signed transfers. The
+//! proxies snapshot the live Xian homes every 10 blocks, byte-identical
+//! across validators; a home restored from one is what Xian's own
+//! `LMDBStore` and state-root code read back. A fourth Xian node joins by
+//! state sync through its own proxy: its xian-abci starts on the restored
+//! home, catches up, reports the validators' app hash, and executes a
+//! transfer sent to it. The validator without a proxy signs every block.
 //!
 //! Needs the tools of `scripts/install-xian.sh` (`scripts/setup.sh` runs it)
 //! and root; fails, saying so, without them.
@@ -15,11 +17,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use statesnap::snapshot::{list_snapshots, Manifest};
+use statesnap::store::root::state_root_of;
+use statesnap::store::HomeStore;
 use statesnap_harness::testnet::free_base_port;
 use statesnap_harness::xian::{ProxyOptions, XianNet, XianNetOptions, XianTools};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 const INTERVAL: u64 = 10;
+/// The validator that runs Xian's node without a proxy.
+const PLAIN: usize = 2;
+const PROXIED: [usize; 2] = [0, 1];
 
 /// Stops the network in this directory when the test ends, passing or not;
 /// keeps its files when it failed.
@@ -110,6 +117,8 @@ fn xian_validators_behind_proxies_snapshot_and_a_new_xian_node_joins_through_its
             snapshot_interval: INTERVAL,
             snapshot_keep_recent: 4,
             extra_args: vec!["--param".into(), "chunk_bytes=40000".into()],
+            node_args: Vec::new(),
+            without_proxy: vec![PLAIN],
         }),
         ..XianNetOptions::default()
     };
@@ -136,10 +145,13 @@ fn xian_validators_behind_proxies_snapshot_and_a_new_xian_node_joins_through_its
         })
     };
 
-    // Each proxy snapshots its validator's home; at a height all three have,
-    // the snapshots are the same bytes.
-    let common = wait("a snapshot height all validators have", &net, 0, || {
-        let all: Vec<_> = (0..3).map(|i| snapshots(&net.node(i).snapshot_dir())).collect();
+    // Each proxy snapshots its validator's home; at a height both have, the
+    // snapshots are the same bytes.
+    let common = wait("a snapshot height both proxied validators have", &net, 0, || {
+        let all: Vec<_> = PROXIED
+            .iter()
+            .map(|&i| snapshots(&net.node(i).snapshot_dir()))
+            .collect();
         all[0]
             .iter()
             .find(|(h, _, _)| all[1..].iter().all(|l| l.iter().any(|(o, _, _)| o == h)))
@@ -148,13 +160,15 @@ fn xian_validators_behind_proxies_snapshot_and_a_new_xian_node_joins_through_its
     let (height, all) = common;
     let pick = |i: usize| all[i].iter().find(|(h, _, _)| *h == height).unwrap().clone();
     let (_, manifest, files) = pick(0);
-    for i in 1..3 {
-        assert_eq!(
-            pick(i).2,
-            files,
-            "node{i}'s snapshot of height {height} differs from node0's"
-        );
-    }
+    assert_eq!(
+        pick(1).2,
+        files,
+        "node1's snapshot of height {height} differs from node0's"
+    );
+    assert!(
+        !net.node(PLAIN).snapshot_dir().exists(),
+        "the validator without a proxy makes no statesnap snapshot"
+    );
     assert!(
         manifest.chunks.len() > 2,
         "a snapshot in several chunks ({})",
@@ -165,9 +179,38 @@ fn xian_validators_behind_proxies_snapshot_and_a_new_xian_node_joins_through_its
         "the manifest carries the block time"
     );
     eprintln!(
-        "snapshot of height {height}: {} chunks, {} entries, identical on 3 validators",
+        "snapshot of height {height}: {} chunks, {} entries, identical on both proxied validators",
         manifest.chunks.len(),
         manifest.entries
+    );
+
+    // Restored offline into a new home, the snapshot is what Xian's own code
+    // reads: the same entries and root.
+    let restored = net.dir().join("restored");
+    let dir = net.node(0).snapshot_dir().join(format!("{height}-1"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_statesnap"))
+        .args(["snapshot", "restore", "--from"])
+        .arg(&dir)
+        .arg("--home")
+        .arg(&restored)
+        .args(["--app-hash", &hex::encode(manifest.app_hash)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let xian = net.read_home_with_xian(&restored).unwrap();
+    assert_eq!(
+        xian.root,
+        hex::encode(manifest.app_hash),
+        "Xian's root of the restored home"
+    );
+    assert_eq!(
+        xian.consensus_entries, manifest.entries,
+        "Xian's count of the restored entries"
+    );
+    let (root, entries) = state_root_of(&HomeStore::open_read_only(&restored).unwrap(), || {}).unwrap();
+    assert_eq!(
+        (hex::encode(root), entries),
+        (xian.root.clone(), xian.consensus_entries)
     );
 
     // A new Xian node joins by state sync through its proxy.
@@ -227,6 +270,22 @@ fn xian_validators_behind_proxies_snapshot_and_a_new_xian_node_joins_through_its
         .wait_for_height(net.supervisor(), tx.height + 1, TIMEOUT)
         .unwrap();
     assert_eq!(net.balance(1, &to).unwrap(), "2.5");
+
+    // The validator without a proxy signed the recent blocks: it validates
+    // beside the proxied ones (with three equal validators, every block needs it).
+    let last = net.node(0).rpc().status().unwrap().latest_block_height;
+    let commit = net
+        .node(0)
+        .rpc()
+        .call("commit", serde_json::json!({"height": last.to_string()}))
+        .unwrap();
+    let plain_address = net.node(PLAIN).validator_address();
+    let signed = commit["signed_header"]["commit"]["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["validator_address"].as_str() == Some(plain_address.as_str()));
+    assert!(signed, "node{PLAIN} (no proxy) signed block {last}: {commit}");
 
     eprintln!("passed after {:?} ({transfers} transfers)", started.elapsed());
 }

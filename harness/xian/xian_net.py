@@ -6,6 +6,8 @@ fit and prints one JSON object on stdout:
 
   init SPEC.json        node homes, keys and one genesis for every validator
   join SPEC.json        the home of a full node joining an existing network
+  read-home --home DIR  a storage home read by Xian's own LMDBStore: key count,
+                        consensus entries and state root (Xian's code), marker
   transfer --rpc URL --key HEX --to ADDRESS --amount A
                         a signed currency.transfer, waiting until it is final
   balance --rpc URL --address ADDRESS
@@ -224,6 +226,30 @@ def balance(args):
     print(json.dumps({"address": args.address, "balance": str(value)}))
 
 
+def read_home(args):
+    """What Xian's own code reads in a storage home (DIR/lmdb)."""
+    from contracting.storage.lmdb_store import LMDBStore
+    from xian.state_root import StateRootCache
+
+    store = LMDBStore(Path(args.home) / "lmdb")
+    try:
+        items = list(store.iter_items())
+        marker = store.get("__latest_block")
+    finally:
+        store.close()
+    cache = StateRootCache(items)
+    print(
+        json.dumps(
+            {
+                "keys": len(items),
+                "consensus_entries": cache.leaf_count,
+                "root": cache.root_hash.hex(),
+                "marker": json.loads(json.dumps(marker, default=str)) if marker is not None else None,
+            }
+        )
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(prog="xian_net.py")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +263,8 @@ def main():
     p_tx.add_argument("--to", required=True)
     p_tx.add_argument("--amount", required=True)
     p_tx.add_argument("--timeout", type=float, default=30.0)
+    p_read = sub.add_parser("read-home")
+    p_read.add_argument("--home", required=True)
     p_bal = sub.add_parser("balance")
     p_bal.add_argument("--rpc", required=True)
     p_bal.add_argument("--address", required=True)
@@ -245,6 +273,8 @@ def main():
         init(args.spec)
     elif args.command == "join":
         join(args.spec)
+    elif args.command == "read-home":
+        read_home(args)
     elif args.command == "transfer":
         transfer(args)
     else:

@@ -62,6 +62,22 @@ pub struct ProxyArgs {
     /// restore, stop it on exit. Everything after --run is the command.
     #[arg(long, value_name = "CMD", num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
     pub run: Vec<String>,
+    #[cfg(feature = "test-hooks")]
+    #[command(flatten)]
+    pub faults: ProxyFaultArgs,
+}
+
+/// Faults for tests to watch peers refuse (feature `test-hooks`: only in
+/// binaries the test command builds, never in a release build).
+#[cfg(feature = "test-hooks")]
+#[derive(Args, Debug)]
+pub struct ProxyFaultArgs {
+    /// Test only: build snapshots of a forged state claiming the real app hash.
+    #[arg(long)]
+    pub test_forge_states: bool,
+    /// Test only: serve every snapshot chunk corrupted.
+    #[arg(long)]
+    pub test_corrupt_chunks: bool,
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
@@ -111,7 +127,8 @@ pub fn run(args: ProxyArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
                     .context("--xian-home has no parent directory: give --snapshot-dir")?
                     .join("statesnap-snapshots"),
             };
-            let snapshots = Arc::new(XianSnapshots::new(
+            #[allow(unused_mut)]
+            let mut snapshots = XianSnapshots::new(
                 XianSnapshotSettings {
                     home,
                     dir,
@@ -122,7 +139,14 @@ pub fn run(args: ProxyArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
                     chain_id,
                 },
                 metrics.clone(),
-            )?);
+            )?;
+            #[cfg(feature = "test-hooks")]
+            snapshots.set_hooks(statesnap::node::TestHooks {
+                forge_states: args.faults.test_forge_states,
+                corrupt_chunks: args.faults.test_corrupt_chunks,
+                ..Default::default()
+            });
+            let snapshots = Arc::new(snapshots);
             Arc::new(XianCalls::new(snapshots, Arc::new(registry), metrics, app.clone()))
         }
     };

@@ -107,6 +107,19 @@ struct NetFile {
     nodes: Vec<XianNode>,
 }
 
+/// A storage home as Xian's own code reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct XianReading {
+    /// Every key, consensus or not.
+    pub keys: u64,
+    /// The entries the state root covers.
+    pub consensus_entries: u64,
+    /// The state root, lowercase hex.
+    pub root: String,
+    /// `__latest_block`, as Xian decodes it.
+    pub marker: Option<serde_json::Value>,
+}
+
 /// A Xian network in a directory and the processes this program started for it.
 #[derive(Debug)]
 pub struct XianNet {
@@ -212,7 +225,11 @@ impl XianNet {
 
     /// The socket CometBFT of `node` connects to.
     pub fn cometbft_socket(&self, node: &XianNode) -> PathBuf {
-        if self.file.options.proxy_sockets || self.file.options.statesnap.is_some() {
+        let proxied = match &self.file.options.statesnap {
+            Some(proxy) => proxy.proxied(node.index),
+            None => self.file.options.proxy_sockets,
+        };
+        if proxied {
             node.proxy_socket()
         } else {
             node.app_socket()
@@ -271,7 +288,7 @@ impl XianNet {
     /// apps), then the CometBFTs; waits for block 1 everywhere.
     fn start_proxied(&self, proxy: &ProxyOptions) -> anyhow::Result<()> {
         for node in self.nodes() {
-            self.start_proxy(node, proxy)?;
+            self.start_proxy_or_app(node, proxy)?;
         }
         self.start_cometbfts()?;
         for node in self.nodes() {
@@ -280,7 +297,16 @@ impl XianNet {
         Ok(())
     }
 
-    fn start_proxy(&self, node: &XianNode, proxy: &ProxyOptions) -> anyhow::Result<()> {
+    fn start_proxy_or_app(&self, node: &XianNode, proxy: &ProxyOptions) -> anyhow::Result<()> {
+        if !proxy.proxied(node.index) {
+            return node.start_app(
+                &self.supervisor,
+                &self.tools,
+                &self.chroot_script(),
+                &self.dir,
+                APP_START,
+            );
+        }
         node.start_proxy(
             &self.supervisor,
             &self.tools,
@@ -295,7 +321,7 @@ impl XianNet {
     pub fn start_node(&self, index: usize) -> anyhow::Result<()> {
         let node = self.node(index);
         match &self.file.options.statesnap {
-            Some(proxy) => self.start_proxy(node, proxy)?,
+            Some(proxy) => self.start_proxy_or_app(node, proxy)?,
             None => node.start_app(
                 &self.supervisor,
                 &self.tools,
@@ -388,6 +414,21 @@ impl XianNet {
     /// `private_key` to `to` through `node`'s RPC, and waits until it is final.
     pub fn transfer(&self, node: usize, private_key: &str, to: &str, amount: &str) -> anyhow::Result<Transfer> {
         tx::transfer(self, &self.node(node).rpc_url(), private_key, to, amount)
+    }
+
+    /// A storage home (under the network directory) as Xian's own code reads
+    /// it: `LMDBStore` for the entries, `xian.state_root` for the root.
+    pub fn read_home_with_xian(&self, home: &Path) -> anyhow::Result<XianReading> {
+        let v = genesis::run_tool(
+            &self.tools,
+            &self.dir,
+            &[
+                "read-home".to_string(),
+                "--home".into(),
+                home.to_string_lossy().into_owned(),
+            ],
+        )?;
+        serde_json::from_value(v.clone()).with_context(|| format!("xian_net.py read-home printed {v}"))
     }
 
     /// `currency.balances:<address>` as `node` answers it (decimal text; "0" when none).

@@ -75,6 +75,20 @@ pub struct ProxyOptions {
     /// Extra arguments of every proxy (e.g. `--param chunk_bytes=…`).
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// Extra arguments of one node's proxy (by node index), after `extra_args`.
+    #[serde(default)]
+    pub node_args: Vec<(usize, Vec<String>)>,
+    /// Nodes (by index) whose CometBFT talks to xian-abci directly, without
+    /// a proxy: Xian nodes that do not run statesnap.
+    #[serde(default)]
+    pub without_proxy: Vec<usize>,
+}
+
+impl ProxyOptions {
+    /// Whether node `index` runs behind a proxy.
+    pub fn proxied(&self, index: usize) -> bool {
+        !self.without_proxy.contains(&index)
+    }
 }
 
 impl XianNode {
@@ -131,6 +145,13 @@ impl XianNode {
 
     fn app_pid(&self) -> PathBuf {
         self.dir.join("xian-abci.pid")
+    }
+
+    /// CometBFT's validator address of this node's key: the first 20 bytes
+    /// of the SHA-256 of its ed25519 public key, upper-case hex.
+    pub fn validator_address(&self) -> String {
+        let key = hex::decode(&self.validator_public_key).unwrap_or_default();
+        hex::encode_upper(&statesnap::plugin::sha256(&key)[..20])
     }
 
     /// CometBFT's RPC, e.g. `http://127.0.0.1:26601`.
@@ -246,6 +267,9 @@ impl XianNode {
             "-v".into(),
         ];
         args.extend(proxy.extra_args.iter().cloned());
+        for (_, extra) in proxy.node_args.iter().filter(|(i, _)| *i == self.index) {
+            args.extend(extra.iter().cloned());
+        }
         args.push("--run".into());
         args.push(program);
         args.extend(app_args);

@@ -325,7 +325,7 @@ impl Job {
                 });
             }
             if self.hooks.forge_states {
-                return create_forged(&self.dir, view, codec, plugin, d.format, &opts);
+                return create_forged(&self.dir, view, view.app_hash, codec, plugin, d.format, &opts);
             }
         }
         let report = snapshot::create(view, codec, plugin, d.format, &opts, &self.dir, &ProgressBar::hidden())?;

@@ -56,6 +56,8 @@ pub struct XianSnapshots {
     store: Mutex<Option<XianLmdbStore>>,
     busy: Arc<AtomicBool>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    #[cfg(feature = "test-hooks")]
+    hooks: crate::node::TestHooks,
 }
 
 impl XianSnapshots {
@@ -68,7 +70,17 @@ impl XianSnapshots {
             store: Mutex::default(),
             busy: Arc::default(),
             worker: Mutex::default(),
+            #[cfg(feature = "test-hooks")]
+            hooks: crate::node::TestHooks::default(),
         })
+    }
+
+    /// Test only: the faults this proxy's snapshots commit (forged states,
+    /// corrupt chunks).
+    #[cfg(feature = "test-hooks")]
+    pub fn set_hooks(&mut self, hooks: crate::node::TestHooks) {
+        hooks.announce();
+        self.hooks = hooks;
     }
 
     pub fn settings(&self) -> &XianSnapshotSettings {
@@ -112,6 +124,8 @@ impl XianSnapshots {
         let job = Job {
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
+            #[cfg(feature = "test-hooks")]
+            hooks: self.hooks,
         };
         let handle = std::thread::Builder::new()
             .name(format!("snapshot-{height}"))
@@ -165,8 +179,13 @@ impl XianSnapshots {
     /// there is no such snapshot or chunk (CometBFT's convention).
     pub fn load_chunk(&self, height: u64, format: u32, index: u32) -> Vec<u8> {
         match snapshot::serve_chunk(&self.settings.dir, height, format, index) {
-            Some(chunk) => {
+            #[allow(unused_mut)]
+            Some(mut chunk) => {
                 self.metrics.chunks_served.inc();
+                #[cfg(feature = "test-hooks")]
+                if self.hooks.corrupt_chunks {
+                    crate::node::test_hooks::corrupt(&mut chunk);
+                }
                 chunk
             }
             None => Vec::new(),
@@ -177,6 +196,8 @@ impl XianSnapshots {
 struct Job {
     settings: XianSnapshotSettings,
     metrics: Arc<Metrics>,
+    #[cfg(feature = "test-hooks")]
+    hooks: crate::node::TestHooks,
 }
 
 impl Job {
@@ -236,6 +257,18 @@ impl Job {
         let mut opts = CreateOptions::new(&s.chain_id, marker.height, s.params.clone());
         opts.block_time_nanos = Some(marker.nanos);
         tracing::info!(height = marker.height, plugin = s.plugin.label(), "snapshot: started");
+        #[cfg(feature = "test-hooks")]
+        if self.hooks.forge_states {
+            return crate::node::test_hooks::create_forged(
+                &s.dir,
+                view,
+                marker.app_hash,
+                codec,
+                plugin,
+                d.format,
+                &opts,
+            );
+        }
         let report = snapshot::create(view, codec, plugin, d.format, &opts, &s.dir, &ProgressBar::hidden())?;
         if report.manifest.app_hash != marker.app_hash {
             let _ = std::fs::remove_dir_all(&report.dir);

@@ -10,9 +10,9 @@ use std::path::Path;
 use anyhow::Context;
 use indicatif::ProgressBar;
 
-use super::view::StateView;
 use crate::plugin::PluginError;
 use crate::snapshot::{self, ChunkEncoder, CreateOptions, Manifest, PluginRef};
+use crate::store::StateStore;
 use forged_state::ForgedState;
 
 /// What a node under test does wrong.
@@ -95,13 +95,15 @@ pub(crate) fn corrupt(chunk: &mut [u8]) {
     }
 }
 
-/// A snapshot of [`ForgedState`] whose manifest claims the view's real app
-/// hash. Made in a scratch directory of `dir` (removed at start like any
-/// unfinished snapshot) and renamed into place with its manifest already
-/// rewritten, so the real root is never advertised.
+/// A snapshot of [`ForgedState`] (`state` with its last value altered)
+/// whose manifest claims `app_hash`, the real app hash of `height`. Made in a
+/// scratch directory of `dir` (removed at start like any unfinished
+/// snapshot) and renamed into place with its manifest already rewritten, so
+/// the real root is never advertised.
 pub(crate) fn create_forged(
     dir: &Path,
-    view: &StateView,
+    state: &dyn StateStore,
+    app_hash: [u8; 32],
     codec: snapshot::Codec,
     plugin: PluginRef,
     format: u32,
@@ -109,16 +111,16 @@ pub(crate) fn create_forged(
 ) -> anyhow::Result<snapshot::CreateReport> {
     let scratch = dir.join(format!("{}forge-{}", snapshot::TMP_PREFIX, std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
-    let forged = ForgedState(view);
+    let forged = ForgedState(state);
     let mut report = snapshot::create(&forged, codec, plugin, format, opts, &scratch, &ProgressBar::hidden())?;
-    report.manifest.app_hash = view.app_hash;
+    report.manifest.app_hash = app_hash;
     let bytes = report.manifest.encode();
     crate::durable::write_synced(&snapshot::manifest_path(&report.dir), &bytes)?;
     let dest = dir.join(report.dir.file_name().expect("a snapshot directory name"));
     std::fs::rename(&report.dir, &dest).with_context(|| format!("moving {} into place", dest.display()))?;
     let _ = std::fs::remove_dir_all(&scratch);
     tracing::warn!(
-        height = view.height,
+        height = opts.height,
         "TEST MODE: made a forged snapshot claiming the real app hash"
     );
     report.hash = report.manifest.hash();
