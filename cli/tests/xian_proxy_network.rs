@@ -11,101 +11,28 @@
 //! Needs the tools of `scripts/install-xian.sh` (`scripts/setup.sh` runs it)
 //! and root; fails, saying so, without them.
 
-use std::path::Path;
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use statesnap::snapshot::{list_snapshots, Manifest};
+use common::xian::{abci_info, require_xian, short_tempdir, snapshots, wait, Guard, TIMEOUT};
 use statesnap::store::root::state_root_of;
 use statesnap::store::HomeStore;
 use statesnap_harness::testnet::free_base_port;
-use statesnap_harness::xian::{ProxyOptions, XianNet, XianNetOptions, XianTools};
+use statesnap_harness::xian::{ProxyOptions, XianNet, XianNetOptions};
 
-const TIMEOUT: Duration = Duration::from_secs(300);
 const INTERVAL: u64 = 10;
 /// The validator that runs Xian's node without a proxy.
 const PLAIN: usize = 2;
 const PROXIED: [usize; 2] = [0, 1];
 
-/// Stops the network in this directory when the test ends, passing or not;
-/// keeps its files when it failed.
-struct Guard(Option<tempfile::TempDir>, std::path::PathBuf);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Err(e) = XianNet::open(&self.1).and_then(|net| net.stop()) {
-            eprintln!("stopping the Xian network: {e:#}");
-        }
-        if std::thread::panicking() {
-            if let Some(tmp) = self.0.take() {
-                eprintln!("the network's files are kept in {}", tmp.keep().display());
-            }
-        }
-    }
-}
-
-fn wait<T>(what: &str, net: &XianNet, node: usize, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            net.node(node).log_tails()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A snapshot in a proxy's directory: its height, manifest and every file's bytes.
-type Taken = (u64, Manifest, Vec<(String, Vec<u8>)>);
-
-/// The snapshots in a proxy's directory.
-fn snapshots(dir: &Path) -> Vec<Taken> {
-    list_snapshots(dir)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|s| {
-            let manifest = s.manifest().ok()?;
-            let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(s.path())
-                .ok()?
-                .map(|e| {
-                    let e = e.unwrap();
-                    (
-                        e.file_name().to_string_lossy().into_owned(),
-                        std::fs::read(e.path()).unwrap(),
-                    )
-                })
-                .collect();
-            files.sort();
-            Some((manifest.height, manifest, files))
-        })
-        .collect()
-}
-
-/// The app's own Info answer through CometBFT's RPC: (height, app hash hex).
-fn abci_info(net: &XianNet, node: usize) -> (u64, String) {
-    let v = net.node(node).rpc().call("abci_info", serde_json::json!({})).unwrap();
-    let r = &v["response"];
-    let height = r["last_block_height"]
-        .as_str()
-        .and_then(|h| h.parse().ok())
-        .unwrap_or(0);
-    let hash = r["last_block_app_hash"].as_str().unwrap_or_default();
-    let hash = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, hash).unwrap_or_default();
-    (height, hex::encode(hash))
-}
-
 #[test]
 fn xian_validators_behind_proxies_snapshot_and_a_new_xian_node_joins_through_its_proxy() {
-    if let Err(e) = XianTools::discover() {
-        panic!("this test runs Xian's real node: install it with scripts/install-xian.sh (scripts/setup.sh runs it). {e:#}");
-    }
+    require_xian();
     let started = Instant::now();
-    let tmp = tempfile::Builder::new().prefix("xs").tempdir_in("/tmp").unwrap();
+    let tmp = short_tempdir("xs");
     let opts = XianNetOptions {
         validators: 3,
         chain_id: "xian-statesnap".into(),

@@ -135,6 +135,7 @@ pub enum Command {
     /// Run the node: CometBFT's ABCI application (state machine, snapshots, state sync).
     Start(node::StartArgs),
     /// Run in front of another ABCI app (Xian's node): forward its calls, take and serve statesnap snapshots of its state, restore it by state sync.
+    #[command(args_override_self = true)]
     Proxy(proxy::ProxyArgs),
     /// Watch a node joining by state sync; if no usable snapshot comes in time, switch its CometBFT to block sync.
     JoinFallback(node::FallbackArgs),

@@ -78,6 +78,9 @@ pub struct ProxyFaultArgs {
     /// Test only: serve every snapshot chunk corrupted.
     #[arg(long)]
     pub test_corrupt_chunks: bool,
+    /// Test only: wait this many milliseconds before applying each restored chunk.
+    #[arg(long, default_value_t = 0)]
+    pub test_chunk_delay_ms: u64,
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
@@ -147,7 +150,11 @@ pub fn run(args: ProxyArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
                 ..Default::default()
             });
             let snapshots = Arc::new(snapshots);
-            Arc::new(XianCalls::new(snapshots, Arc::new(registry), metrics, app.clone()))
+            #[allow(unused_mut)]
+            let mut calls = XianCalls::new(snapshots, Arc::new(registry), metrics, app.clone());
+            #[cfg(feature = "test-hooks")]
+            calls.set_chunk_delay_ms(args.faults.test_chunk_delay_ms);
+            Arc::new(calls)
         }
     };
     let proxy = Proxy::with_socket(&settings, socket, handler)?;

@@ -8,6 +8,7 @@ pub use engine::*;
 
 pub mod gov;
 pub mod net;
+pub mod xian;
 
 /// Runs the statesnap binary, which must succeed; returns its stdout.
 pub fn statesnap_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {

@@ -382,6 +382,51 @@ impl XianNet {
         Ok(index)
     }
 
+    /// Replaces the extra proxy arguments of node `index` (from its next start).
+    pub fn set_proxy_args(&mut self, index: usize, args: Vec<String>) -> anyhow::Result<()> {
+        let Some(proxy) = self.file.options.statesnap.as_mut() else {
+            bail!("this network runs no statesnap proxy");
+        };
+        proxy.node_args.retain(|(i, _)| *i != index);
+        proxy.node_args.push((index, args));
+        self.save()
+    }
+
+    /// Starts only the CometBFT of node `index` (its app or proxy runs).
+    pub fn start_cometbft(&self, index: usize) -> anyhow::Result<()> {
+        let node = self.node(index);
+        node.start_cometbft(&self.supervisor, &self.tools, &self.cometbft_socket(node))
+    }
+
+    /// The pid of the xian-abci that node `index`'s proxy runs.
+    pub fn proxied_app_pid(&self, index: usize) -> anyhow::Result<Option<u32>> {
+        let Some(proxy) = self.node(index).proxy_pid_running(&self.supervisor)? else {
+            return Ok(None);
+        };
+        let mut children = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{proxy}/task"))? {
+            let path = task?.path().join("children");
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                children.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+        Ok(children.into_iter().next())
+    }
+
+    /// The text node `index`'s proxy serves at `/metrics`.
+    pub fn metrics(&self, index: usize) -> anyhow::Result<String> {
+        let url = self.node(index).metrics_url();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        agent
+            .get(&url)
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .with_context(|| format!("reading {url} (is the proxy of node{index} running?)"))
+    }
+
     /// SIGKILLs the proxy of node `index` (a crash, for tests); the
     /// xian-abci it ran exits when its connections close, and CometBFT
     /// when it loses its app.

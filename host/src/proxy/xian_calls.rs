@@ -52,11 +52,15 @@ const LISTED: usize = 5;
 pub struct XianCalls {
     snapshots: Arc<XianSnapshots>,
     statesync: Mutex<StateSync>,
+    metrics: Arc<Metrics>,
     /// The supervised app, which a restore restarts (`None`: no `--run`, so
     /// the proxy cannot restore and refuses statesnap's formats).
     app: Option<Arc<AppProcess>>,
     /// The height of the block being executed (from its FinalizeBlock).
     executing: AtomicU64,
+    /// Test only: a wait before each restored chunk (a slow disk).
+    #[cfg(feature = "test-hooks")]
+    chunk_delay_ms: u64,
 }
 
 impl XianCalls {
@@ -68,10 +72,23 @@ impl XianCalls {
     ) -> Self {
         XianCalls {
             snapshots,
-            statesync: Mutex::new(StateSync::new(registry, metrics)),
+            statesync: Mutex::new(StateSync::new(registry, metrics.clone())),
+            metrics,
             app,
             executing: AtomicU64::new(0),
+            #[cfg(feature = "test-hooks")]
+            chunk_delay_ms: 0,
         }
+    }
+
+    /// Test only: wait this long before applying each restored chunk, so a
+    /// test can interrupt a restore in the middle.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_chunk_delay_ms(&mut self, ms: u64) {
+        if ms > 0 {
+            tracing::warn!(ms, "TEST MODE: every restored chunk waits");
+        }
+        self.chunk_delay_ms = ms;
     }
 
     fn offer(&self, req: tendermint_proto::v0_38::abci::RequestOfferSnapshot) -> ResponseOfferSnapshot {
@@ -115,6 +132,8 @@ impl XianCalls {
     }
 
     fn apply(&self, req: tendermint_proto::v0_38::abci::RequestApplySnapshotChunk) -> ResponseApplySnapshotChunk {
+        #[cfg(feature = "test-hooks")]
+        std::thread::sleep(std::time::Duration::from_millis(self.chunk_delay_ms));
         let answer = self
             .statesync
             .lock()
@@ -159,6 +178,7 @@ impl XianCalls {
             snapshots.close_home();
             verified.install()
         })??;
+        self.metrics.restored_snapshot_height.set(marker.height as i64);
         tracing::info!(
             height = marker.height,
             app_hash = %hex::encode(marker.app_hash),
