@@ -1,4 +1,4 @@
-//! A hostile validator on a real CometBFT 0.38 network: it builds every
+//! A hostile validator on a real CometBFT 0.39 network: it builds every
 //! snapshot from a forged state (the real one with one value altered) and
 //! advertises it under the real app hash, with chunk hashes that match its
 //! manifest. Its snapshots are the highest, so joining nodes try them first.

@@ -1,4 +1,4 @@
-//! A live format upgrade on a real CometBFT 0.38 network of four validators:
+//! A live format upgrade on a real CometBFT 0.39 network of four validators:
 //! proposals and votes through the `statesnap gov` CLI, activation without a
 //! restart, and a node whose binary has no built-in plugins joining by state
 //! sync from a self-describing snapshot. Needs cometbft (scripts/setup.sh).

@@ -1,4 +1,4 @@
-//! State sync on a real CometBFT 0.38 network on loopback: three validators
+//! State sync on a real CometBFT 0.39 network on loopback: three validators
 //! running `statesnap start` on HDF5 homes under load, one of them serving
 //! corrupted chunks; new nodes on LMDB homes join by state sync (across
 //! stores: the snapshot does not depend on the store), one of them killed

@@ -15,7 +15,7 @@ use common::net::{options, require_cometbft, Network, StopOnDrop, TIMEOUT};
 use statesnap::node::NodeConfig;
 use statesnap::store::{StateStore, XianHdf5Store};
 use statesnap_harness::testnet::{
-    free_base_port, AppKind, CometBft, GenesisEntry, JoinOptions, Ports, Testnet, TestnetOptions,
+    free_base_port, AppKind, CometBft, CometBftRelease, GenesisEntry, JoinOptions, Ports, Testnet, TestnetOptions,
 };
 
 /// A network of `validators` running CometBFT's kvstore app.
@@ -51,7 +51,7 @@ fn process_exists(pid: u32) -> bool {
 #[test]
 fn init_writes_configs_one_genesis_and_node_configs() {
     require_cometbft();
-    let cometbft = CometBft::discover().unwrap();
+    let cometbft = CometBft::discover_release(CometBftRelease::default()).unwrap();
     let entries = vec![GenesisEntry {
         key: "con_hello.greeting".into(),
         stored: "\"hi\"".into(),

@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use statesnap::store::StoreKind;
 use statesnap_harness::fallback::Verdict;
-use statesnap_harness::testnet::{AppKind, JoinOptions, Testnet, TestnetOptions};
+use statesnap_harness::testnet::{AppKind, CometBftRelease, JoinOptions, Testnet, TestnetOptions};
 use statesnap_harness::xian::{XianNet, XianNetOptions};
 
 /// The file that marks a directory as a Xian network (`statesnap_harness::xian`).
@@ -70,6 +70,9 @@ pub enum TestnetCommand {
         /// The validators' state store: lmdb (Xian's current layout) or hdf5.
         #[arg(long, value_name = "lmdb|hdf5", default_value = "lmdb")]
         store: StoreKind,
+        /// The CometBFT release the nodes run (0.39: v0.39.3, 0.38: v0.38.26).
+        #[arg(long, value_enum, default_value = "0.39")]
+        cometbft: CometBftRelease,
         /// Put `statesnap proxy` between each CometBFT and its statesnap app
         /// (on a unix socket), as in front of Xian's node.
         #[arg(long)]
@@ -125,6 +128,7 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
             genesis_keys,
             app,
             store,
+            cometbft,
             proxy,
             xian_configs,
         } => {
@@ -163,6 +167,7 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
                     genesis_keys,
                     app,
                     store,
+                    cometbft,
                     proxy,
                     statesnap_bin: std::env::current_exe().context("finding the statesnap executable")?,
                     ..TestnetOptions::default()

@@ -24,7 +24,7 @@ use statesnap::node::NodeConfig;
 use statesnap::store::StoreKind;
 use statesnap_harness::rpc::{Header, QueryResult, RpcClient};
 use statesnap_harness::testnet::process::log_tail;
-use statesnap_harness::testnet::{free_base_port, AppKind, CometBft, Testnet, TestnetOptions};
+use statesnap_harness::testnet::{free_base_port, AppKind, CometBft, CometBftRelease, Testnet, TestnetOptions};
 
 /// How long any wait of a network test may take. Generous: it is only
 /// reached when something is wrong, and the machine may be loaded (other
@@ -37,10 +37,13 @@ const MAX_NODES: usize = 8;
 const LOG_LINES: usize = 40;
 const POLL: Duration = Duration::from_millis(100);
 
-/// Fails the test with the way to install CometBFT when it is missing.
+/// Fails the test with the way to install CometBFT when a release the
+/// network tests run (0.39.3 by default, 0.38.26 for one) is missing.
 pub fn require_cometbft() {
-    if let Err(e) = CometBft::discover() {
-        panic!("this test runs real CometBFT: install it with scripts/install-cometbft.sh (scripts/setup.sh runs it). {e:#}");
+    for release in [CometBftRelease::V039, CometBftRelease::V038] {
+        if let Err(e) = CometBft::discover_release(release) {
+            panic!("this test runs real CometBFT: scripts/setup.sh installs both releases. {e:#}");
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Serialize};
 use toml_edit::{DocumentMut, Item, Value};
 
 /// The CometBFT release statesnap is built and tested against.
@@ -71,10 +72,72 @@ impl SearchPlaces {
     }
 }
 
+/// Which CometBFT release a testnet runs. Both speak ABCI 2.0 (0.39 keeps
+/// 0.38's messages); 0.39.3 is what Xian's own deployment builds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum CometBftRelease {
+    /// v0.38.26, from Go's bin directory (scripts/install-cometbft.sh).
+    #[serde(rename = "0.38")]
+    #[value(name = "0.38")]
+    V038,
+    /// v0.39.3, from its own directory (scripts/install-xian.sh).
+    #[default]
+    #[serde(rename = "0.39")]
+    #[value(name = "0.39")]
+    V039,
+}
+
+/// Where scripts/install-xian.sh puts CometBFT v0.39.3 unless
+/// `$STATESNAP_COMETBFT_039_DIR` says otherwise.
+pub const DEFAULT_COMETBFT_039_DIR: &str = "/var/lib/statesnap/cometbft-0.39.3";
+/// What the v0.39.3 binary reports as its version.
+pub const COMETBFT_039_REPORTS: &str = "0.39.0";
+const INSTALL_039_HINT: &str =
+    "run scripts/install-xian.sh (scripts/setup.sh runs it), or set COMETBFT_039 to the binary";
+
 impl CometBft {
     /// Finds the binary: `$COMETBFT`, else `cometbft` on `PATH`, else Go's bin directory.
     pub fn discover() -> anyhow::Result<CometBft> {
         Self::discover_in(&SearchPlaces::from_env())
+    }
+
+    /// Finds the binary of `release`: for 0.38, [`discover`](Self::discover);
+    /// for 0.39, `$COMETBFT_039`, else `$STATESNAP_COMETBFT_039_DIR/cometbft`,
+    /// else [`DEFAULT_COMETBFT_039_DIR`]`/cometbft`.
+    pub fn discover_release(release: CometBftRelease) -> anyhow::Result<CometBft> {
+        match release {
+            CometBftRelease::V038 => Self::discover(),
+            CometBftRelease::V039 => {
+                let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+                Self::discover_039(var("COMETBFT_039"), var("STATESNAP_COMETBFT_039_DIR"))
+            }
+        }
+    }
+
+    /// CometBFT v0.39.3 from the explicit values of `$COMETBFT_039` and
+    /// `$STATESNAP_COMETBFT_039_DIR`.
+    pub fn discover_039(binary: Option<OsString>, dir: Option<OsString>) -> anyhow::Result<CometBft> {
+        let path = match binary {
+            Some(bin) => PathBuf::from(bin),
+            None => dir
+                .map_or_else(|| PathBuf::from(DEFAULT_COMETBFT_039_DIR), PathBuf::from)
+                .join("cometbft"),
+        };
+        if !path.is_file() {
+            bail!("no CometBFT v0.39.3 at {}: {INSTALL_039_HINT}", path.display());
+        }
+        let out = Command::new(&path)
+            .arg("version")
+            .output()
+            .with_context(|| format!("running {} version: {INSTALL_039_HINT}", path.display()))?;
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || version != COMETBFT_039_REPORTS {
+            bail!(
+                "{} reports version `{version}`, not CometBFT v0.39.3's {COMETBFT_039_REPORTS}: {INSTALL_039_HINT}",
+                path.display()
+            );
+        }
+        Ok(CometBft { path, version })
     }
 
     /// [`discover`](Self::discover) over explicit places. A candidate of

@@ -40,7 +40,7 @@ use crate::rpc::RpcClient;
 use statesnap::node::NodeConfig;
 use statesnap::store::StoreKind;
 
-pub use cometbft::CometBft;
+pub use cometbft::{CometBft, CometBftRelease};
 pub use genesis_file::GenesisEntry;
 pub use paths::{free_base_port, Ports};
 
@@ -90,6 +90,10 @@ pub struct TestnetOptions {
     #[serde(default)]
     pub store: StoreKind,
     pub app: AppKind,
+    /// The CometBFT release the nodes run (testnets written before this
+    /// option ran 0.38).
+    #[serde(default = "legacy_release")]
+    pub cometbft: CometBftRelease,
     /// Each node's CometBFT reaches its statesnap app through `statesnap
     /// proxy` (forwarding only) on a unix socket, as a Xian node's would.
     #[serde(default)]
@@ -114,6 +118,7 @@ impl Default for TestnetOptions {
             genesis_entries: Vec::new(),
             store: StoreKind::default(),
             app: AppKind::Statesnap,
+            cometbft: CometBftRelease::default(),
             proxy: false,
             statesnap_bin: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("statesnap")),
         }
@@ -286,7 +291,7 @@ impl Testnet {
                 dir.display()
             );
         }
-        let cometbft = CometBft::discover()?;
+        let cometbft = CometBft::discover_release(opts.cometbft)?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir
             .canonicalize()
@@ -605,13 +610,17 @@ impl Testnet {
         if let Some(found) = self.cometbft.get() {
             return Ok(found);
         }
-        let found = CometBft::discover()?;
+        let found = CometBft::discover_release(self.options.cometbft)?;
         Ok(self.cometbft.get_or_init(|| found))
     }
 
     pub fn rpc(&self, name: &str) -> anyhow::Result<RpcClient> {
         Ok(RpcClient::new(&self.node(name)?.rpc_url()))
     }
+}
+
+fn legacy_release() -> CometBftRelease {
+    CometBftRelease::V038
 }
 
 /// Durations in `testnet.json` as text (`500ms`).

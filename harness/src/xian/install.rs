@@ -15,10 +15,6 @@ use anyhow::{bail, Context};
 
 /// The root file system when `$STATESNAP_XIAN_ROOT` is unset.
 pub const DEFAULT_ROOT: &str = "/var/lib/statesnap/xian-sid";
-/// CometBFT 0.39.3's directory when `$STATESNAP_COMETBFT_039_DIR` is unset.
-pub const DEFAULT_COMETBFT_DIR: &str = "/var/lib/statesnap/cometbft-0.39.3";
-/// What `cometbft version` prints for the v0.39.3 release.
-pub const COMETBFT_REPORTS: &str = "0.39.0";
 /// The file install-xian.sh writes last, when the root file system is complete.
 const STAMP: &str = ".statesnap-xian-stamp";
 /// The virtual environment inside the root file system.
@@ -41,7 +37,7 @@ pub struct XianTools {
 impl XianTools {
     /// Finds them: `$STATESNAP_XIAN_ROOT` (else [`DEFAULT_ROOT`]);
     /// `$COMETBFT_039` (the binary), else `$STATESNAP_COMETBFT_039_DIR/cometbft`
-    /// (else [`DEFAULT_COMETBFT_DIR`]). Fails, naming the install script, when
+    /// (else [`crate::testnet::cometbft::DEFAULT_COMETBFT_039_DIR`]). Fails, naming the install script, when
     /// either is missing or incomplete.
     pub fn discover() -> anyhow::Result<XianTools> {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
@@ -73,26 +69,9 @@ impl XianTools {
         if std::fs::symlink_metadata(root.join(VENV_PYTHON.trim_start_matches('/'))).is_err() {
             bail!("{} has no {VENV_PYTHON}: {HINT}", root.display());
         }
-        let cometbft = match cometbft {
-            Some(bin) => PathBuf::from(bin),
-            None => cometbft_dir
-                .map_or_else(|| PathBuf::from(DEFAULT_COMETBFT_DIR), PathBuf::from)
-                .join("cometbft"),
-        };
-        if !cometbft.is_file() {
-            bail!("no CometBFT 0.39.3 at {}: {HINT}", cometbft.display());
-        }
-        let out = Command::new(&cometbft)
-            .arg("version")
-            .output()
-            .with_context(|| format!("running {} version: {HINT}", cometbft.display()))?;
-        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !out.status.success() || version != COMETBFT_REPORTS {
-            bail!(
-                "{} reports version `{version}`; Xian's node runs with CometBFT v0.39.3 (which reports {COMETBFT_REPORTS}): {HINT}",
-                cometbft.display()
-            );
-        }
+        let cometbft = crate::testnet::CometBft::discover_039(cometbft, cometbft_dir)
+            .with_context(|| format!("Xian's node runs with CometBFT v0.39.3: {HINT}"))?
+            .path;
         Ok(XianTools { root, cometbft })
     }
 
