@@ -10,7 +10,7 @@ use clap::Subcommand;
 use statesnap::store::StoreKind;
 use statesnap_harness::fallback::Verdict;
 use statesnap_harness::testnet::{AppKind, CometBftRelease, JoinOptions, Testnet, TestnetOptions};
-use statesnap_harness::xian::{XianNet, XianNetOptions};
+use statesnap_harness::xian::{ProxyOptions, XianNet, XianNetOptions};
 
 /// The file that marks a directory as a Xian network (`statesnap_harness::xian`).
 const XIAN_NET_FILE: &str = "xian-net.json";
@@ -136,6 +136,12 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
                 AppChoice::Statesnap => AppKind::Statesnap,
                 AppChoice::Kvstore => AppKind::Kvstore,
                 AppChoice::Xian => {
+                    // Every validator's xian-abci behind its statesnap proxy,
+                    // which snapshots with the plugin and parameters given.
+                    let mut extra_args = vec!["--plugin".to_string(), snapshot_plugin];
+                    for (k, v) in params {
+                        extra_args.extend(["--param".to_string(), format!("{k}={v}")]);
+                    }
                     let opts = XianNetOptions {
                         validators,
                         chain_id,
@@ -143,6 +149,14 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
                         block_time_ms: block_time.as_millis().try_into().unwrap_or(u64::MAX),
                         genesis_keys,
                         configs: xian_configs,
+                        statesnap: Some(ProxyOptions {
+                            statesnap_bin: std::env::current_exe().context("finding the statesnap executable")?,
+                            snapshot_interval,
+                            snapshot_keep_recent: keep_recent,
+                            extra_args,
+                            node_args: Vec::new(),
+                            without_proxy: Vec::new(),
+                        }),
                         ..XianNetOptions::default()
                     };
                     return start_xian(&dir, &opts);
@@ -215,6 +229,13 @@ pub fn run(cmd: TestnetCommand) -> anyhow::Result<()> {
             store,
             block_sync_after,
         } => {
+            if dir.join(XIAN_NET_FILE).is_file() {
+                anyhow::ensure!(
+                    name.is_none() && store.is_none() && block_sync_after.is_none(),
+                    "a Xian network's joiner takes only --block-sync (its name is the next nodeN, its store Xian's LMDB)"
+                );
+                return join_xian(&dir, !block_sync);
+            }
             let mut net = Testnet::open(&dir)?;
             let name = name.unwrap_or_else(|| net.next_node_name());
             let join = JoinOptions {
@@ -284,6 +305,40 @@ fn start_xian(dir: &std::path::Path, opts: &XianNetOptions) -> anyhow::Result<()
     Ok(())
 }
 
+/// `testnet join` on a Xian network: a full node behind its own proxy,
+/// joining by state sync (or block sync); waits until it has caught up.
+fn join_xian(dir: &std::path::Path, state_sync: bool) -> anyhow::Result<()> {
+    let mut net = XianNet::open(dir)?;
+    let index = net.add_node(state_sync)?;
+    net.start_node(index)?;
+    let node = net.node(index).clone();
+    eprintln!("{} started; waiting for it to catch up", node.name);
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok(s) = node.rpc().status() {
+            if !s.catching_up && s.latest_block_height > 0 {
+                break;
+            }
+        }
+        let (cometbft, app) = node.running(net.supervisor())?;
+        anyhow::ensure!(
+            cometbft && app,
+            "{} stopped while catching up\n{}",
+            node.name,
+            node.log_tails()
+        );
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{} did not catch up within 10 minutes\n{}",
+            node.name,
+            node.log_tails()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    emit(&xian_status(&net)?);
+    Ok(())
+}
+
 fn xian_status(net: &XianNet) -> anyhow::Result<String> {
     let mut text = format!(
         "{:<8} {:<9} {:<9} {:<24} {:>7} {:<10}\n",
@@ -310,8 +365,13 @@ fn xian_status(net: &XianNet) -> anyhow::Result<String> {
             hash
         );
     }
+    let app_log = if net.options().statesnap.is_some() {
+        "proxy (with xian-abci's output)"
+    } else {
+        "xian-abci"
+    };
     text += &format!(
-        "\nlogs: {}/<node>/{{cometbft,xian-abci}}.log; state (a statesnap --home): {}/<node>/.cometbft/xian\n",
+        "\nlogs: {}/<node>/{{cometbft,{app_log}}}.log; state (a statesnap --home): {}/<node>/.cometbft/xian\n",
         net.dir().display(),
         net.dir().display()
     );
