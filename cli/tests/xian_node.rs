@@ -9,28 +9,20 @@
 //! runs it) and root (the root file system is entered with chroot); fails,
 //! saying so, without them.
 
+mod common;
+
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use common::xian::{require_xian, short_tempdir, Guard};
 use serde_json::Value;
 use statesnap::store::{HomeStore, StateStore};
 use statesnap_harness::testnet::free_base_port;
-use statesnap_harness::xian::{XianNet, XianNetOptions, XianTools};
+use statesnap_harness::xian::{XianNet, XianNetOptions};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Stops the network when the test ends, passing or not.
-struct StopOnDrop<'a>(&'a XianNet);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.stop() {
-            eprintln!("stopping the Xian network: {e:#}");
-        }
-    }
-}
 
 /// `__latest_block` of a live home: (height, app hash hex), read from its own
 /// read transaction.
@@ -67,11 +59,9 @@ fn statesnap_root(home: &Path) -> String {
 #[test]
 fn a_transfer_on_real_xian_validators_and_statesnap_root_is_the_app_hash() {
     let started = Instant::now();
-    if let Err(e) = XianTools::discover() {
-        panic!("this test runs Xian's real node: install it with scripts/install-xian.sh (scripts/setup.sh runs it). {e:#}");
-    }
+    require_xian();
     // Short: the nodes' unix sockets live under it.
-    let tmp = tempfile::Builder::new().prefix("xn").tempdir_in("/tmp").unwrap();
+    let tmp = short_tempdir("xn");
     let opts = XianNetOptions {
         validators: 3,
         chain_id: "xian-node-test".into(),
@@ -81,7 +71,7 @@ fn a_transfer_on_real_xian_validators_and_statesnap_root_is_the_app_hash() {
         ..XianNetOptions::default()
     };
     let net = XianNet::init(&tmp.path().join("net"), &opts).unwrap();
-    let _stop = StopOnDrop(&net);
+    let _guard = Guard(Some(tmp), net.dir().to_path_buf());
     net.start().unwrap();
     eprintln!("network up after {:?}", started.elapsed());
 
@@ -173,10 +163,8 @@ fn relay(front: &Path, back: &Path) {
 /// whatever joins them (here a plain byte relay).
 #[test]
 fn cometbft_reaches_xian_abci_through_another_socket() {
-    if let Err(e) = XianTools::discover() {
-        panic!("this test runs Xian's real node: install it with scripts/install-xian.sh (scripts/setup.sh runs it). {e:#}");
-    }
-    let tmp = tempfile::Builder::new().prefix("xp").tempdir_in("/tmp").unwrap();
+    require_xian();
+    let tmp = short_tempdir("xp");
     let opts = XianNetOptions {
         validators: 1,
         chain_id: "xian-proxy-test".into(),
@@ -186,7 +174,7 @@ fn cometbft_reaches_xian_abci_through_another_socket() {
         ..XianNetOptions::default()
     };
     let net = XianNet::init(&tmp.path().join("net"), &opts).unwrap();
-    let _stop = StopOnDrop(&net);
+    let _guard = Guard(Some(tmp), net.dir().to_path_buf());
     let node = net.node(0);
     assert_eq!(net.cometbft_socket(node), node.proxy_socket());
     assert!(

@@ -187,6 +187,15 @@ fn hex_field(v: &Value) -> anyhow::Result<Vec<u8>> {
     hex::decode(&s).map_err(|e| anyhow!("`{s}` is not hex: {e}"))
 }
 
+/// The body of a plain HTTP GET of `url` (a `/metrics` page), within 10 s.
+pub fn get_text(url: &str) -> anyhow::Result<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    Ok(agent.get(url).call()?.body_mut().read_to_string()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

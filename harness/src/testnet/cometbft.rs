@@ -278,84 +278,71 @@ pub const P2P_RATE: i64 = 100_000_000;
 
 /// Rewrites the settings a loopback testnet needs in `<home>/config/config.toml`.
 pub fn edit_config(home: &Path, s: &NodeSettings) -> anyhow::Result<()> {
-    let path = config_path(home);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut doc: DocumentMut = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", path.display()))?;
-    let mut edit = Editor {
-        doc: &mut doc,
-        path: &path,
-    };
-    edit.set(None, "moniker", s.moniker.as_str().into())?;
-    edit.set(None, "proxy_app", s.proxy_app.as_str().into())?;
-    edit.set(Some("rpc"), "laddr", s.rpc_laddr.as_str().into())?;
-    edit.set(Some("p2p"), "laddr", s.p2p_laddr.as_str().into())?;
-    edit.set(Some("p2p"), "persistent_peers", s.persistent_peers.as_str().into())?;
-    edit.set(Some("p2p"), "pex", s.pex.into())?;
-    edit.set(Some("p2p"), "addr_book_strict", false.into())?;
-    edit.set(Some("p2p"), "allow_duplicate_ip", true.into())?;
-    // CometBFT's 5 MB/s per connection would be the floor of every restore
-    // here (43 MB of snapshot at 1M keys: 8.4 s from one peer); loopback
-    // carries far more.
-    edit.set(Some("p2p"), "send_rate", P2P_RATE.into())?;
-    edit.set(Some("p2p"), "recv_rate", P2P_RATE.into())?;
-    // Loopback has no latency: short round timeouts recover fast from a
-    // missed proposal; timeout_commit sets the block time.
-    for (key, value) in [
-        ("timeout_propose", "1s"),
-        ("timeout_propose_delta", "200ms"),
-        ("timeout_prevote", "300ms"),
-        ("timeout_prevote_delta", "100ms"),
-        ("timeout_precommit", "300ms"),
-        ("timeout_precommit_delta", "100ms"),
-    ] {
-        edit.set(Some("consensus"), key, value.into())?;
-    }
-    edit.set(Some("consensus"), "timeout_commit", go_duration(s.block_time).into())?;
-    edit.set(Some("instrumentation"), "prometheus", true.into())?;
-    edit.set(
-        Some("instrumentation"),
-        "prometheus_listen_addr",
-        s.prometheus_laddr.as_str().into(),
-    )?;
-    if let Some(sync) = &s.state_sync {
-        edit.state_sync(sync)?;
-    }
-    std::fs::write(&path, doc.to_string()).with_context(|| format!("writing {}", path.display()))
+    rewrite_config(home, |edit| {
+        edit.set(None, "moniker", s.moniker.as_str().into())?;
+        edit.set(None, "proxy_app", s.proxy_app.as_str().into())?;
+        edit.set(Some("rpc"), "laddr", s.rpc_laddr.as_str().into())?;
+        edit.set(Some("p2p"), "laddr", s.p2p_laddr.as_str().into())?;
+        edit.set(Some("p2p"), "persistent_peers", s.persistent_peers.as_str().into())?;
+        edit.set(Some("p2p"), "pex", s.pex.into())?;
+        edit.set(Some("p2p"), "addr_book_strict", false.into())?;
+        edit.set(Some("p2p"), "allow_duplicate_ip", true.into())?;
+        // CometBFT's 5 MB/s per connection would be the floor of every restore
+        // here (43 MB of snapshot at 1M keys: 8.4 s from one peer); loopback
+        // carries far more.
+        edit.set(Some("p2p"), "send_rate", P2P_RATE.into())?;
+        edit.set(Some("p2p"), "recv_rate", P2P_RATE.into())?;
+        // Loopback has no latency: short round timeouts recover fast from a
+        // missed proposal; timeout_commit sets the block time.
+        for (key, value) in [
+            ("timeout_propose", "1s"),
+            ("timeout_propose_delta", "200ms"),
+            ("timeout_prevote", "300ms"),
+            ("timeout_prevote_delta", "100ms"),
+            ("timeout_precommit", "300ms"),
+            ("timeout_precommit_delta", "100ms"),
+        ] {
+            edit.set(Some("consensus"), key, value.into())?;
+        }
+        edit.set(Some("consensus"), "timeout_commit", go_duration(s.block_time).into())?;
+        edit.set(Some("instrumentation"), "prometheus", true.into())?;
+        edit.set(
+            Some("instrumentation"),
+            "prometheus_listen_addr",
+            s.prometheus_laddr.as_str().into(),
+        )?;
+        if let Some(sync) = &s.state_sync {
+            edit.state_sync(sync)?;
+        }
+        Ok(())
+    })
 }
 
 /// Enables state sync in `<home>/config/config.toml` with `sync`'s servers
 /// and trust, keeping the rest of the file (any node's CometBFT home).
 pub fn configure_state_sync(home: &Path, sync: &StateSyncSettings) -> anyhow::Result<()> {
-    let path = config_path(home);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut doc: DocumentMut = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", path.display()))?;
-    Editor {
-        doc: &mut doc,
-        path: &path,
-    }
-    .state_sync(sync)?;
-    std::fs::write(&path, doc.to_string()).with_context(|| format!("writing {}", path.display()))
+    rewrite_config(home, |edit| edit.state_sync(sync))
 }
 
 /// Sets `[statesync] enable` in `<home>/config/config.toml`, keeping the
 /// rest of the file (comments included).
 pub fn set_state_sync(home: &Path, enable: bool) -> anyhow::Result<()> {
+    rewrite_config(home, |edit| edit.set(Some("statesync"), "enable", enable.into()))
+}
+
+/// Reads `<home>/config/config.toml`, applies `edit` (which keeps comments
+/// around what it changes), and writes the file beside and renames it over,
+/// synced, so a crash leaves the old file or the new one, never half of one.
+fn rewrite_config(home: &Path, edit: impl FnOnce(&mut Editor) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let path = config_path(home);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut doc: DocumentMut = text
         .parse()
         .with_context(|| format!("{} is not valid TOML", path.display()))?;
-    Editor {
+    edit(&mut Editor {
         doc: &mut doc,
         path: &path,
-    }
-    .set(Some("statesync"), "enable", enable.into())?;
-    // Written beside and renamed over, so a crash leaves the old file or the
-    // new one, never half of one.
+    })?;
     let tmp = path.with_extension("toml.statesnap-tmp");
     let mut file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     std::io::Write::write_all(&mut file, doc.to_string().as_bytes())

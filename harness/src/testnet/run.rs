@@ -195,15 +195,7 @@ impl Testnet {
             bail!("{name} runs CometBFT's kvstore app, which has no statesnap metrics");
         }
         let url = node.metrics_url();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        agent
-            .get(&url)
-            .call()
-            .and_then(|mut r| r.body_mut().read_to_string())
-            .with_context(|| format!("reading {url} (is {name}'s statesnap running?)"))
+        crate::rpc::get_text(&url).with_context(|| format!("reading {url} (is {name}'s statesnap running?)"))
     }
 
     /// Waits until `name` reports a latest height of at least `height`;

@@ -81,12 +81,7 @@ pub fn init(dir: &Path, opts: &XianNetOptions, tools: &XianTools) -> anyhow::Res
         bail!("a Xian network needs at least one validator");
     }
     Ports::for_node(opts.base_port, opts.validators - 1)?;
-    if dir.exists()
-        && std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .next()
-            .is_some()
-    {
+    if !statesnap::store::home::is_vacant(dir) {
         bail!(
             "{} is not empty: pick a new (or empty) directory for the Xian network",
             dir.display()
@@ -137,26 +132,9 @@ fn write(dir: &Path, opts: &XianNetOptions, tools: &XianTools) -> anyhow::Result
     let mut spec_nodes = Vec::new();
     for index in 0..opts.validators {
         let name = node_name(index);
-        let ports = Ports::for_node(opts.base_port, index)?;
-        let node = XianNode {
-            name: name.clone(),
-            index,
-            ports,
-            node_id: String::new(),
-            validator_public_key: String::new(),
-            validator_private_key: String::new(),
-            dir: dir.join(&name),
-            joined: false,
-        };
+        let node = new_node(dir, &name, index, Ports::for_node(opts.base_port, index)?, false);
         std::fs::create_dir_all(&node.dir)?;
-        spec_nodes.push(json!({
-            "name": name,
-            "home": node.cometbft_home(),
-            "p2p_port": ports.p2p,
-            "rpc_port": ports.rpc,
-            "prometheus_port": ports.prometheus,
-            "app_socket": format!("unix://{}", node.app_socket().display()),
-        }));
+        spec_nodes.push(node_spec(&node));
         nodes.push(node);
     }
     let spec = json!({
@@ -167,14 +145,7 @@ fn write(dir: &Path, opts: &XianNetOptions, tools: &XianTools) -> anyhow::Result
         "block_time": format!("{}ms", opts.block_time_ms),
         "nodes": spec_nodes,
     });
-    let spec_path = dir.join("spec.json");
-    std::fs::write(&spec_path, serde_json::to_string_pretty(&spec)?)?;
-    let out: ToolOutput = serde_json::from_value(run_tool(
-        tools,
-        dir,
-        &["init".to_string(), spec_path.to_string_lossy().into_owned()],
-    )?)
-    .context("xian_net.py init: unexpected output")?;
+    let out: ToolOutput = run_with_spec(tools, dir, "init", &dir.join("spec.json"), &spec)?;
     if out.nodes.len() != nodes.len() {
         bail!("xian_net.py init made {} nodes, not {}", out.nodes.len(), nodes.len());
     }
@@ -190,6 +161,51 @@ fn write(dir: &Path, opts: &XianNetOptions, tools: &XianTools) -> anyhow::Result
         genesis_app_hash: out.app_hash,
         nodes,
     })
+}
+
+/// Node `name` of the network in `dir`, before xian_net.py has made its keys.
+fn new_node(dir: &Path, name: &str, index: usize, ports: Ports, joined: bool) -> XianNode {
+    XianNode {
+        name: name.to_string(),
+        index,
+        ports,
+        node_id: String::new(),
+        validator_public_key: String::new(),
+        validator_private_key: String::new(),
+        dir: dir.join(name),
+        joined,
+    }
+}
+
+/// What xian_net.py needs to know of a node (its part of a spec file).
+fn node_spec(node: &XianNode) -> serde_json::Value {
+    json!({
+        "name": node.name,
+        "home": node.cometbft_home(),
+        "p2p_port": node.ports.p2p,
+        "rpc_port": node.ports.rpc,
+        "prometheus_port": node.ports.prometheus,
+        "app_socket": format!("unix://{}", node.app_socket().display()),
+    })
+}
+
+/// Writes `spec` to `spec_path` and runs `xian_net.py COMMAND SPEC_PATH`;
+/// its output read as `T`.
+fn run_with_spec<T: serde::de::DeserializeOwned>(
+    tools: &XianTools,
+    dir: &Path,
+    command: &str,
+    spec_path: &Path,
+    spec: &serde_json::Value,
+) -> anyhow::Result<T> {
+    std::fs::write(spec_path, serde_json::to_string_pretty(spec)?)
+        .with_context(|| format!("writing {}", spec_path.display()))?;
+    let out = run_tool(
+        tools,
+        dir,
+        &[command.to_string(), spec_path.to_string_lossy().into_owned()],
+    )?;
+    serde_json::from_value(out).with_context(|| format!("xian_net.py {command}: unexpected output"))
 }
 
 /// Runs `xian_net.py ARGS…` of the network in `dir` with the root file
@@ -249,40 +265,16 @@ pub fn join(
     genesis_from: &Path,
     peers: &[String],
 ) -> anyhow::Result<XianNode> {
-    let ports = Ports::for_node(opts.base_port, index)?;
-    let mut node = XianNode {
-        name: name.to_string(),
-        index,
-        ports,
-        node_id: String::new(),
-        validator_public_key: String::new(),
-        validator_private_key: String::new(),
-        dir: dir.join(name),
-        joined: true,
-    };
+    let mut node = new_node(dir, name, index, Ports::for_node(opts.base_port, index)?, true);
     if node.dir.exists() {
         bail!("{} exists: a node of that name was added before", node.dir.display());
     }
     std::fs::create_dir_all(&node.dir)?;
-    let spec = json!({
-        "name": name,
-        "home": node.cometbft_home(),
-        "p2p_port": ports.p2p,
-        "rpc_port": ports.rpc,
-        "prometheus_port": ports.prometheus,
-        "app_socket": format!("unix://{}", node.app_socket().display()),
-        "genesis": genesis_from,
-        "peers": peers,
-        "block_time": format!("{}ms", opts.block_time_ms),
-    });
-    let spec_path = node.dir.join("join.json");
-    std::fs::write(&spec_path, serde_json::to_string_pretty(&spec)?)?;
-    let made: ToolNode = serde_json::from_value(run_tool(
-        tools,
-        dir,
-        &["join".to_string(), spec_path.to_string_lossy().into_owned()],
-    )?)
-    .context("xian_net.py join: unexpected output")?;
+    let mut spec = node_spec(&node);
+    spec["genesis"] = json!(genesis_from);
+    spec["peers"] = json!(peers);
+    spec["block_time"] = json!(format!("{}ms", opts.block_time_ms));
+    let made: ToolNode = run_with_spec(tools, dir, "join", &node.dir.join("join.json"), &spec)?;
     node.node_id = made.node_id;
     node.validator_public_key = made.validator_public_key;
     node.validator_private_key = made.validator_private_key;

@@ -416,15 +416,7 @@ impl XianNet {
     /// The text node `index`'s proxy serves at `/metrics`.
     pub fn metrics(&self, index: usize) -> anyhow::Result<String> {
         let url = self.node(index).metrics_url();
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        agent
-            .get(&url)
-            .call()
-            .and_then(|mut r| r.body_mut().read_to_string())
-            .with_context(|| format!("reading {url} (is the proxy of node{index} running?)"))
+        crate::rpc::get_text(&url).with_context(|| format!("reading {url} (is the proxy of node{index} running?)"))
     }
 
     /// SIGKILLs the proxy of node `index` (a crash, for tests); the

@@ -237,6 +237,25 @@ impl Metrics {
     }
 
     /// The metrics in Prometheus (OpenMetrics) text.
+    /// Counts a snapshot a background job made, and logs it.
+    pub(crate) fn snapshot_created(&self, report: &crate::snapshot::CreateReport) {
+        let m = &report.manifest;
+        self.snapshots_created.inc();
+        self.snapshot_seconds.observe(report.seconds);
+        self.snapshot_last_height.set(m.height as i64);
+        self.plugin_fuel_used.inc_by(report.fuel_used);
+        tracing::info!(
+            height = m.height,
+            format = m.format,
+            chunks = m.chunks.len(),
+            entries = m.entries,
+            bytes = m.snapshot_bytes,
+            seconds = format!("{:.2}", report.seconds),
+            hash = %hex::encode(report.hash),
+            "snapshot: created"
+        );
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");

@@ -209,7 +209,7 @@ impl XianCalls {
 
 /// The height the live home says it holds (0 without a home or a marker).
 fn live_height(home: &std::path::Path) -> anyhow::Result<u64> {
-    if !home.join("lmdb").join("data.mdb").is_file() {
+    if !crate::store::xian_lmdb::is_lmdb_home(home) {
         return Ok(0);
     }
     let store = XianLmdbStore::open_read_only(home)?;

@@ -208,20 +208,7 @@ impl Job {
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&view, &marker)));
         let failed = match ran {
             Ok(Ok(report)) => {
-                self.metrics.snapshots_created.inc();
-                self.metrics.snapshot_seconds.observe(report.seconds);
-                self.metrics.snapshot_last_height.set(height as i64);
-                self.metrics.plugin_fuel_used.inc_by(report.fuel_used);
-                tracing::info!(
-                    height,
-                    format = report.manifest.format,
-                    chunks = report.manifest.chunks.len(),
-                    entries = report.manifest.entries,
-                    bytes = report.manifest.snapshot_bytes,
-                    seconds = format!("{:.2}", report.seconds),
-                    hash = %hex::encode(report.hash),
-                    "snapshot: created"
-                );
+                self.metrics.snapshot_created(&report);
                 false
             }
             Ok(Err(e)) => {
