@@ -8,6 +8,8 @@
 //!   syncs from the honest validators' snapshot;
 //! * kill -9 of a joiner's proxy in the middle of its restore: the home is
 //!   untouched, and restarted, the node syncs, with nothing left behind;
+//! * kill -9 of a joiner's xian-abci in the middle of its restore: its proxy
+//!   starts it again and the restore completes;
 //! * kill -9 of a validator's proxy, and of a validator's xian-abci, under
 //!   load: each comes back at the network's height and app hash, and a
 //!   transfer made before the kill is still there.
@@ -116,6 +118,7 @@ fn xian_nodes_refuse_a_forging_proxy_and_survive_kills_of_proxy_and_app() {
     );
     assert!(metric(&net, joiner, "statesnap_rejected_senders_total") >= 1.0);
     assert_app_hash_matches(&net, joiner, 0, 10);
+    net.stop_node(joiner).unwrap();
 
     // A second joiner, slowed down, killed with SIGKILL mid-restore.
     let crasher = net.add_node(true).unwrap();
@@ -140,6 +143,48 @@ fn xian_nodes_refuse_a_forging_proxy_and_survive_kills_of_proxy_and_app() {
     });
     assert_app_hash_matches(&net, crasher, 0, 10);
     assert!(!staging_left(&net, crasher), "no staging home is left");
+    net.stop_node(crasher).unwrap();
+
+    // A third joiner, slowed down: kill -9 of its xian-abci mid-restore. Its
+    // proxy starts the app again, and the restore (answered by the proxy)
+    // goes on; a CometBFT that lost a request with the app stops, and is
+    // started again.
+    let app_killed = net.add_node(true).unwrap();
+    net.set_proxy_args(app_killed, vec!["--test-chunk-delay-ms".into(), "400".into()])
+        .unwrap();
+    net.start_node(app_killed).unwrap();
+    wait("the third joiner's restore under way", &net, app_killed, || {
+        let applied = metric(&net, app_killed, "statesnap_restore_chunks_applied");
+        let total = metric(&net, app_killed, "statesnap_restore_chunks_total");
+        (applied >= 1.0 && applied < total).then_some(())
+    });
+    let pid = net
+        .proxied_app_pid(app_killed)
+        .unwrap()
+        .expect("the third joiner's proxy runs xian-abci");
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    wait(
+        "the third joiner to restore after its app was killed",
+        &net,
+        app_killed,
+        || {
+            if !net.node(app_killed).running(net.supervisor()).unwrap().0 {
+                net.start_cometbft(app_killed).unwrap();
+            }
+            (metric(&net, app_killed, "statesnap_restored_snapshot_height") > 0.0).then_some(())
+        },
+    );
+    assert_ne!(
+        net.proxied_app_pid(app_killed).unwrap(),
+        Some(pid),
+        "the killed xian-abci was replaced"
+    );
+    assert_app_hash_matches(&net, app_killed, 0, 10);
+    assert!(!staging_left(&net, app_killed), "no staging home is left");
+    net.stop_node(app_killed).unwrap();
 
     // kill -9 of node1's proxy under load: its xian-abci loses its
     // connections and exits, its CometBFT loses its app and stops.

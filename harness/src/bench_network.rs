@@ -65,6 +65,35 @@ pub struct BenchNetworkArgs {
     /// Work directory (default: a temporary directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// The nodes' app: statesnap's own node, or Xian's real node with and
+    /// without `statesnap proxy` (joins through statesnap, Xian's own state
+    /// sync and block sync; block time with and without the proxy).
+    #[arg(long, value_enum, default_value_t = BenchApp::Statesnap)]
+    pub app: BenchApp,
+    /// With --app xian: validators.
+    #[arg(long, default_value_t = 2)]
+    pub validators: usize,
+    /// With --app xian: accounts sending the transfers (funded by the founder).
+    #[arg(long, default_value_t = 16)]
+    pub senders: usize,
+    /// With --app xian: blocks of load before the joins.
+    #[arg(long, default_value_t = 1000)]
+    pub load_blocks: u64,
+    /// With --app xian: blocks of load on the network without proxies.
+    #[arg(long, default_value_t = 300)]
+    pub baseline_blocks: u64,
+    /// With --app xian: CometBFT's timeout_commit.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
+    pub block_time: Duration,
+}
+
+/// Which app `bench-network` runs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchApp {
+    /// statesnap's own node (state patches).
+    Statesnap,
+    /// Xian's real node (xian-abci 0.9.3), behind `statesnap proxy` and without it.
+    Xian,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(1800);
@@ -121,6 +150,19 @@ fn time_join(net: &mut Testnet, name: &str, join: JoinOptions) -> anyhow::Result
 
 pub fn bench_network(args: &BenchNetworkArgs) -> anyhow::Result<()> {
     let (dir, _tmp) = crate::bench::work_dir(&args.dir)?;
+    if args.app == BenchApp::Xian {
+        let bench = crate::bench_xian::XianBench {
+            validators: args.validators,
+            genesis_keys: args.genesis_keys,
+            rate: args.rate,
+            senders: args.senders,
+            load_blocks: args.load_blocks,
+            baseline_blocks: args.baseline_blocks,
+            snapshot_interval: args.snapshot_interval,
+            block_time: args.block_time,
+        };
+        return crate::bench_xian::bench_xian(&bench, &dir);
+    }
     let rows = if args.split_only {
         Vec::new()
     } else {

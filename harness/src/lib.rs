@@ -1,7 +1,8 @@
 //! What statesnap is measured and shown with, kept out of the engine and run
 //! by the `statesnap` binary (`cli/`).
 //!
-//! It holds the benchmarks (`bench`, `bench_node`, `bench_network`), the
+//! It holds the benchmarks (`bench`, `bench_node`, `bench_network`, and
+//! `bench_xian` for Xian's real node), the
 //! demos (`bench`, `demo_network`), local CometBFT test networks (`testnet`,
 //! with `node_usage` and the block-sync `fallback`), the CometBFT RPC client
 //! (`rpc`), the transaction load generator (`load`) and progress bars
@@ -10,6 +11,7 @@
 pub mod bench;
 pub mod bench_network;
 pub mod bench_node;
+pub mod bench_xian;
 pub mod demo_network;
 pub mod fallback;
 pub mod load;

@@ -158,6 +158,37 @@ impl RpcClient {
         })
     }
 
+    /// The time in the header of every block from `from` to `to` (inclusive),
+    /// in height order (CometBFT's `blockchain` call, 20 blocks a request).
+    pub fn block_times(&self, from: u64, to: u64) -> anyhow::Result<Vec<(u64, std::time::SystemTime)>> {
+        let mut out = Vec::new();
+        let mut low = from.max(1);
+        while low <= to {
+            let high = to.min(low + 19);
+            let r = self.call(
+                "blockchain",
+                json!({"minHeight": low.to_string(), "maxHeight": high.to_string()}),
+            )?;
+            let metas = r["block_metas"].as_array().context("blockchain: no block_metas")?;
+            let mut got: Vec<(u64, std::time::SystemTime)> = metas
+                .iter()
+                .map(|m| {
+                    let header = &m["header"];
+                    let time = humantime::parse_rfc3339(&text(&header["time"]))
+                        .with_context(|| format!("a block time: {}", header["time"]))?;
+                    Ok((int(&header["height"])?, time))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            if got.len() as u64 != high - low + 1 {
+                bail!("blockchain {low}..{high}: the node gave {} blocks", got.len());
+            }
+            got.sort_by_key(|(h, _)| *h);
+            out.extend(got);
+            low = high + 1;
+        }
+        Ok(out)
+    }
+
     /// Number of peers the node is connected to.
     pub fn peer_count(&self) -> anyhow::Result<u64> {
         int(&self.call("net_info", json!({}))?["n_peers"])

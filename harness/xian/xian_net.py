@@ -12,6 +12,12 @@ fit and prints one JSON object on stdout:
                         a signed currency.transfer, waiting until it is final
   balance --rpc URL --address ADDRESS
                         currency.balances:<address> through the node's RPC
+  load --rpc URL[,URL...] --key HEX --rate R --duration S [--senders N] [--seed K]
+                        a steady stream of signed currency.transfer from N
+                        accounts the founder (--key) funds first, each to a
+                        new account (the state grows by a key per transfer);
+                        progress lines on stderr, the totals on stdout; SIGTERM
+                        or SIGINT ends it early with the totals
 
 SPEC.json (written by harness/src/xian/network.rs):
   {"chain_id": str, "network": str, "configs_dir": str, "genesis_keys": int,
@@ -24,6 +30,7 @@ import argparse
 import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 
 
@@ -226,6 +233,178 @@ def balance(args):
     print(json.dumps({"address": args.address, "balance": str(value)}))
 
 
+def load_wallet(seed, index):
+    """Sender `index` of a load: a key derived from the seed, so a rerun
+    with the same seed uses the same accounts."""
+    import xian_py
+
+    secret = hashlib.sha256(f"statesnap-xian-load-{seed}-sender-{index}".encode()).hexdigest()
+    return xian_py.Wallet(secret)
+
+
+def load_recipient(seed, sender, count):
+    return hashlib.sha256(f"statesnap-xian-load-{seed}-to-{sender}-{count}".encode()).hexdigest()
+
+
+class LoadStats:
+    def __init__(self):
+        self.started = time.monotonic()
+        self.sent = 0
+        self.accepted = 0
+        self.refused = 0
+        self.errors = 0
+        self.funded = 0
+        self.last_problem = None
+
+    def as_dict(self):
+        seconds = time.monotonic() - self.started
+        return {
+            "seconds": round(seconds, 3),
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "errors": self.errors,
+            "funded_senders": self.funded,
+            "rate": round(self.accepted / seconds, 3) if seconds > 0 else 0.0,
+            "last_problem": self.last_problem,
+        }
+
+
+async def load_async(args):
+    import asyncio
+    import signal
+
+    import aiohttp
+    import xian_py
+    from xian_py import transaction as tr
+
+    rpcs = [u.rstrip("/") for u in args.rpc.split(",") if u]
+    if not rpcs:
+        fail("give at least one --rpc URL")
+    if args.rate <= 0 or args.senders < 1 or args.duration < 0:
+        fail("--rate must be positive, --senders at least 1, --duration not negative")
+    stats = LoadStats()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    founder = xian_py.Wallet(args.key)
+    senders = [load_wallet(args.seed, i) for i in range(args.senders)]
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        status = await tr.get_status_async(rpcs[0], session=session)
+        chain_id = status["result"]["node_info"]["network"]
+        async with xian_py.XianAsync(rpcs[0], wallet=founder) as client:
+            estimate = await client.estimate_chi("currency", "transfer", {"amount": 1, "to": "0" * 64})
+        chi = int(estimate["suggested"]) * 2
+
+        async def broadcast(rpc, wallet, nonce, kwargs):
+            payload = {
+                "chain_id": chain_id,
+                "contract": "currency",
+                "function": "transfer",
+                "kwargs": kwargs,
+                "nonce": nonce,
+                "sender": wallet.public_key,
+                "chi_supplied": chi,
+            }
+            prepared = tr.prepare_transaction(tr.create_tx(payload, wallet))
+            stats.sent += 1
+            try:
+                answer = await tr.broadcast_tx_wait_async(rpc, prepared, session=session)
+            except Exception as exc:  # a node down or restarting: counted, retried later
+                stats.errors += 1
+                stats.last_problem = f"{rpc}: {exc}"
+                return False
+            result = answer.get("result") or {}
+            if result.get("code", 1) == 0:
+                stats.accepted += 1
+                return True
+            stats.refused += 1
+            stats.last_problem = f"{rpc}: {result.get('log') or answer.get('error')}"
+            return False
+
+        async def next_nonce(rpc, wallet):
+            return await tr.get_nonce_async(rpc, wallet.public_key, session=session)
+
+        # Fund the senders (those still without a balance) from the founder,
+        # nonces in a row, then wait until each one's balance is final.
+        async def balance_of(address):
+            value = await tr.abci_query_async(rpcs[0], f"/get/currency.balances:{address}", session=session)
+            return value["result"]["response"]["value"] not in (None, "AA==")
+
+        unfunded = [w for w in senders if not await balance_of(w.public_key)]
+        nonce = await next_nonce(rpcs[0], founder)
+        for wallet in unfunded:
+            if await broadcast(rpcs[0], founder, nonce, {"amount": 1_000_000, "to": wallet.public_key}):
+                nonce += 1
+        deadline = time.monotonic() + 120
+        for wallet in senders:
+            while not await balance_of(wallet.public_key):
+                if time.monotonic() > deadline or stop.is_set():
+                    fail(f"sender {wallet.public_key} was not funded within 120 s; last problem: {stats.last_problem}")
+                await asyncio.sleep(0.25)
+            stats.funded += 1
+        stats.sent = stats.accepted = stats.refused = stats.errors = 0
+        stats.started = time.monotonic()
+        if args.duration > 0:
+            loop.call_later(args.duration, stop.set)
+
+        period = args.senders / args.rate
+
+        async def sender_task(index, wallet):
+            rpc = rpcs[index % len(rpcs)]
+            count = 0
+            nonce = None
+            start = time.monotonic() + period * index / args.senders
+            while not stop.is_set():
+                due = start + count * period
+                delay = due - time.monotonic()
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(stop.wait(), delay)
+                        break
+                    except TimeoutError:
+                        pass
+                count += 1
+                try:
+                    if nonce is None:
+                        nonce = await next_nonce(rpc, wallet)
+                except Exception as exc:
+                    stats.errors += 1
+                    stats.last_problem = f"{rpc}: reading a nonce: {exc}"
+                    continue
+                to = load_recipient(args.seed, index, count)
+                if await broadcast(rpc, wallet, nonce, {"amount": 1, "to": to}):
+                    nonce += 1
+                else:
+                    nonce = None  # read it again: a refused or lost transfer leaves a gap
+
+        async def progress():
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), 5)
+                except TimeoutError:
+                    now = stats.as_dict()
+                    line = (
+                        f"load: {now['seconds']:.0f}s sent {now['sent']} accepted {now['accepted']} "
+                        f"refused {now['refused']} errors {now['errors']} ({now['rate']:.1f} tx/s)"
+                    )
+                    if now["last_problem"]:
+                        line += f"; last problem: {now['last_problem']}"
+                    print(line, file=sys.stderr, flush=True)
+
+        await asyncio.gather(progress(), *(sender_task(i, w) for i, w in enumerate(senders)))
+    print(json.dumps(stats.as_dict()), flush=True)
+
+
+def load(args):
+    import asyncio
+
+    asyncio.run(load_async(args))
+
+
 def read_home(args):
     """What Xian's own code reads in a storage home (DIR/lmdb)."""
     from contracting.storage.lmdb_store import LMDBStore
@@ -268,6 +447,13 @@ def main():
     p_bal = sub.add_parser("balance")
     p_bal.add_argument("--rpc", required=True)
     p_bal.add_argument("--address", required=True)
+    p_load = sub.add_parser("load")
+    p_load.add_argument("--rpc", required=True)
+    p_load.add_argument("--key", required=True)
+    p_load.add_argument("--rate", type=float, required=True)
+    p_load.add_argument("--duration", type=float, required=True)
+    p_load.add_argument("--senders", type=int, default=8)
+    p_load.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     if args.command == "init":
         init(args.spec)
@@ -277,6 +463,8 @@ def main():
         read_home(args)
     elif args.command == "transfer":
         transfer(args)
+    elif args.command == "load":
+        load(args)
     else:
         balance(args)
 

@@ -15,12 +15,14 @@ use statesnap::protocol::account_key;
 use statesnap::protocol::tx::{check_patch, Action, Op, Tx, TxBody};
 use statesnap_harness::load::{fetch_nonce, run_load, LoadConfig, LoadStats, RpcSubmitter, SystemClock};
 use statesnap_harness::rpc::RpcClient;
+use statesnap_harness::xian::{XianLoadConfig, XianNet};
 
 #[derive(Subcommand, Debug)]
 pub enum TxCommand {
     /// Sign a state patch with a key file and broadcast it (CheckTx result as one JSON line).
     Patch(PatchArgs),
-    /// Send typical Xian writes from a pool of deterministic accounts at a steady rate.
+    /// Send typical Xian writes from a pool of deterministic accounts at a steady rate
+    /// (state patches to statesnap nodes; with --xian DIR, signed Xian transfers to Xian's node).
     Load(LoadArgs),
 }
 
@@ -58,8 +60,18 @@ pub struct PatchArgs {
 #[derive(Args, Debug)]
 pub struct LoadArgs {
     /// RPC addresses, comma-separated; each account always uses the same one.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "xian",
+        conflicts_with = "xian"
+    )]
     rpc: Vec<String>,
+    /// A Xian network made by `testnet start --app xian`: send signed
+    /// `currency.transfer`s (Xian's SDK) through every node, from --accounts
+    /// senders the founder funds first, each transfer to a new account.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["workers", "chain_id"])]
+    xian: Option<PathBuf>,
     /// Transactions per second.
     #[arg(long)]
     rate: f64,
@@ -228,6 +240,9 @@ pub(super) fn wait_for(rpc: &RpcClient, tx: &[u8], timeout: Duration) -> anyhow:
 const RECHECK_EVERY: Duration = Duration::from_secs(3);
 
 fn load(a: LoadArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &a.xian {
+        return xian_load(dir, &a);
+    }
     let submitters: Vec<RpcSubmitter> = a.rpc.iter().map(|u| RpcSubmitter(RpcClient::new(u))).collect();
     let Some(first) = submitters.first() else {
         bail!("give at least one --rpc URL");
@@ -256,6 +271,36 @@ fn load(a: LoadArgs) -> anyhow::Result<()> {
     if stats.accepted == 0 && (stats.sent > 0 || stats.errors > 0) {
         bail!(
             "no transaction was accepted; last problem: {}",
+            stats.last_problem.as_deref().unwrap_or("none recorded")
+        );
+    }
+    Ok(())
+}
+
+fn xian_load(dir: &std::path::Path, a: &LoadArgs) -> anyhow::Result<()> {
+    if !a.rate.is_finite() || a.rate <= 0.0 || a.accounts == 0 {
+        bail!("--rate must be positive and --accounts at least 1");
+    }
+    let net = XianNet::open(dir)?;
+    let cfg = XianLoadConfig {
+        rate: a.rate,
+        duration: Some(a.duration),
+        senders: a.accounts,
+        seed: a.seed,
+        nodes: (0..net.nodes().len()).collect(),
+    };
+    eprintln!(
+        "load: funding {} senders from the founder, then {} transfers/s for {:?} through {} nodes",
+        cfg.senders,
+        cfg.rate,
+        a.duration,
+        cfg.nodes.len()
+    );
+    let stats = net.start_load(&cfg, true)?.finish()?;
+    println!("{}", serde_json::to_string(&stats)?);
+    if stats.accepted == 0 {
+        bail!(
+            "no transfer was accepted; last problem: {}",
             stats.last_problem.as_deref().unwrap_or("none recorded")
         );
     }

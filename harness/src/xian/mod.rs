@@ -7,7 +7,8 @@
 //! * [`genesis`]: a network's files: keys, one genesis, every node's home.
 //! * [`node`]: one node's files and processes (and how xian-abci picks its
 //!   ABCI socket, so that a proxy can sit between it and CometBFT).
-//! * [`tx`]: a signed `currency.transfer` and a balance, through Xian's SDK.
+//! * [`tx`]: a signed `currency.transfer`, a balance, and a steady load of
+//!   transfers, through Xian's SDK.
 //!
 //! A network lives in a directory (keep its path short: unix sockets are
 //! under it):
@@ -41,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::testnet::process::Supervisor;
 pub use install::XianTools;
 pub use node::{ProxyOptions, XianNode};
-pub use tx::Transfer;
+pub use tx::{Transfer, XianLoad, XianLoadConfig, XianLoadStats};
 
 /// Version of `xian-net.json`.
 const FILE_VERSION: u32 = 1;
@@ -392,6 +393,18 @@ impl XianNet {
         self.save()
     }
 
+    /// Runs node `index` without a proxy from its next start (CometBFT talks
+    /// to its xian-abci directly): a Xian node that does not run statesnap.
+    pub fn run_without_proxy(&mut self, index: usize) -> anyhow::Result<()> {
+        let Some(proxy) = self.file.options.statesnap.as_mut() else {
+            bail!("this network runs no statesnap proxy: every node is without one already");
+        };
+        if !proxy.without_proxy.contains(&index) {
+            proxy.without_proxy.push(index);
+        }
+        self.save()
+    }
+
     /// Starts only the CometBFT of node `index` (its app or proxy runs).
     pub fn start_cometbft(&self, index: usize) -> anyhow::Result<()> {
         let node = self.node(index);
@@ -403,14 +416,22 @@ impl XianNet {
         let Some(proxy) = self.node(index).proxy_pid_running(&self.supervisor)? else {
             return Ok(None);
         };
-        let mut children = Vec::new();
-        for task in std::fs::read_dir(format!("/proc/{proxy}/task"))? {
-            let path = task?.path().join("children");
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                children.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-            }
-        }
-        Ok(children.into_iter().next())
+        Ok(node::children_of(proxy).into_iter().next())
+    }
+
+    /// Xian's own operator command `xian-state-snapshot ARGS…` (format-1
+    /// snapshots: `export`, `list`, `import`) on node `index`'s storage
+    /// home, in the root file system. Its pid is the command's.
+    pub fn state_snapshot_command(&self, index: usize, args: &[&str]) -> std::process::Command {
+        let home = self.node(index).dir.to_string_lossy().into_owned();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.tools.chroot_command(
+            &self.chroot_script(),
+            &[&self.dir],
+            &[("HOME", &home)],
+            "/opt/xian-venv/bin/xian-state-snapshot",
+            &args,
+        )
     }
 
     /// The text node `index`'s proxy serves at `/metrics`.
@@ -451,6 +472,13 @@ impl XianNet {
     /// `private_key` to `to` through `node`'s RPC, and waits until it is final.
     pub fn transfer(&self, node: usize, private_key: &str, to: &str, amount: &str) -> anyhow::Result<Transfer> {
         tx::transfer(self, &self.node(node).rpc_url(), private_key, to, amount)
+    }
+
+    /// Starts a steady stream of signed transfers (see [`XianLoadConfig`]):
+    /// its senders are funded by the founder first. `progress`: its progress
+    /// lines go to this process's stderr.
+    pub fn start_load(&self, cfg: &XianLoadConfig, progress: bool) -> anyhow::Result<XianLoad> {
+        tx::start_load(self, cfg, progress)
     }
 
     /// A storage home (under the network directory) as Xian's own code reads

@@ -369,6 +369,30 @@ impl XianNode {
         ))
     }
 
+    /// The node's live processes, labelled "cometbft", "proxy" and
+    /// "xian-abci" (run by the proxy, or alone), from their pid files and
+    /// the proxy's children; for sampling from another thread (no
+    /// supervisor: a pid is taken as the node's while /proc has it).
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let live = |file: PathBuf| {
+            crate::testnet::process::read_pid_file(&file)
+                .ok()
+                .flatten()
+                .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        };
+        let mut out = Vec::new();
+        if let Some(pid) = live(self.cometbft_pid()) {
+            out.push(("cometbft".to_string(), pid));
+        }
+        if let Some(pid) = live(self.proxy_pid()) {
+            out.push(("proxy".to_string(), pid));
+            out.extend(children_of(pid).into_iter().map(|c| ("xian-abci".to_string(), c)));
+        } else if let Some(pid) = live(self.app_pid()) {
+            out.push(("xian-abci".to_string(), pid));
+        }
+        out
+    }
+
     /// Waits until CometBFT reports a latest height of at least `height`.
     pub fn wait_for_height(&self, sup: &Supervisor, height: u64, timeout: Duration) -> anyhow::Result<u64> {
         let deadline = Instant::now() + timeout;
@@ -398,4 +422,18 @@ impl XianNode {
             std::thread::sleep(POLL);
         }
     }
+}
+
+/// The child processes of `pid` (every thread's `children` in /proc).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return children;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            children.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    children
 }
