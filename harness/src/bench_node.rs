@@ -51,15 +51,15 @@ const CHAIN: &str = "bench";
 
 /// A set of block times: how many, and their median, 95th percentile and
 /// maximum in seconds (NaN when there are none).
-struct Timings {
-    count: usize,
-    median: f64,
-    p95: f64,
-    max: f64,
+pub(crate) struct Timings {
+    pub(crate) count: usize,
+    pub(crate) median: f64,
+    pub(crate) p95: f64,
+    pub(crate) max: f64,
 }
 
 impl Timings {
-    fn of(mut t: Vec<f64>) -> Timings {
+    pub(crate) fn of(mut t: Vec<f64>) -> Timings {
         if t.is_empty() {
             return Timings {
                 count: 0,

@@ -25,9 +25,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use serde_json::json;
 
+use crate::bench_node::Timings;
 use crate::node_usage::{disk_bytes, received_bytes, ProcessSampler, SampledProcess};
 use crate::testnet::free_base_port;
-use crate::xian::{ProxyOptions, XianLoadConfig, XianLoadStats, XianNet, XianNetOptions};
+use crate::xian::{ExportRun, ProxyOptions, XianLoadConfig, XianLoadStats, XianNet, XianNetOptions};
 
 /// What `--app xian` takes from `bench-network`'s arguments.
 #[derive(Debug, Clone)]
@@ -44,38 +45,15 @@ pub struct XianBench {
 
 /// Longest a join, a load or a start may take.
 const TIMEOUT: Duration = Duration::from_secs(3600);
-const POLL: Duration = Duration::from_millis(200);
 /// Blocks of load before the measured ones.
 const WARM_UP_BLOCKS: u64 = 5;
 
-/// Block intervals of a run, split by whether a snapshot was being built.
-#[derive(Debug, Clone, Default)]
+/// Block intervals of a run (seconds between consecutive headers): all of
+/// them, those outside any snapshot, and those overlapping a snapshot being built.
 struct BlockTimes {
-    /// Seconds between consecutive headers, blocks outside any snapshot.
-    normal: Vec<f64>,
-    /// The same, blocks whose interval overlaps a snapshot being built.
-    during_snapshot: Vec<f64>,
-}
-
-impl BlockTimes {
-    fn all(&self) -> Vec<f64> {
-        let mut all = self.normal.clone();
-        all.extend(&self.during_snapshot);
-        all
-    }
-}
-
-fn quantile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
-fn longest(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::NAN, f64::max)
+    all: Timings,
+    normal: Timings,
+    during_snapshot: Timings,
 }
 
 /// One join: its time and costs.
@@ -108,15 +86,6 @@ impl Join {
                 "cpu_seconds": p.cpu_seconds, "peak_rss_bytes": p.peak_rss_bytes}))).collect::<serde_json::Map<_, _>>(),
         })
     }
-}
-
-/// Xian's own export on a validator.
-#[derive(Debug, Clone, Default)]
-struct Export {
-    seconds: f64,
-    height: u64,
-    archive_bytes: u64,
-    peak_rss_bytes: u64,
 }
 
 /// Stops a network when dropped.
@@ -189,16 +158,18 @@ fn load_blocks(b: &XianBench, net: &XianNet, blocks: u64) -> anyhow::Result<(u64
     let mut load = net.start_load(&cfg, false)?;
     // The load funds its senders first: count blocks from its first transfer.
     let mut ended = false;
-    let from = wait_for(TIMEOUT, "the load's first transfers", || {
-        if !load.is_running() {
-            ended = true;
-            return Some(0);
-        }
-        let h = rpc.status().ok()?.latest_block_height;
-        let txs = rpc.call("block", json!({"height": h.to_string()})).ok()?;
-        let n = txs["block"]["data"]["txs"].as_array().map_or(0, Vec::len);
-        (n as f64 >= b.rate * b.block_time.as_secs_f64() * 0.5 || n >= b.senders).then_some(h)
-    })?;
+    let from = net
+        .node(0)
+        .wait_for(net.supervisor(), TIMEOUT, "the load's first transfers", |s| {
+            if !load.is_running() {
+                ended = true;
+                return Some(0);
+            }
+            let h = s.latest_block_height;
+            let txs = rpc.call("block", json!({"height": h.to_string()})).ok()?;
+            let n = txs["block"]["data"]["txs"].as_array().map_or(0, Vec::len);
+            (n as f64 >= b.rate * b.block_time.as_secs_f64() * 0.5 || n >= b.senders).then_some(h)
+        })?;
     if ended {
         bail!("the load ended before its first transfers: {:?}", load.finish());
     }
@@ -218,19 +189,6 @@ fn load_blocks(b: &XianBench, net: &XianNet, blocks: u64) -> anyhow::Result<(u64
         stats.accepted, stats.rate, stats.refused, stats.errors
     );
     Ok((from, to, stats))
-}
-
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(POLL);
-    }
 }
 
 /// When each proxy of the network built a snapshot: (start, end), from the
@@ -262,17 +220,22 @@ fn snapshot_windows(net: &XianNet) -> Vec<(SystemTime, SystemTime)> {
 /// The intervals between the headers of blocks `from..=to`.
 fn block_times(net: &XianNet, from: u64, to: u64, windows: &[(SystemTime, SystemTime)]) -> anyhow::Result<BlockTimes> {
     let times = net.node(0).rpc().block_times(from, to)?;
-    let mut out = BlockTimes::default();
+    let (mut all, mut normal, mut during) = (Vec::new(), Vec::new(), Vec::new());
     for pair in times.windows(2) {
         let (start, end) = (pair[0].1, pair[1].1);
         let seconds = end.duration_since(start).map_or(0.0, |d| d.as_secs_f64());
+        all.push(seconds);
         if windows.iter().any(|&(ws, we)| start <= we && ws <= end) {
-            out.during_snapshot.push(seconds);
+            during.push(seconds);
         } else {
-            out.normal.push(seconds);
+            normal.push(seconds);
         }
     }
-    Ok(out)
+    Ok(BlockTimes {
+        all: Timings::of(all),
+        normal: Timings::of(normal),
+        during_snapshot: Timings::of(during),
+    })
 }
 
 /// Adds a node, starts it and times it to caught up.
@@ -287,45 +250,37 @@ fn time_join(net: &mut XianNet, state_sync: bool, proxied: bool, label: &str) ->
     let sampler = ProcessSampler::start(move || watched.processes());
     let started = Instant::now();
     net.start_node(index)?;
-    let rpc = net.node(index).rpc();
     let mut last_report = Instant::now();
-    let caught_up_at = loop {
-        if let Ok(s) = rpc.status() {
-            if !s.catching_up && s.latest_block_height >= target {
-                break s.latest_block_height;
-            }
-            if last_report.elapsed() > Duration::from_secs(15) {
-                eprintln!(
-                    "bench-network: {label}: {:.0} s, at height {} of {target}",
-                    started.elapsed().as_secs_f64(),
-                    s.latest_block_height
-                );
-                last_report = Instant::now();
-            }
-        }
-        let (cometbft, app) = net.node(index).running(net.supervisor())?;
-        if !cometbft || !app {
-            bail!(
-                "{label}: node{index} stopped while joining\n{}",
-                net.node(index).log_tails()
-            );
-        }
-        if started.elapsed() > TIMEOUT {
-            bail!(
-                "{label}: node{index} did not catch up within {TIMEOUT:?}\n{}",
-                net.node(index).log_tails()
-            );
-        }
-        std::thread::sleep(POLL);
-    };
+    let caught_up_at = net
+        .node(index)
+        .wait_for(
+            net.supervisor(),
+            TIMEOUT,
+            &format!("the end of catching up at height {target}"),
+            |s| {
+                if !s.catching_up && s.latest_block_height >= target {
+                    return Some(s.latest_block_height);
+                }
+                if last_report.elapsed() > Duration::from_secs(15) {
+                    eprintln!(
+                        "bench-network: {label}: {:.0} s, at height {} of {target}",
+                        started.elapsed().as_secs_f64(),
+                        s.latest_block_height
+                    );
+                    last_report = Instant::now();
+                }
+                None
+            },
+        )
+        .with_context(|| format!("{label}: node{index} joining"))?;
     let seconds = started.elapsed().as_secs_f64();
     let node = net.node(index);
-    let base = rpc.status()?.earliest_block_height;
+    let base = node.rpc().status()?.earliest_block_height;
     let join = Join {
         seconds,
         restored_height: base.saturating_sub(1),
         caught_up_at,
-        received_bytes: received_bytes(&format!("http://127.0.0.1:{}/metrics", node.ports.prometheus))?,
+        received_bytes: received_bytes(&node.prometheus_url())?,
         disk_bytes: disk_bytes(&node.dir)?,
         processes: sampler.finish(),
     };
@@ -337,48 +292,23 @@ fn time_join(net: &mut XianNet, state_sync: bool, proxied: bool, label: &str) ->
     Ok(join)
 }
 
-/// `xian-state-snapshot export` on validator 0, timed and sampled.
-fn export_format_1(net: &XianNet) -> anyhow::Result<Export> {
+/// `xian-state-snapshot export` on validator 0, timed and sampled; the
+/// archive's size.
+fn export_format_1(net: &XianNet) -> anyhow::Result<(ExportRun, u64)> {
     eprintln!("bench-network: Xian's own snapshot: xian-state-snapshot export on node0");
-    let started = Instant::now();
-    let mut cmd = net.state_snapshot_command(0, &["export"]);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().context("running xian-state-snapshot export")?;
-    let pid = child.id();
-    let sampler = ProcessSampler::start(move || vec![("export".to_string(), pid)]);
-    let out = child.wait_with_output()?;
-    let seconds = started.elapsed().as_secs_f64();
-    let sampled = sampler.finish();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "xian-state-snapshot export failed ({}): {stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let field = |name: &str| {
-        stdout
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .map(str::to_string)
-    };
-    let path = field("output_path").with_context(|| format!("xian-state-snapshot export printed {stdout}"))?;
-    let height = field("height").and_then(|h| h.parse().ok()).unwrap_or(0);
-    let archive_bytes = std::fs::metadata(&path)
-        .with_context(|| format!("the exported archive {path}"))?
+    let run = net.export_state_snapshot(0)?;
+    let path = &run.export.path;
+    let archive_bytes = std::fs::metadata(path)
+        .with_context(|| format!("the exported archive {}", path.display()))?
         .len();
     eprintln!(
-        "bench-network: exported height {height} in {seconds:.1} s ({:.1} MB)",
-        archive_bytes as f64 / 1e6
+        "bench-network: exported height {} in {:.1} s ({:.1} MB, run {})",
+        run.export.height,
+        run.seconds,
+        archive_bytes as f64 / 1e6,
+        run.attempts
     );
-    Ok(Export {
-        seconds,
-        height,
-        archive_bytes,
-        peak_rss_bytes: sampled.get("export").map_or(0, |p| p.peak_rss_bytes),
-    })
+    Ok((run, archive_bytes))
 }
 
 pub fn bench_xian(b: &XianBench, dir: &Path) -> anyhow::Result<()> {
@@ -430,7 +360,7 @@ fn report(
     (proxied_start_s, plain_start_s): (f64, f64),
     (proxied_load, plain_load): (&XianLoadStats, &XianLoadStats),
     (proxied, plain): (&BlockTimes, &BlockTimes),
-    export: &Export,
+    (export, archive_bytes): &(ExportRun, u64),
     joins: [&Join; 3],
 ) {
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
@@ -456,21 +386,20 @@ fn report(
         ("through proxies", proxied, proxied_load),
         ("without proxy", plain, plain_load),
     ] {
-        let all = t.all();
         println!(
             "{:<16} {:>6} {:>9} | {:>7.3} {:>7.3} {:>8.3} | {:>11} {:>16.3}",
             name,
-            all.len(),
+            t.all.count,
             load.accepted,
-            quantile(&all, 0.5),
-            quantile(&all, 0.95),
-            longest(&t.normal),
-            t.during_snapshot.len(),
-            longest(&t.during_snapshot)
+            t.all.median,
+            t.all.p95,
+            t.normal.max,
+            t.during_snapshot.count,
+            t.during_snapshot.max
         );
     }
-    let median_change = quantile(&proxied.all(), 0.5) / quantile(&plain.all(), 0.5) - 1.0;
-    let snapshot_ratio = longest(&proxied.during_snapshot) / longest(&proxied.normal);
+    let median_change = proxied.all.median / plain.all.median - 1.0;
+    let snapshot_ratio = proxied.during_snapshot.max / proxied.normal.max;
     println!(
         "median block time through proxies: {:+.1}%; longest block during a snapshot / longest normal block: {:.2}",
         median_change * 100.0,
@@ -480,8 +409,8 @@ fn report(
     println!(
         "Xian's own export (xian-state-snapshot export on validator 0): {:.1} s, height {}, {:.1} MB archive, peak RSS {:.0} MiB",
         export.seconds,
-        export.height,
-        export.archive_bytes as f64 / 1e6,
+        export.export.height,
+        *archive_bytes as f64 / 1e6,
         mib(export.peak_rss_bytes)
     );
     println!(
@@ -532,15 +461,15 @@ fn report(
             "snapshot_interval": b.snapshot_interval, "load_blocks": b.load_blocks, "baseline_blocks": b.baseline_blocks,
             "start_seconds": {"proxied": proxied_start_s, "plain": plain_start_s},
             "block_times": {
-                "proxied": {"median": quantile(&proxied.all(), 0.5), "p95": quantile(&proxied.all(), 0.95),
-                    "longest_normal": longest(&proxied.normal), "during_snapshot": proxied.during_snapshot.len(),
-                    "longest_during_snapshot": longest(&proxied.during_snapshot), "accepted": proxied_load.accepted},
-                "plain": {"median": quantile(&plain.all(), 0.5), "p95": quantile(&plain.all(), 0.95),
-                    "longest": longest(&plain.all()), "accepted": plain_load.accepted},
+                "proxied": {"median": proxied.all.median, "p95": proxied.all.p95,
+                    "longest_normal": proxied.normal.max, "during_snapshot": proxied.during_snapshot.count,
+                    "longest_during_snapshot": proxied.during_snapshot.max, "accepted": proxied_load.accepted},
+                "plain": {"median": plain.all.median, "p95": plain.all.p95,
+                    "longest": plain.all.max, "accepted": plain_load.accepted},
                 "median_change": median_change, "snapshot_ratio": snapshot_ratio,
             },
-            "export": {"seconds": export.seconds, "height": export.height, "archive_bytes": export.archive_bytes,
-                "peak_rss_bytes": export.peak_rss_bytes},
+            "export": {"seconds": export.seconds, "height": export.export.height, "archive_bytes": archive_bytes,
+                "peak_rss_bytes": export.peak_rss_bytes, "runs": export.attempts},
             "joins": {"statesnap": statesnap.to_json(), "xian_format_1": format_1.to_json(), "block_sync": block_sync.to_json()},
         })
     );

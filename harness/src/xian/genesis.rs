@@ -208,20 +208,30 @@ fn run_with_spec<T: serde::de::DeserializeOwned>(
     serde_json::from_value(out).with_context(|| format!("xian_net.py {command}: unexpected output"))
 }
 
+/// The command that runs `xian_net.py ARGS…` of the network in `dir` with
+/// the root file system's Python (its pid is Python's).
+pub fn tool_command(tools: &XianTools, dir: &Path, args: &[String]) -> Command {
+    let mut all = vec![dir.join(TOOL).to_string_lossy().into_owned()];
+    all.extend_from_slice(args);
+    tools.chroot_command(&dir.join(CHROOT_SCRIPT), &[dir], &[], VENV_PYTHON, &all)
+}
+
+/// The last line of `xian_net.py`'s output that is a JSON object (its
+/// answer: progress and Python's own messages may come before it).
+pub fn last_json_object(stdout: &str) -> Option<serde_json::Value> {
+    let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'))?;
+    serde_json::from_str(last).ok()
+}
+
 /// Runs `xian_net.py ARGS…` of the network in `dir` with the root file
 /// system's Python and returns the JSON object it prints last.
 pub fn run_tool(tools: &XianTools, dir: &Path, args: &[String]) -> anyhow::Result<serde_json::Value> {
-    let mut all = vec![dir.join(TOOL).to_string_lossy().into_owned()];
-    all.extend_from_slice(args);
-    let mut cmd: Command = tools.chroot_command(&dir.join(CHROOT_SCRIPT), &[dir], &[], VENV_PYTHON, &all);
-    let out = cmd
+    let out = tool_command(tools, dir, args)
         .output()
         .context("running xian_net.py in the Xian root file system")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'));
-    let parsed = last.and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok());
-    match parsed {
+    match last_json_object(&stdout) {
         Some(v) if out.status.success() => Ok(v),
         _ => Err(anyhow!(
             "xian_net.py {} failed ({}):\n{}\n{}",

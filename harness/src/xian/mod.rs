@@ -108,6 +108,49 @@ struct NetFile {
     nodes: Vec<XianNode>,
 }
 
+/// What Xian's `xian-state-snapshot export` printed: the archive it wrote
+/// and the height it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSnapshotExport {
+    pub path: PathBuf,
+    pub height: u64,
+}
+
+/// One successful `xian-state-snapshot export` on a live node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportRun {
+    pub export: StateSnapshotExport,
+    /// Wall time and peak RSS of the run that succeeded.
+    pub seconds: f64,
+    pub peak_rss_bytes: u64,
+    /// Runs it took (see [`XianNet::export_state_snapshot`]).
+    pub attempts: u32,
+}
+
+/// Runs of `xian-state-snapshot export` before giving up.
+const EXPORT_ATTEMPTS: u32 = 5;
+/// What Xian's exporter says when a block committed while it read.
+const EXPORT_RACE: &str = "exported state root does not match latest block app hash";
+
+impl StateSnapshotExport {
+    /// Reads the `output_path=… height=…` fields of the command's output.
+    pub fn parse(stdout: &str) -> anyhow::Result<StateSnapshotExport> {
+        let field = |name: &str| {
+            stdout
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        };
+        let path = field("output_path").with_context(|| format!("no output_path in {stdout:?}"))?;
+        let height = field("height")
+            .and_then(|h| h.parse().ok())
+            .with_context(|| format!("no height in {stdout:?}"))?;
+        Ok(StateSnapshotExport {
+            path: path.into(),
+            height,
+        })
+    }
+}
+
 /// A storage home as Xian's own code reads it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct XianReading {
@@ -429,9 +472,50 @@ impl XianNet {
             &self.chroot_script(),
             &[&self.dir],
             &[("HOME", &home)],
-            "/opt/xian-venv/bin/xian-state-snapshot",
+            "xian-state-snapshot",
             &args,
         )
+    }
+
+    /// Runs Xian's operator command `xian-state-snapshot export` on node
+    /// `index` while the node runs. Xian's exporter reads the block marker
+    /// and the state apart, not in one read transaction, and refuses when a
+    /// block committed in between (their roots differ): such a run is
+    /// repeated, up to 5 runs, as an operator would.
+    pub fn export_state_snapshot(&self, index: usize) -> anyhow::Result<ExportRun> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = std::time::Instant::now();
+            let mut cmd = self.state_snapshot_command(index, &["export"]);
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let child = cmd.spawn().context("running xian-state-snapshot export")?;
+            let pid = child.id();
+            let sampler = crate::node_usage::ProcessSampler::start(move || vec![("export".to_string(), pid)]);
+            let out = child.wait_with_output()?;
+            let seconds = started.elapsed().as_secs_f64();
+            let peak_rss_bytes = sampler.finish().get("export").map_or(0, |p| p.peak_rss_bytes);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                return Ok(ExportRun {
+                    export: StateSnapshotExport::parse(&stdout)
+                        .context("reading what xian-state-snapshot export printed")?,
+                    seconds,
+                    peak_rss_bytes,
+                    attempts: attempt,
+                });
+            }
+            if !stderr.contains(EXPORT_RACE) || attempt == EXPORT_ATTEMPTS {
+                bail!(
+                    "xian-state-snapshot export on node{index} failed ({}, run {attempt}): {stdout}\n{stderr}",
+                    out.status
+                );
+            }
+            eprintln!("xian-state-snapshot export on node{index}: a block committed while it read; running it again");
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 
     /// The text node `index`'s proxy serves at `/metrics`.

@@ -32,7 +32,7 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use super::install::XianTools;
-use crate::rpc::RpcClient;
+use crate::rpc::{RpcClient, Status};
 use crate::testnet::paths::HOST;
 use crate::testnet::process::{log_tail, ProcessSpec, Supervisor};
 use crate::testnet::Ports;
@@ -137,6 +137,11 @@ impl XianNode {
     /// The proxy's Prometheus endpoint.
     pub fn metrics_url(&self) -> String {
         format!("http://{HOST}:{}/metrics", self.ports.metrics)
+    }
+
+    /// CometBFT's Prometheus page.
+    pub fn prometheus_url(&self) -> String {
+        format!("http://{HOST}:{}/metrics", self.ports.prometheus)
     }
 
     fn cometbft_pid(&self) -> PathBuf {
@@ -395,26 +400,40 @@ impl XianNode {
 
     /// Waits until CometBFT reports a latest height of at least `height`.
     pub fn wait_for_height(&self, sup: &Supervisor, height: u64, timeout: Duration) -> anyhow::Result<u64> {
+        self.wait_for(sup, timeout, &format!("height {height}"), |s| {
+            (s.latest_block_height >= height).then_some(s.latest_block_height)
+        })
+    }
+
+    /// Polls CometBFT's status until `done` gives a height (`goal` names
+    /// what is awaited, for the errors); fails when either of the node's
+    /// processes stops, or after `timeout`.
+    pub fn wait_for(
+        &self,
+        sup: &Supervisor,
+        timeout: Duration,
+        goal: &str,
+        mut done: impl FnMut(&Status) -> Option<u64>,
+    ) -> anyhow::Result<u64> {
         let deadline = Instant::now() + timeout;
         let rpc = self.rpc();
         loop {
-            let seen = rpc.status().map(|s| s.latest_block_height);
-            if let Ok(h) = seen {
-                if h >= height {
-                    return Ok(h);
-                }
+            let status = rpc.status();
+            if let Some(h) = status.as_ref().ok().and_then(&mut done) {
+                return Ok(h);
             }
+            let seen = status.map(|s| s.latest_block_height);
             let (cometbft, app) = self.running(sup)?;
             if !cometbft || !app {
                 bail!(
-                    "{} stopped while waiting for height {height} (cometbft running: {cometbft}, xian-abci running: {app})\n{}",
+                    "{} stopped while waiting for {goal} (cometbft running: {cometbft}, xian-abci running: {app})\n{}",
                     self.name,
                     self.log_tails()
                 );
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "{} did not reach height {height} within {timeout:?} (last status: {seen:?})\n{}",
+                    "{} did not reach {goal} within {timeout:?} (last status: {seen:?})\n{}",
                     self.name,
                     self.log_tails()
                 );

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use super::genesis::run_tool;
+use super::genesis::{last_json_object, run_tool, tool_command};
 use super::XianNet;
 
 /// A transfer that is final.
@@ -114,9 +114,8 @@ pub(super) fn start_load(net: &XianNet, cfg: &XianLoadConfig, inherit_stderr: bo
         bail!("a Xian load needs at least one node to send through");
     }
     let rpcs: Vec<String> = cfg.nodes.iter().map(|&i| net.node(i).rpc_url()).collect();
-    let args = vec![
-        net.dir().join(super::genesis::TOOL).to_string_lossy().into_owned(),
-        "load".into(),
+    let args = [
+        "load".to_string(),
         "--rpc".into(),
         rpcs.join(","),
         "--key".into(),
@@ -130,13 +129,7 @@ pub(super) fn start_load(net: &XianNet, cfg: &XianLoadConfig, inherit_stderr: bo
         "--seed".into(),
         cfg.seed.to_string(),
     ];
-    let mut cmd = net.tools().chroot_command(
-        &net.dir().join(super::genesis::CHROOT_SCRIPT),
-        &[net.dir()],
-        &[],
-        super::install::VENV_PYTHON,
-        &args,
-    );
+    let mut cmd = tool_command(net.tools(), net.dir(), &args);
     cmd.stdout(std::process::Stdio::piped());
     cmd.stderr(if inherit_stderr {
         std::process::Stdio::inherit()
@@ -174,12 +167,9 @@ impl XianLoad {
         let child = self.child.take().context("the load has ended")?;
         let out = child.wait_with_output().context("waiting for xian_net.py load")?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'));
-        let Some(line) = last else {
+        let Some(v) = last_json_object(&stdout) else {
             bail!("xian_net.py load ended ({}) without its totals: {stdout}", out.status);
         };
-        let v: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("xian_net.py load printed {line}"))?;
         if let Some(e) = v.get("error") {
             bail!("xian_net.py load failed: {e}");
         }
