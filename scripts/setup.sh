@@ -79,4 +79,6 @@ if ! componentize-py --version 2>/dev/null | grep -q "$COMPONENTIZE_PY_VERSION";
 fi
 scripts/install-cometbft.sh
 scripts/install-xian.sh
+scripts/install-cometbft-bootstrap.sh
+scripts/install-seaweedfs.sh
 say "ready"

@@ -94,10 +94,16 @@ pub fn work_dir(dir: &Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfi
 }
 
 /// Runs this binary with `args`; returns the last stdout line parsed as JSON.
-fn child(args: &[&str]) -> anyhow::Result<Value> {
+pub(crate) fn child(args: &[&str]) -> anyhow::Result<Value> {
+    child_with_env(args, &[])
+}
+
+/// [`child`] with these environment variables set for it.
+pub(crate) fn child_with_env(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Value> {
     let exe = std::env::current_exe()?;
     let out = Command::new(&exe)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .with_context(|| format!("running {}", exe.display()))?;
     if !out.status.success() {

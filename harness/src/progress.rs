@@ -22,3 +22,16 @@ pub fn bar(total: Option<u64>, message: &str, unit: &str) -> ProgressBar {
     bar.set_message(message.to_string());
     bar
 }
+
+/// A bar counting bytes, with their rate and the time left: drawn on a
+/// terminal, silent in a pipe. Its length is set by whoever drives it.
+pub fn byte_bar(message: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}

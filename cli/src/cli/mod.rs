@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use statesnap::plugin::{Limits, PluginEngine, PluginRegistry};
 
 mod gov;
+mod join;
 mod key;
 mod node;
 mod plugin;
@@ -16,6 +17,7 @@ mod proxy;
 mod snapshot;
 mod state;
 mod testnet;
+mod trust;
 mod tx;
 
 #[derive(Parser, Debug)]
@@ -137,12 +139,16 @@ pub enum Command {
     /// Run in front of another ABCI app (Xian's node): forward its calls, take and serve statesnap snapshots of its state, restore it by state sync.
     #[command(args_override_self = true)]
     Proxy(proxy::ProxyArgs),
+    /// Start a new node at a published snapshot's height: fetch and check its state against the light client's app hash, bootstrap CometBFT there (no p2p state sync).
+    Join(join::JoinArgs),
     /// Watch a node joining by state sync; if no usable snapshot comes in time, switch its CometBFT to block sync.
     JoinFallback(node::FallbackArgs),
     /// Measure block times while a background snapshot runs, in process.
     BenchNode(statesnap_harness::bench_node::BenchNodeArgs),
     /// Measure joining a local CometBFT network by state sync vs block sync, and restores from 1 vs 3 peers.
     BenchNetwork(statesnap_harness::bench_network::BenchNetworkArgs),
+    /// Measure restores from a local S3 server and an HTTP server (1, 4, 16 chunks in flight) against the offline restore.
+    BenchTransport(statesnap_harness::bench_transport::BenchTransportArgs),
     /// Build, sign and broadcast state-patch transactions; generate load.
     #[command(subcommand)]
     Tx(tx::TxCommand),
@@ -152,6 +158,37 @@ pub enum Command {
     /// Run a local CometBFT network: start, stop, status, join.
     #[command(subcommand)]
     Testnet(testnet::TestnetCommand),
+    /// Print (or --write into a config.toml) CometBFT's [statesync] section, its trust height and hash checked with the light client against every --rpc.
+    StatesyncConfig(trust::StatesyncConfigArgs),
+}
+
+/// Publishes the snapshots made under `dir` to `to` in the background
+/// (`snapshot_publish`, `--snapshot-publish`), counted in `metrics`; `None`
+/// when `to` is empty. Keep the publisher alive as long as the node runs.
+pub fn snapshot_publisher(
+    to: &str,
+    dir: PathBuf,
+    metrics: &std::sync::Arc<statesnap::node::Metrics>,
+) -> anyhow::Result<Option<statesnap_transport::publisher::Publisher>> {
+    if to.trim().is_empty() {
+        return Ok(None);
+    }
+    let location = statesnap_transport::location::Location::parse(to, true)
+        .map_err(|e| anyhow::anyhow!("snapshot_publish = {to:?}: {e:#}"))?;
+    let metrics = metrics.clone();
+    let publisher = statesnap_transport::publisher::Publisher::spawn(
+        dir,
+        location,
+        Box::new(move |outcome| match outcome {
+            Ok(_) => {
+                metrics.snapshots_published.inc();
+            }
+            Err(_) => {
+                metrics.snapshot_publish_failures.inc();
+            }
+        }),
+    )?;
+    Ok(Some(publisher))
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -181,13 +218,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DemoNetwork(a) => statesnap_harness::demo_network::demo_network(&a),
         Command::Start(a) => node::start(a, &cli.plugins),
         Command::Proxy(a) => proxy::run(a, &cli.plugins),
+        Command::Join(a) => join::run(&a, &cli.plugins),
         Command::JoinFallback(a) => node::join_fallback(a),
         Command::BenchNode(a) => statesnap_harness::bench_node::bench_node(&a, || cli.plugins.registry()),
         Command::BenchNetwork(a) => statesnap_harness::bench_network::bench_network(&a),
+        Command::BenchTransport(a) => statesnap_harness::bench_transport::bench_transport(&a),
         Command::Tx(c) => tx::run(c),
         Command::Gov(c) => gov::run(c),
         Command::Key(c) => key::run(c),
         Command::Testnet(c) => testnet::run(c),
+        Command::StatesyncConfig(a) => trust::statesync_config(a),
     }
 }
 

@@ -134,6 +134,11 @@ pub fn start(args: StartArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
     if !config.metrics_listen.is_empty() {
         metrics.serve(&config.metrics_listen)?;
     }
+    let _publisher = super::snapshot_publisher(
+        &config.snapshot_publish,
+        statesnap::node::snapshots_dir(&args.home),
+        &metrics,
+    )?;
     #[cfg(not(feature = "test-hooks"))]
     let node = Node::open(&args.home, config, plugins.registry()?, metrics)?;
     #[cfg(feature = "test-hooks")]

@@ -52,6 +52,11 @@ pub struct ProxyArgs {
     /// Serve Prometheus metrics here (HOST:PORT).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<String>,
+    /// Publish every snapshot made to s3://BUCKET/PREFIX or file:///DIR, in the
+    /// background with retries (S3 endpoint and credentials from AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    #[arg(long, value_name = "URL")]
+    pub snapshot_publish: Option<String>,
     /// The largest ABCI message accepted from either side, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = (DEFAULT_MAX_FRAME_BYTES >> 20) as u64)]
     pub max_message_mib: u64,
@@ -110,6 +115,7 @@ pub fn run(args: ProxyArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
     } else {
         Some(AppProcess::start(args.run.clone(), socket.clone())?)
     };
+    let mut publisher = None;
     let handler: Arc<dyn Handler> = match &args.xian_home {
         None => Arc::new(Passthrough),
         Some(home) => {
@@ -130,6 +136,9 @@ pub fn run(args: ProxyArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
                     .context("--xian-home has no parent directory: give --snapshot-dir")?
                     .join("statesnap-snapshots"),
             };
+            if let Some(to) = &args.snapshot_publish {
+                publisher = super::snapshot_publisher(to, dir.clone(), &metrics)?;
+            }
             #[allow(unused_mut)]
             let mut snapshots = XianSnapshots::new(
                 XianSnapshotSettings {
@@ -157,6 +166,9 @@ pub fn run(args: ProxyArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
             Arc::new(calls)
         }
     };
+    if args.snapshot_publish.is_some() && publisher.is_none() {
+        anyhow::bail!("--snapshot-publish needs --xian-home: without it the proxy takes no snapshots");
+    }
     let proxy = Proxy::with_socket(&settings, socket, handler)?;
     stop_app_on_signals(app)?;
     eprintln!(

@@ -1,5 +1,7 @@
-//! `statesnap snapshot …`: a snapshot's life offline, from making it to
-//! restoring it (create, verify, inspect, restore).
+//! `statesnap snapshot …`: a snapshot's life, from making it to restoring
+//! it (create, verify, inspect, restore), and publishing it (publish, list)
+//! to object storage, HTTP servers and directories that restores and
+//! checks fetch from.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -14,19 +16,84 @@ use statesnap::snapshot::{self, ChunkEncoder, CreateOptions, DecoderChoice, Plug
 use statesnap::store::{HomeStore, StoreKind};
 use statesnap_harness::bench::peak_rss_bytes;
 use statesnap_harness::progress;
+use statesnap_transport::fetch::{self, FetchOptions, RemoteSnapshot, Transfer};
+use statesnap_transport::location::Location;
+use statesnap_transport::publish::PublishOptions;
 
+use super::trust::TrustArgs;
 use super::{parse_hash, parse_param, PluginArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCommand {
     /// Snapshot a home at a height into <OUT>/<height>-<format>/; prints one JSON line.
     Create(CreateArgs),
-    /// Check a snapshot's manifest and every chunk hash.
-    Verify { dir: PathBuf },
+    /// Check a snapshot: a directory's manifest and chunk hashes, or a
+    /// published snapshot (URL) in full against a trusted app hash.
+    Verify(VerifyArgs),
     /// Print a snapshot's manifest as JSON.
     Inspect { dir: PathBuf },
-    /// Restore a snapshot into a home; succeeds only if the root equals --app-hash.
+    /// Restore a snapshot into a home; succeeds only if the root equals the trusted app hash.
     Restore(RestoreArgs),
+    /// Copy a snapshot to s3://BUCKET/PREFIX, an http(s) server's directory or a local one; prints one JSON line.
+    Publish(PublishArgs),
+    /// List the snapshots published at a location (its index), one JSON line each.
+    List { from: String },
+}
+
+/// Which published snapshot, and how its chunks are fetched.
+#[derive(Args, Debug)]
+pub struct SourceArgs {
+    /// Height of the published snapshot (default: the newest).
+    #[arg(long)]
+    height: Option<u64>,
+    /// Format of the published snapshot (default: the highest at that height).
+    #[arg(long)]
+    format: Option<u32>,
+    /// Chunks fetched at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    parallel: u64,
+}
+
+/// The app hash a snapshot must have: given, or from the light client.
+#[derive(Args, Debug)]
+pub struct TrustedHashArgs {
+    /// The trusted app hash (hex) the restored state must have.
+    #[arg(long, conflicts_with = "trust_rpc", required_unless_present = "trust_rpc")]
+    app_hash: Option<String>,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// A snapshot directory, or a published location (s3://…, https://…, a published directory).
+    from: String,
+    /// More locations holding the same snapshot (mirrors).
+    #[arg(long = "mirror")]
+    mirrors: Vec<String>,
+    /// The trusted app hash (hex): with a published snapshot, every chunk, proof and the root are checked against it.
+    #[arg(long, conflicts_with = "trust_rpc")]
+    app_hash: Option<String>,
+    #[command(flatten)]
+    trust: TrustArgs,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// A plugin file to use if the snapshot's plugin is not built in (repeatable).
+    #[arg(long)]
+    plugin: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// The snapshot directory (or a directory holding exactly one snapshot).
+    dir: PathBuf,
+    /// s3://BUCKET/PREFIX (endpoint and credentials from AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), file:///DIR or a directory to serve over HTTP.
+    #[arg(long)]
+    to: String,
+    /// Chunks uploaded at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    parallel: u64,
 }
 
 #[derive(Args, Debug)]
@@ -54,14 +121,18 @@ pub struct CreateArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    #[arg(long)]
-    from: PathBuf,
+    /// A snapshot directory, or a published location: s3://BUCKET/PREFIX,
+    /// http(s)://HOST/PATH or a published directory. Given again: mirrors of
+    /// the same snapshot, chunks are fetched from all of them.
+    #[arg(long, required = true)]
+    from: Vec<String>,
     /// The home to restore into: missing, empty, or an existing state home of either layout (replaced).
     #[arg(long)]
     home: PathBuf,
-    /// The trusted app hash (hex) the restored state must have.
-    #[arg(long)]
-    app_hash: String,
+    #[command(flatten)]
+    trusted: TrustedHashArgs,
+    #[command(flatten)]
+    source: SourceArgs,
     /// A plugin file to use if the snapshot's plugin is not built in (repeatable).
     #[arg(long)]
     plugin: Vec<PathBuf>,
@@ -77,9 +148,11 @@ pub struct RestoreArgs {
 pub fn run(cmd: SnapshotCommand, plugins: &PluginArgs) -> anyhow::Result<()> {
     match cmd {
         SnapshotCommand::Create(a) => create(&a, plugins),
-        SnapshotCommand::Verify { dir } => verify(&dir),
+        SnapshotCommand::Verify(a) => verify(&a, plugins),
         SnapshotCommand::Inspect { dir } => inspect(&dir),
         SnapshotCommand::Restore(a) => restore(&a, plugins),
+        SnapshotCommand::Publish(a) => publish(&a),
+        SnapshotCommand::List { from } => list(&from),
     }
 }
 
@@ -134,8 +207,151 @@ fn codec(plugin: &Plugin, params: &[(String, String)], native: bool) -> anyhow::
     }
 }
 
-/// `snapshot verify`: the manifest and every chunk hash; prints a JSON line.
-fn verify(dir: &Path) -> anyhow::Result<()> {
+/// `snapshot verify`: a directory's manifest and every chunk hash, or a
+/// published snapshot in full; prints a JSON line.
+fn verify(a: &VerifyArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
+    let local = Path::new(&a.from);
+    if a.mirrors.is_empty() && local.is_dir() && !is_published(local) {
+        if a.app_hash.is_some() || !a.trust.trust_rpc.is_empty() {
+            anyhow::bail!(
+                "{} is a snapshot directory: here its chunk hashes and proofs are checked without an app hash; \
+                 to check its root against one, restore it (snapshot restore --from {} --home …) or publish it \
+                 and verify the published copy",
+                a.from,
+                a.from
+            );
+        }
+        return verify_dir(local);
+    }
+    let started = Instant::now();
+    if let Some(hex) = &a.app_hash {
+        parse_hash(hex)?;
+    }
+    let sources = locations(std::iter::once(&a.from).chain(&a.mirrors))?;
+    let snap = fetch::find(&sources, a.source.height, a.source.format)?;
+    let trusted = trusted_app_hash(a.app_hash.as_deref(), &a.trust, &snap)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "a published snapshot is checked against a trusted app hash: give --app-hash HEX or --trust-rpc URL,URL"
+        )
+    })?;
+    let registry = registry_with(plugins, &a.plugin)?;
+    let bar = progress::byte_bar("checking");
+    let opts = fetch_options(&a.source, None);
+    let transfer = Transfer {
+        snap: &snap,
+        sources: &sources,
+        opts: &opts,
+        progress: &bar,
+    };
+    let (summary, report) = fetch::check(&transfer, trusted.hash, &registry)?;
+    bar.finish_and_clear();
+    println!(
+        "{}",
+        json!({
+            "ok": true,
+            "height": snap.manifest.height,
+            "format": snap.manifest.format,
+            "chunks": summary.chunks,
+            "hash": hex::encode(snap.hash),
+            "app_hash": hex::encode(summary.root),
+            "trusted_from": trusted.from,
+            "entries": summary.entries,
+            "fetch": report,
+            "seconds": started.elapsed().as_secs_f64(),
+            "peak_rss_bytes": peak_rss_bytes(),
+        })
+    );
+    Ok(())
+}
+
+/// Whether `dir` is a published location (it has an index), not a snapshot directory.
+fn is_published(dir: &Path) -> bool {
+    dir.join(statesnap_transport::objects::INDEX_OBJECT).is_file()
+}
+
+fn locations<'a>(given: impl Iterator<Item = &'a String>) -> anyhow::Result<Vec<Location>> {
+    given.map(|g| Location::parse(g, false)).collect()
+}
+
+fn registry_with(plugins: &PluginArgs, files: &[PathBuf]) -> anyhow::Result<statesnap::plugin::PluginRegistry> {
+    let mut registry = plugins.registry()?;
+    for p in files {
+        registry.add_file(p)?;
+    }
+    Ok(registry)
+}
+
+fn fetch_options(source: &SourceArgs, download_dir: Option<PathBuf>) -> FetchOptions {
+    FetchOptions {
+        parallel: source.parallel as usize,
+        download_dir,
+        ..FetchOptions::default()
+    }
+}
+
+/// A trusted app hash and where it came from.
+struct Trusted {
+    hash: [u8; 32],
+    from: String,
+}
+
+/// The app hash `snap` must restore to: given with --app-hash, or from the
+/// header at its height + 1, verified by the light client.
+fn trusted_app_hash(given: Option<&str>, trust: &TrustArgs, snap: &RemoteSnapshot) -> anyhow::Result<Option<Trusted>> {
+    if let Some(hex) = given {
+        return Ok(Some(Trusted {
+            hash: parse_hash(hex)?,
+            from: "--app-hash".into(),
+        }));
+    }
+    let Some(spec) = trust.spec()? else { return Ok(None) };
+    let t = statesnap_transport::trust::app_hash_after(&spec, snap.manifest.height, Some(&snap.manifest.chain_id))?;
+    eprintln!(
+        "trusted app hash {} of height {} from the light client (header {} at height {})",
+        hex::encode(t.app_hash),
+        t.snapshot_height,
+        hex::encode(t.header_hash),
+        t.header_height
+    );
+    Ok(Some(Trusted {
+        hash: t.app_hash,
+        from: format!(
+            "light client, header {} at height {}",
+            hex::encode(t.header_hash),
+            t.header_height
+        ),
+    }))
+}
+
+/// `snapshot publish`: prints a JSON line.
+fn publish(a: &PublishArgs) -> anyhow::Result<()> {
+    let snap = SnapshotDir::open(&a.dir)?;
+    let to = Location::parse(&a.to, true)?;
+    let bar = progress::byte_bar("publishing");
+    let report = statesnap_transport::publish::publish(
+        &snap,
+        &to,
+        PublishOptions {
+            parallel: a.parallel as usize,
+        },
+        &bar,
+    )?;
+    bar.finish_and_clear();
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// `snapshot list`: the index, one JSON line per snapshot.
+fn list(from: &str) -> anyhow::Result<()> {
+    let index = statesnap_transport::publish::list(&Location::parse(from, false)?)?;
+    for entry in &index.snapshots {
+        println!("{}", serde_json::to_string(entry)?);
+    }
+    Ok(())
+}
+
+/// `snapshot verify DIR`: the manifest and every chunk hash.
+fn verify_dir(dir: &Path) -> anyhow::Result<()> {
     let r = snapshot::verify(dir)?;
     println!(
         "{}",
@@ -184,12 +400,11 @@ fn inspect(dir: &Path) -> anyhow::Result<()> {
 /// `snapshot restore`: prints a JSON line once the home holds the restored state.
 fn restore(a: &RestoreArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let trusted = parse_hash(&a.app_hash)?;
-    let mut registry = plugins.registry()?;
-    for p in &a.plugin {
-        registry.add_file(p)?;
+    // A malformed hash is a usage error, reported before anything is read.
+    if let Some(hex) = &a.trusted.app_hash {
+        parse_hash(hex)?;
     }
-    let bar = progress::bar(Some(0), "restoring", "chunks");
+    let registry = registry_with(plugins, &a.plugin)?;
     let options = RestoreOptions {
         store: a.store,
         decoder: if a.native {
@@ -199,7 +414,68 @@ fn restore(a: &RestoreArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
         },
         ..RestoreOptions::default()
     };
-    let summary = snapshot::restore_dir(&a.from, &a.home, trusted, &registry, options, &bar)?;
+    let local = Path::new(&a.from[0]);
+    if a.from.len() == 1 && local.is_dir() && !is_published(local) {
+        return restore_dir(a, local, &registry, options, started);
+    }
+    let sources = locations(a.from.iter())?;
+    let snap = fetch::find(&sources, a.source.height, a.source.format)?;
+    let trusted = trusted_app_hash(a.trusted.app_hash.as_deref(), &a.trusted.trust, &snap)?
+        .ok_or_else(|| anyhow::anyhow!("give the trusted app hash: --app-hash HEX or --trust-rpc URL,URL"))?;
+    let bar = progress::byte_bar("restoring");
+    let opts = fetch_options(&a.source, Some(fetch::download_dir(&a.home)));
+    let transfer = Transfer {
+        snap: &snap,
+        sources: &sources,
+        opts: &opts,
+        progress: &bar,
+    };
+    let done = fetch::restore(&transfer, trusted.hash, &registry, &a.home, options, |_| Ok(()))?;
+    bar.finish_and_clear();
+    let summary = done.summary;
+    println!(
+        "{}",
+        json!({
+            "ok": true,
+            "home": a.home.display().to_string(),
+            "store": statesnap::store::home::detect(&a.home).ok(),
+            "height": snap.manifest.height,
+            "format": snap.manifest.format,
+            "hash": hex::encode(snap.hash),
+            "app_hash": hex::encode(summary.root),
+            "trusted_from": trusted.from,
+            "entries": summary.entries,
+            "chunks": summary.chunks,
+            "fetch": done.fetch,
+            "seconds": started.elapsed().as_secs_f64(),
+            "peak_rss_bytes": peak_rss_bytes(),
+        })
+    );
+    Ok(())
+}
+
+/// `snapshot restore --from DIR` of a snapshot directory.
+fn restore_dir(
+    a: &RestoreArgs,
+    dir: &Path,
+    registry: &statesnap::plugin::PluginRegistry,
+    options: RestoreOptions,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let trusted = match &a.trusted.app_hash {
+        Some(hex) => parse_hash(hex)?,
+        None => {
+            let manifest = SnapshotDir::open(dir)?.manifest()?;
+            let spec = a
+                .trusted
+                .trust
+                .spec()?
+                .expect("clap requires --app-hash or --trust-rpc");
+            statesnap_transport::trust::app_hash_after(&spec, manifest.height, Some(&manifest.chain_id))?.app_hash
+        }
+    };
+    let bar = progress::bar(Some(0), "restoring", "chunks");
+    let summary = snapshot::restore_dir(dir, &a.home, trusted, registry, options, &bar)?;
     bar.finish_and_clear();
     println!(
         "{}",

@@ -78,6 +78,9 @@ pub struct TestnetOptions {
     /// The snapshot format plugin (a built-in name or a `.wasm` file).
     pub snapshot_plugin: String,
     pub snapshot_params: BTreeMap<String, String>,
+    /// Every node publishes its snapshots here (`snapshot_publish`); empty: none.
+    #[serde(default)]
+    pub snapshot_publish: String,
     /// CometBFT's `timeout_commit`: the pause between blocks.
     #[serde(with = "duration_text")]
     pub block_time: Duration,
@@ -113,6 +116,7 @@ impl Default for TestnetOptions {
             snapshot_keep_recent: 2,
             snapshot_plugin: "zstd".into(),
             snapshot_params: BTreeMap::new(),
+            snapshot_publish: String::new(),
             block_time: Duration::from_millis(500),
             genesis_keys: 0,
             genesis_entries: Vec::new(),
@@ -577,6 +581,7 @@ impl Testnet {
             snapshot_keep_recent: self.options.snapshot_keep_recent,
             snapshot_plugin: self.options.snapshot_plugin.clone(),
             snapshot_params: self.options.snapshot_params.clone(),
+            snapshot_publish: self.options.snapshot_publish.clone(),
             ..NodeConfig::default()
         }
     }

@@ -474,7 +474,7 @@ impl Chain {
         if treap.root_hash() != app_hash {
             bail!("the restored state's treap does not give the trusted app hash (a bug)");
         }
-        Checkpoint::new(&chain_id, height, app_hash).save(&mut HomeStore::open(verified.staging())?)?;
+        super::checkpoint::checkpoint_restored_home(&verified)?;
         self.adopt(|_| Ok(verified.install().map(drop)?), treap, &chain_id, height)
     }
 

@@ -16,6 +16,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot::Verified;
 use crate::store::{HomeStore, StateStore};
 
 pub const FILE: &str = "statesnap-node.json";
@@ -114,6 +115,15 @@ impl Checkpoint {
         std::fs::rename(&tmp, &path).with_context(|| format!("moving {} into place", path.display()))?;
         crate::durable::sync_dir(state)
     }
+}
+
+/// Writes the checkpoint of a restored snapshot's height into its verified
+/// staging home, before it is installed: a node started on the home then
+/// answers Info with that height and app hash (the trusted ones the state
+/// was checked against).
+pub fn checkpoint_restored_home(verified: &Verified) -> anyhow::Result<()> {
+    let m = verified.manifest();
+    Checkpoint::new(&m.chain_id, m.height, m.app_hash).save(&mut HomeStore::open(verified.staging())?)
 }
 
 #[cfg(test)]

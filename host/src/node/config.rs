@@ -45,6 +45,10 @@ pub struct NodeConfig {
     /// many more snapshot intervals, so nodes that lack the new plugin can
     /// still sync.
     pub format_overlap: u64,
+    /// Publish every snapshot this node makes to this location
+    /// (`s3://BUCKET/PREFIX`, `file:///DIR`), in the background with
+    /// retries. Empty: off. Done by the `statesnap` binary, not the engine.
+    pub snapshot_publish: String,
 }
 
 impl Default for NodeConfig {
@@ -61,6 +65,7 @@ impl Default for NodeConfig {
             plugin_dir: String::new(),
             checkpoint_interval: 100,
             format_overlap: 2,
+            snapshot_publish: String::new(),
         }
     }
 }
@@ -81,6 +86,8 @@ const HEADER: &str = "\
 # checkpoint_interval  HDF5 only: fsync the state every this many blocks (a write-ahead log covers
 #                      the rest); LMDB commits every block in one synced transaction
 # format_overlap       after a new format activates, keep making the previous one this many intervals
+# snapshot_publish     publish every snapshot made to s3://BUCKET/PREFIX or file:///DIR (\"\": off);
+#                      S3 endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, …
 # [snapshot_params]    plugin parameters, e.g. chunk_bytes = \"10000000\"
 
 ";

@@ -9,6 +9,7 @@
 //! | `statesnap_block_seconds` | FinalizeBlock + Commit time per block (histogram) |
 //! | `statesnap_txs_applied_total`, `statesnap_txs_refused_total` | transactions in blocks |
 //! | `statesnap_snapshots_created_total`, `statesnap_snapshots_failed_total` | background snapshots |
+//! | `statesnap_snapshots_published_total`, `statesnap_snapshot_publish_failures_total` | publishing to `snapshot_publish` |
 //! | `statesnap_snapshot_jobs_panicked_total` | snapshot jobs that panicked (also counted as failed) |
 //! | `statesnap_snapshot_creation_seconds` | time to build one (histogram) |
 //! | `statesnap_snapshot_last_height` | height of the newest snapshot made |
@@ -46,6 +47,8 @@ pub struct Metrics {
     pub txs_refused: Counter,
     pub snapshots_created: Counter,
     pub snapshots_failed: Counter,
+    pub snapshots_published: Counter,
+    pub snapshot_publish_failures: Counter,
     pub snapshot_jobs_panicked: Counter,
     pub snapshot_seconds: Histogram,
     pub snapshot_last_height: Gauge,
@@ -87,6 +90,8 @@ impl Metrics {
             txs_refused: Counter::default(),
             snapshots_created: Counter::default(),
             snapshots_failed: Counter::default(),
+            snapshots_published: Counter::default(),
+            snapshot_publish_failures: Counter::default(),
             snapshot_jobs_panicked: Counter::default(),
             snapshot_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
             snapshot_last_height: Gauge::default(),
@@ -126,6 +131,16 @@ impl Metrics {
             "snapshots_failed",
             "Snapshot creations that failed",
             m.snapshots_failed.clone(),
+        );
+        r.register(
+            "snapshots_published",
+            "Snapshots published to snapshot_publish",
+            m.snapshots_published.clone(),
+        );
+        r.register(
+            "snapshot_publish_failures",
+            "Attempts to publish a snapshot that failed (retried with back-off)",
+            m.snapshot_publish_failures.clone(),
         );
         r.register(
             "snapshot_jobs_panicked",

@@ -51,12 +51,12 @@ use snapshot_service::{SnapshotService, SnapshotSettings};
 use statesync::StateSync;
 
 /// The state home inside a node home.
-pub(crate) fn state_dir(home: &Path) -> PathBuf {
+pub fn state_dir(home: &Path) -> PathBuf {
     home.join("state")
 }
 
 /// The snapshot directory inside a node home.
-pub(crate) fn snapshots_dir(home: &Path) -> PathBuf {
+pub fn snapshots_dir(home: &Path) -> PathBuf {
     home.join("snapshots")
 }
 

@@ -7,6 +7,8 @@
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot::Verified;
+use crate::store::xian_lmdb::XianLmdbStore;
 use crate::store::StateStore;
 
 /// The key the marker is stored under.
@@ -86,6 +88,31 @@ impl BlockMarker {
         }
         Ok(())
     }
+}
+
+/// Writes the marker of a restored snapshot's block into its verified
+/// staging home, before it is installed: Xian's node then starts at the
+/// snapshot's height. The height and app hash are the trusted ones the
+/// state was checked against; the block time is the manifest's (Xian keeps
+/// it beside the state, outside the root).
+pub fn mark_restored_home(verified: &Verified) -> anyhow::Result<BlockMarker> {
+    let m = verified.manifest();
+    let nanos = m.block_time_nanos.ok_or_else(|| {
+        anyhow!(
+            "the snapshot carries no block time (manifest version {}), which Xian's block marker needs: \
+             restore a snapshot made by `statesnap proxy` of a Xian node",
+            m.version
+        )
+    })?;
+    let marker = BlockMarker {
+        height: m.height,
+        app_hash: m.app_hash,
+        nanos,
+    };
+    let mut staging = XianLmdbStore::open(verified.staging())?;
+    staging.write_batch(&[(MARKER_KEY.to_string(), Some(marker.render()))])?;
+    staging.flush()?;
+    Ok(marker)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use tendermint_proto::v0_38::abci::{
 };
 
 use super::app_process::AppProcess;
-use super::marker::{BlockMarker, MARKER_KEY};
+use super::marker::{mark_restored_home, BlockMarker};
 use super::wire::{decode_request, decode_response, encode_response, kind};
 use super::xian_snapshots::XianSnapshots;
 use super::Handler;
@@ -39,7 +39,7 @@ use crate::node::statesync::{ChunkAnswer, Offer, StateSync, Target};
 use crate::plugin::PluginRegistry;
 use crate::snapshot::Verified;
 use crate::store::xian_lmdb::XianLmdbStore;
-use crate::store::{StateStore, StoreKind};
+use crate::store::StoreKind;
 
 /// statesnap's format `f` goes on the wire as `FORMAT_OFFSET + f`.
 pub const FORMAT_OFFSET: u32 = 1000;
@@ -155,23 +155,7 @@ impl XianCalls {
     /// Writes the block marker into the verified staging home, then swaps
     /// it in with the app stopped, and starts the app on it.
     fn install(&self, verified: Verified) -> anyhow::Result<()> {
-        let m = verified.manifest();
-        let nanos = m.block_time_nanos.ok_or_else(|| {
-            anyhow::anyhow!(
-                "the snapshot carries no block time (manifest version {}), which Xian's block marker needs",
-                m.version
-            )
-        })?;
-        let marker = BlockMarker {
-            height: m.height,
-            app_hash: m.app_hash,
-            nanos,
-        };
-        {
-            let mut staging = XianLmdbStore::open(verified.staging())?;
-            staging.write_batch(&[(MARKER_KEY.to_string(), Some(marker.render()))])?;
-            staging.flush()?;
-        }
+        let marker = mark_restored_home(&verified)?;
         let app = self.app.as_ref().expect("offers are refused without --run");
         let snapshots = &self.snapshots;
         app.with_app_stopped(|| {

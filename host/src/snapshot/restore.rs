@@ -57,6 +57,10 @@ pub struct RestoreOptions {
     pub treap: bool,
     /// The decoder (benchmarks use the native codec).
     pub decoder: DecoderChoice,
+    /// Only check: every chunk, entry, proof and the root are verified as in
+    /// a restore, but no staging home is written (`snapshot verify` of a
+    /// remote snapshot); the [`Verified`] it ends with cannot be installed.
+    pub check_only: bool,
 }
 
 impl Default for RestoreOptions {
@@ -65,6 +69,7 @@ impl Default for RestoreOptions {
             store: None,
             treap: false,
             decoder: plugin_decoder,
+            check_only: false,
         }
     }
 }
@@ -373,12 +378,16 @@ impl RestoreSession {
 impl Decoding {
     fn start(admitted: Admitted, home: &Path, kind: StoreKind, options: &RestoreOptions) -> Result<Self, RestoreError> {
         let decoder = (options.decoder)(admitted.plugin(), &admitted.manifest().params)?;
-        let staging = StagingHome::create(
-            &staging_path(home),
-            kind,
-            admitted.manifest().state_bytes,
-            options.treap,
-        )?;
+        let staging = if options.check_only {
+            StagingHome::discarding(&staging_path(home))
+        } else {
+            StagingHome::create(
+                &staging_path(home),
+                kind,
+                admitted.manifest().state_bytes,
+                options.treap,
+            )?
+        };
         Ok(Decoding {
             decoder,
             root: RootBuilder::new(),

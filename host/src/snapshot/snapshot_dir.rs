@@ -60,7 +60,7 @@ impl SnapshotDir {
     }
 
     /// The manifest's bytes; a refusal is a [`SnapshotFileError`].
-    pub(crate) fn manifest_bytes(&self) -> anyhow::Result<Vec<u8>> {
+    pub fn manifest_bytes(&self) -> anyhow::Result<Vec<u8>> {
         Ok(read_bounded(
             &self.path.join(MANIFEST_FILE),
             MAX_METADATA_BYTES as u64,
@@ -80,7 +80,7 @@ impl SnapshotDir {
     /// be ([`MAX_CHUNK_BYTES`]) or than `limit` (what the manifest leaves
     /// for it), and never read past the bound whatever the file claims. A
     /// refusal is a [`SnapshotFileError`].
-    pub(crate) fn read_chunk(&self, index: u32, limit: u64) -> anyhow::Result<Vec<u8>> {
+    pub fn read_chunk(&self, index: u32, limit: u64) -> anyhow::Result<Vec<u8>> {
         let bound = limit.min(MAX_CHUNK_BYTES as u64);
         Ok(read_bounded(
             &self.chunk_path(index),

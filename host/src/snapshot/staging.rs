@@ -31,6 +31,9 @@ pub(crate) struct StagingHome {
     writer: Option<JoinHandle<anyhow::Result<()>>>,
     treap: Option<TreapThread>,
     keep: bool,
+    /// Writes nothing: the entries are checked and dropped (a check-only
+    /// restore); there is no directory to remove or install.
+    discard: bool,
 }
 
 impl StagingHome {
@@ -65,7 +68,20 @@ impl StagingHome {
             writer: Some(writer),
             treap: if treap { Some(TreapThread::spawn()?) } else { None },
             keep: false,
+            discard: false,
         })
+    }
+
+    /// A staging home that writes nothing and creates nothing at `path`.
+    pub(crate) fn discarding(path: &Path) -> Self {
+        StagingHome {
+            path: path.to_path_buf(),
+            writes: None,
+            writer: None,
+            treap: None,
+            keep: true,
+            discard: true,
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -79,6 +95,9 @@ impl StagingHome {
 
     /// Hands a verified batch to the writer (and its hashes to the treap thread).
     pub(crate) fn send(&mut self, writes: WriteBatch, hashes: TreapBatch) -> Result<(), RestoreError> {
+        if self.discard {
+            return Ok(());
+        }
         if let Some(treap) = &self.treap {
             treap.send(hashes)?;
         }
@@ -116,6 +135,12 @@ impl StagingHome {
     /// Makes the staging home the live `home` (see [`swap_into_place`]); it
     /// is no longer removed on drop.
     pub(crate) fn install(mut self, home: &Path) -> Result<(), RestoreError> {
+        if self.discard {
+            return Err(RestoreError::Store(anyhow::anyhow!(
+                "a check-only restore wrote no state to install into {}",
+                home.display()
+            )));
+        }
         self.keep = true;
         if let Err(e) = swap_into_place(&self.path, home) {
             self.keep = false;
