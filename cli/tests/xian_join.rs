@@ -3,15 +3,19 @@
 //! v0.39.3, under a load of signed transfers (`XianNet::start_load`). The
 //! proxies snapshot every 10 blocks, and validator 0's publishes each
 //! snapshot to a directory (`--snapshot-publish file:///DIR`) that a plain
-//! HTTP server serves. A new Xian node's homes are made (never started) and
-//! `statesnap join --app xian` fills them from that URL: the app hash of H
-//! from the light client over both validators' RPC (header H+1), the state
-//! restored into Xian's storage home with Xian's block marker at H, and
+//! HTTP server serves. A new Xian node's homes are made (`XianNet::add_node`
+//! without state sync, never started) and `statesnap join --app xian` fills
+//! them from that URL: the app hash of H from the light client over both
+//! validators' RPC (header H+1), the state restored into Xian's storage home
+//! with Xian's block marker (height H, its app hash, block H's time), and
 //! CometBFT's empty stores bootstrapped at H with state sync off. What Xian's
-//! own code reads in the home before the start is the snapshot's state at H.
-//! Started (proxy, xian-abci, CometBFT, state sync off), the node
-//! block-syncs from H+1 to the validators' height and app hash; its proxy
-//! restored nothing, and a transfer sent through it after the join executes.
+//! own code reads in the home before the start is the state of H and that
+//! marker. The chain goes 30 blocks further; then the node is started
+//! (proxy, xian-abci, CometBFT, state sync still off): it block-syncs from
+//! H+1 (its earliest block) to the validators' height and app hash, its
+//! proxy restored nothing (no CometBFT state sync either) and snapshots the
+//! joined home with the validators' app hash, and a transfer sent through it
+//! after the join executes there and on a validator.
 //!
 //! Needs the tools of `scripts/install-xian.sh` (`scripts/setup.sh` runs it)
 //! and root; fails, saying so, without them.
@@ -22,6 +26,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::xian::{abci_info, assert_app_hash_matches, metric, require_xian, short_tempdir, wait, Guard, TIMEOUT};
+use statesnap::snapshot::list_snapshots;
 use statesnap_harness::object_server::StaticHttpServer;
 use statesnap_harness::testnet::free_base_port;
 use statesnap_harness::xian::{ProxyOptions, XianLoadConfig, XianNet, XianNetOptions};
@@ -183,12 +188,17 @@ fn a_xian_node_joined_out_of_band_follows_the_chain_with_the_validators_app_hash
         "the marker's time is block H's ({time}): {marker}"
     );
 
+    // The chain moves on under the load while the joined node is down, so
+    // it has blocks of transfers to catch up on.
+    let behind = height + 3 * INTERVAL;
+    net.node(0).wait_for_height(net.supervisor(), behind, TIMEOUT).unwrap();
+
     // Started as the harness starts a node (its proxy runs xian-abci), with
     // state sync still off: it block-syncs from H+1.
     net.start_node(joiner).unwrap();
     let synced = wait("the joiner to catch up", &net, joiner, || {
         let s = node.rpc().status().ok()?;
-        (!s.catching_up && s.latest_block_height > height).then_some(s.latest_block_height)
+        (!s.catching_up && s.latest_block_height >= behind).then_some(s.latest_block_height)
     });
     eprintln!("the joiner caught up at {synced} after {:?}", started.elapsed());
     let status = node.rpc().status().unwrap();
@@ -228,6 +238,24 @@ fn a_xian_node_joined_out_of_band_follows_the_chain_with_the_validators_app_hash
             .any(|line| cometbft_log.contains(line)),
         "the joiner's CometBFT did not state-sync:\n{}",
         node.log_tails()
+    );
+
+    // Its proxy snapshots the joined home as it goes on (it reads the
+    // marker xian-abci writes after each block): a snapshot past H, whose
+    // root is the validators' app hash there.
+    let (own, own_hash) = wait("a snapshot by the joiner's proxy", &net, joiner, || {
+        // Manifests only: a snapshot pruned while it is read is skipped.
+        list_snapshots(&node.snapshot_dir())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| s.manifest().ok())
+            .map(|m| (m.height, m.app_hash))
+            .find(|(h, _)| *h > height)
+    });
+    assert_eq!(
+        hex::encode(own_hash),
+        hex::encode(net.node(0).rpc().header(Some(own + 1)).unwrap().app_hash),
+        "the joiner's snapshot of height {own}"
     );
 
     // The load ends; a transfer sent through the joiner, after the join,

@@ -90,7 +90,11 @@ pub fn bench_transport(args: &BenchTransportArgs) -> anyhow::Result<()> {
     );
     // The published copies (made below): a bucket of a local SeaweedFS, and a directory
     // a plain HTTP server serves.
-    let s3 = SeaweedS3::start(&dir.join("weed"))?;
+    // A new server each run: weed refuses to grow volumes on the state an
+    // earlier server left.
+    let weed = dir.join("weed");
+    let _ = std::fs::remove_dir_all(&weed);
+    let s3 = SeaweedS3::start(&weed)?;
     s3.create_bucket("bench")?;
     let env = s3.s3_env();
     let target = dir.join("restored");

@@ -121,7 +121,7 @@ impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             parallel: 8,
-            buffer_bytes: 128 << 20,
+            buffer_bytes: 64 << 20,
             rounds: 3,
             download_dir: None,
         }
@@ -260,8 +260,7 @@ fn run(
         cache,
         rounds: opts.rounds.max(1),
     });
-    let outcome = drive(&mut session, snap, &shared, &runtime, opts, progress);
-    runtime.shutdown_background();
+    let outcome = drive(&mut session, snap, &shared, runtime.handle(), opts, progress);
     let stats = shared.stats.lock().expect("stats lock").clone();
     let mut report = outcome?;
     report.sources = stats;
@@ -296,12 +295,15 @@ fn drive(
     session: &mut RestoreSession,
     snap: &RemoteSnapshot,
     shared: &Arc<Shared>,
-    runtime: &tokio::runtime::Runtime,
+    runtime: &tokio::runtime::Handle,
     opts: &FetchOptions,
     progress: &ProgressBar,
 ) -> anyhow::Result<FetchReport> {
     let total = snap.manifest.chunks.len() as u32;
     let (tx, mut rx) = mpsc::unbounded_channel::<Arrival>();
+    // Dropped on return, which aborts the fetches still running (an error
+    // ended the restore).
+    let mut fetches = tokio::task::JoinSet::new();
     let mut report = FetchReport::default();
     let mut next_to_start = 0u32;
     let mut in_flight = 0usize;
@@ -321,14 +323,18 @@ fn drive(
             let expected = snap.manifest.chunks[index as usize];
             let shared = Arc::clone(shared);
             let tx = tx.clone();
-            runtime.spawn(async move {
-                let _ = tx.send(fetch_chunk(&shared, index, expected).await);
-            });
+            fetches.spawn_on(
+                async move {
+                    let _ = tx.send(fetch_chunk(&shared, index, expected).await);
+                },
+                runtime,
+            );
             next_to_start += 1;
             in_flight += 1;
         }
         if let Some(chunk) = waiting.remove(&wanted) {
             waiting_bytes -= chunk.len() as u64;
+            tracing::debug!(index = wanted, "applying chunk");
             session
                 .apply(wanted, &chunk)
                 .with_context(|| format!("applying chunk {wanted} of snapshot {}", snap.entry.hash))?;
@@ -374,6 +380,7 @@ async fn fetch_chunk(shared: &Shared, index: u32, expected: [u8; 32]) -> Arrival
         let loc = &shared.sources[source];
         match read_bounded(loc, &name, MAX_CHUNK_BYTES as u64).await {
             Ok(bytes) if sha256(&bytes) == expected => {
+                tracing::debug!(index, source = %loc, bytes = bytes.len(), "chunk fetched");
                 {
                     let mut stats = shared.stats.lock().expect("stats lock");
                     stats[source].chunks += 1;

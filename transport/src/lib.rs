@@ -20,13 +20,22 @@ pub mod publish;
 pub mod publisher;
 pub mod trust;
 
-/// The runtime of one transfer: I/O only (the restore's CPU work stays on
-/// the caller's thread).
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The runtime every transfer of this process runs its I/O on (the
+/// restore's CPU work stays on the caller's thread). One for the process:
+/// an HTTP client keeps idle connections in a pool, and a connection opened
+/// on a runtime since dropped would be reused and never answer (a request
+/// then waited for its 60 s timeout).
+pub(crate) fn runtime() -> anyhow::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let built = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("statesnap-transfer")
         .enable_all()
         .build()
-        .map_err(|e| anyhow::anyhow!("starting the transfer runtime: {e}"))
+        .map_err(|e| anyhow::anyhow!("starting the transfer runtime: {e}"))?;
+    // A racing caller's runtime is dropped unused (outside any runtime).
+    Ok(RUNTIME.get_or_init(|| built))
 }

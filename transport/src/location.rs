@@ -133,7 +133,13 @@ impl Location {
         let options = ClientOptions::new()
             .with_timeout(REQUEST_TIMEOUT)
             .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_allow_http(url.scheme() == "http");
+            .with_allow_http(url.scheme() == "http")
+            // No idle connections kept: a web server that gives each open
+            // connection a thread (tiny_http) left a new one unanswered
+            // while idle kept-alive ones held its threads, and the request
+            // waited for its timeout. A chunk is megabytes: a connection
+            // per request costs nothing measurable.
+            .with_pool_max_idle_per_host(0);
         let store = HttpBuilder::new()
             .with_url(base.as_str())
             .with_client_options(options)

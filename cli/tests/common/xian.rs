@@ -65,16 +65,18 @@ pub fn snapshots(dir: &Path) -> Vec<Taken> {
         .into_iter()
         .filter_map(|s| {
             let manifest = s.manifest().ok()?;
+            // The proxy may prune a snapshot while it is read: one that
+            // vanishes midway is skipped, not a failure.
             let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(s.path())
                 .ok()?
                 .map(|e| {
-                    let e = e.unwrap();
-                    (
+                    let e = e.ok()?;
+                    Some((
                         e.file_name().to_string_lossy().into_owned(),
-                        std::fs::read(e.path()).unwrap(),
-                    )
+                        std::fs::read(e.path()).ok()?,
+                    ))
                 })
-                .collect();
+                .collect::<Option<_>>()?;
             files.sort();
             Some((manifest.height, manifest, files))
         })
