@@ -93,6 +93,14 @@ fn make(dir: &Path, keys: u32, height: u64) -> Made {
     Made { root, snaps, created }
 }
 
+/// [`make`], published to `dir/site` (for a plain HTTP server).
+fn make_published(dir: &Path, keys: u32, height: u64) -> (Made, PathBuf) {
+    let made = make(dir, keys, height);
+    let site = dir.join("site");
+    ok(&[], &["snapshot", "publish", p(&made.snaps), "--to", p(&site)]);
+    (made, site)
+}
+
 fn download_files(home: &Path) -> usize {
     let name = home.file_name().unwrap().to_string_lossy();
     let dir = home.with_file_name(format!(".{name}.statesnap-download"));
@@ -234,10 +242,8 @@ fn publish_list_restore_and_verify_through_s3_and_http() {
 fn a_corrupt_mirror_is_refused_and_the_other_serves() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let made = make(t, 30_000, 5);
+    let (made, site) = make_published(t, 30_000, 5);
     let chunks = made.created["chunks"].as_u64().unwrap();
-    let site = t.join("site");
-    ok(&[], &["snapshot", "publish", p(&made.snaps), "--to", p(&site)]);
     let bad = StaticHttpServer::start_with(
         &site,
         StaticHttpOptions {
@@ -296,10 +302,8 @@ fn a_corrupt_mirror_is_refused_and_the_other_serves() {
 fn a_killed_restore_resumes_and_fetches_only_what_it_lacks() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let made = make(t, 40_000, 9);
+    let (made, site) = make_published(t, 40_000, 9);
     let chunks = made.created["chunks"].as_u64().unwrap();
-    let site = t.join("site");
-    ok(&[], &["snapshot", "publish", p(&made.snaps), "--to", p(&site)]);
     let http = StaticHttpServer::start_with(
         &site,
         StaticHttpOptions {

@@ -92,10 +92,10 @@ pub fn join(plan: &JoinPlan, registry: &PluginRegistry, progress: &ProgressBar) 
     let snap: RemoteSnapshot = fetch::find(plan.sources, plan.height, plan.format)?;
     let trusted = trust::app_hash_after(plan.trust, snap.manifest.height, Some(&snap.manifest.chain_id))?;
     // CometBFT's bootstrap reads the light client's settings from the
-    // config: the same servers, anchored where statesnap checked.
+    // config: the same servers, anchored at the header just verified.
     let params = trust::StateSyncParams {
         enable: false,
-        ..trust::statesync_params(plan.trust)?
+        ..trust::statesync_params_at(plan.trust, &trusted)
     };
     trust::write_statesync_section(&plan.cometbft_home.join("config/config.toml"), &params)?;
     // Everything the bootstrap will need, before the app's state is touched:

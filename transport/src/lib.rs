@@ -18,6 +18,7 @@ pub mod location;
 pub mod objects;
 pub mod publish;
 pub mod publisher;
+pub mod toml_file;
 pub mod trust;
 
 /// The runtime every transfer of this process runs its I/O on (the

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::ProgressBar;
 
-use statesnap::snapshot::{SnapshotDir, MAX_CHUNK_BYTES};
+use statesnap::snapshot::{Manifest, SnapshotDir, MAX_CHUNK_BYTES};
 
 use crate::index::{Index, IndexEntry};
 use crate::location::Location;
@@ -65,7 +65,7 @@ async fn publish_async(
 ) -> anyhow::Result<PublishReport> {
     let started = Instant::now();
     let manifest_bytes = dir.manifest_bytes()?;
-    let manifest = dir.manifest()?;
+    let manifest = Manifest::decode(&manifest_bytes).with_context(|| format!("in {}", dir.path().display()))?;
     let hash = manifest.hash();
     progress.set_length(manifest.snapshot_bytes);
     // The chunks, checked against the manifest before they leave: a

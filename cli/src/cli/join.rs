@@ -8,10 +8,9 @@ use clap::Args;
 
 use statesnap_harness::progress;
 use statesnap_transport::bootstrap::find_bootstrap_tool;
-use statesnap_transport::fetch::FetchOptions;
 use statesnap_transport::join::{join, JoinApp, JoinPlan};
-use statesnap_transport::location::Location;
 
+use super::snapshot::{locations, SourceArgs};
 use super::trust::TrustArgs;
 use super::PluginArgs;
 
@@ -39,15 +38,8 @@ pub struct JoinArgs {
     /// then the installed ones, then PATH).
     #[arg(long, value_name = "BIN")]
     cometbft: Option<PathBuf>,
-    /// Height of the published snapshot (default: the newest).
-    #[arg(long)]
-    height: Option<u64>,
-    /// Format of the published snapshot (default: the highest at that height).
-    #[arg(long)]
-    format: Option<u32>,
-    /// Chunks fetched at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
-    parallel: u64,
+    #[command(flatten)]
+    source: SourceArgs,
 }
 
 pub fn run(a: &JoinArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
@@ -55,27 +47,21 @@ pub fn run(a: &JoinArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
         .trust
         .spec()?
         .ok_or_else(|| anyhow::anyhow!("a join takes its app hash from the light client: give --trust-rpc URL,URL"))?;
-    let sources = a
-        .from
-        .iter()
-        .map(|f| Location::parse(f, false))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sources = locations(a.from.iter())?;
     let tool = find_bootstrap_tool(a.cometbft.as_deref())?;
     let registry = plugins.registry()?;
     let bar = progress::byte_bar("restoring");
     let plan = JoinPlan {
         sources: &sources,
-        height: a.height,
-        format: a.format,
+        height: a.source.height,
+        format: a.source.format,
         trust: &spec,
         app: a.app,
         home: &a.home,
         cometbft_home: &a.cometbft_home,
         bootstrap_tool: &tool,
-        fetch: FetchOptions {
-            parallel: a.parallel as usize,
-            ..FetchOptions::default()
-        },
+        // The join keeps its download beside the home it restores into.
+        fetch: a.source.fetch_options(None),
     };
     let report = join(&plan, &registry, &bar)?;
     bar.finish_and_clear();

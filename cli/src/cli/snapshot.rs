@@ -12,11 +12,13 @@ use serde_json::json;
 use statesnap::plugin::Plugin;
 #[cfg(feature = "native-codecs")]
 use statesnap::snapshot::native;
-use statesnap::snapshot::{self, ChunkEncoder, CreateOptions, DecoderChoice, PluginRef, RestoreOptions, SnapshotDir};
+use statesnap::snapshot::{
+    self, ChunkEncoder, CreateOptions, DecoderChoice, Manifest, PluginRef, RestoreOptions, SnapshotDir,
+};
 use statesnap::store::{HomeStore, StoreKind};
 use statesnap_harness::bench::peak_rss_bytes;
 use statesnap_harness::progress;
-use statesnap_transport::fetch::{self, FetchOptions, RemoteSnapshot, Transfer};
+use statesnap_transport::fetch::{self, FetchOptions, Transfer};
 use statesnap_transport::location::Location;
 use statesnap_transport::publish::PublishOptions;
 
@@ -45,13 +47,24 @@ pub enum SnapshotCommand {
 pub struct SourceArgs {
     /// Height of the published snapshot (default: the newest).
     #[arg(long)]
-    height: Option<u64>,
+    pub(super) height: Option<u64>,
     /// Format of the published snapshot (default: the highest at that height).
     #[arg(long)]
-    format: Option<u32>,
+    pub(super) format: Option<u32>,
     /// Chunks fetched at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
     parallel: u64,
+}
+
+impl SourceArgs {
+    /// How chunks are fetched, kept in `download_dir` for a resume (if any).
+    pub(super) fn fetch_options(&self, download_dir: Option<PathBuf>) -> FetchOptions {
+        FetchOptions {
+            parallel: self.parallel as usize,
+            download_dir,
+            ..FetchOptions::default()
+        }
+    }
 }
 
 /// The app hash a snapshot must have: given, or from the light client.
@@ -229,14 +242,14 @@ fn verify(a: &VerifyArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
     }
     let sources = locations(std::iter::once(&a.from).chain(&a.mirrors))?;
     let snap = fetch::find(&sources, a.source.height, a.source.format)?;
-    let trusted = trusted_app_hash(a.app_hash.as_deref(), &a.trust, &snap)?.ok_or_else(|| {
+    let trusted = trusted_app_hash(a.app_hash.as_deref(), &a.trust, &snap.manifest)?.ok_or_else(|| {
         anyhow::anyhow!(
             "a published snapshot is checked against a trusted app hash: give --app-hash HEX or --trust-rpc URL,URL"
         )
     })?;
     let registry = registry_with(plugins, &a.plugin)?;
     let bar = progress::byte_bar("checking");
-    let opts = fetch_options(&a.source, None);
+    let opts = a.source.fetch_options(None);
     let transfer = Transfer {
         snap: &snap,
         sources: &sources,
@@ -269,7 +282,7 @@ fn is_published(dir: &Path) -> bool {
     dir.join(statesnap_transport::objects::INDEX_OBJECT).is_file()
 }
 
-fn locations<'a>(given: impl Iterator<Item = &'a String>) -> anyhow::Result<Vec<Location>> {
+pub(super) fn locations<'a>(given: impl Iterator<Item = &'a String>) -> anyhow::Result<Vec<Location>> {
     given.map(|g| Location::parse(g, false)).collect()
 }
 
@@ -281,14 +294,6 @@ fn registry_with(plugins: &PluginArgs, files: &[PathBuf]) -> anyhow::Result<stat
     Ok(registry)
 }
 
-fn fetch_options(source: &SourceArgs, download_dir: Option<PathBuf>) -> FetchOptions {
-    FetchOptions {
-        parallel: source.parallel as usize,
-        download_dir,
-        ..FetchOptions::default()
-    }
-}
-
 /// A trusted app hash and where it came from.
 struct Trusted {
     hash: [u8; 32],
@@ -297,7 +302,7 @@ struct Trusted {
 
 /// The app hash `snap` must restore to: given with --app-hash, or from the
 /// header at its height + 1, verified by the light client.
-fn trusted_app_hash(given: Option<&str>, trust: &TrustArgs, snap: &RemoteSnapshot) -> anyhow::Result<Option<Trusted>> {
+fn trusted_app_hash(given: Option<&str>, trust: &TrustArgs, manifest: &Manifest) -> anyhow::Result<Option<Trusted>> {
     if let Some(hex) = given {
         return Ok(Some(Trusted {
             hash: parse_hash(hex)?,
@@ -305,7 +310,7 @@ fn trusted_app_hash(given: Option<&str>, trust: &TrustArgs, snap: &RemoteSnapsho
         }));
     }
     let Some(spec) = trust.spec()? else { return Ok(None) };
-    let t = statesnap_transport::trust::app_hash_after(&spec, snap.manifest.height, Some(&snap.manifest.chain_id))?;
+    let t = statesnap_transport::trust::app_hash_after(&spec, manifest.height, Some(&manifest.chain_id))?;
     eprintln!(
         "trusted app hash {} of height {} from the light client (header {} at height {})",
         hex::encode(t.app_hash),
@@ -420,10 +425,10 @@ fn restore(a: &RestoreArgs, plugins: &PluginArgs) -> anyhow::Result<()> {
     }
     let sources = locations(a.from.iter())?;
     let snap = fetch::find(&sources, a.source.height, a.source.format)?;
-    let trusted = trusted_app_hash(a.trusted.app_hash.as_deref(), &a.trusted.trust, &snap)?
+    let trusted = trusted_app_hash(a.trusted.app_hash.as_deref(), &a.trusted.trust, &snap.manifest)?
         .ok_or_else(|| anyhow::anyhow!("give the trusted app hash: --app-hash HEX or --trust-rpc URL,URL"))?;
     let bar = progress::byte_bar("restoring");
-    let opts = fetch_options(&a.source, Some(fetch::download_dir(&a.home)));
+    let opts = a.source.fetch_options(Some(fetch::download_dir(&a.home)));
     let transfer = Transfer {
         snap: &snap,
         sources: &sources,
@@ -466,12 +471,9 @@ fn restore_dir(
         Some(hex) => parse_hash(hex)?,
         None => {
             let manifest = SnapshotDir::open(dir)?.manifest()?;
-            let spec = a
-                .trusted
-                .trust
-                .spec()?
-                .expect("clap requires --app-hash or --trust-rpc");
-            statesnap_transport::trust::app_hash_after(&spec, manifest.height, Some(&manifest.chain_id))?.app_hash
+            trusted_app_hash(None, &a.trusted.trust, &manifest)?
+                .expect("clap requires --app-hash or --trust-rpc")
+                .hash
         }
     };
     let bar = progress::bar(Some(0), "restoring", "chunks");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
+use statesnap_transport::trust::go_duration;
 use toml_edit::{DocumentMut, Item, Value};
 
 /// The CometBFT release statesnap is built and tested against.
@@ -331,33 +332,11 @@ pub fn set_state_sync(home: &Path, enable: bool) -> anyhow::Result<()> {
 }
 
 /// Reads `<home>/config/config.toml`, applies `edit` (which keeps comments
-/// around what it changes), and writes the file beside and renames it over,
-/// synced, so a crash leaves the old file or the new one, never half of one.
+/// around what it changes), and replaces the file atomically
+/// ([`statesnap_transport::toml_file::rewrite`]).
 fn rewrite_config(home: &Path, edit: impl FnOnce(&mut Editor) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let path = config_path(home);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut doc: DocumentMut = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", path.display()))?;
-    edit(&mut Editor {
-        doc: &mut doc,
-        path: &path,
-    })?;
-    let tmp = path.with_extension("toml.statesnap-tmp");
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::io::Write::write_all(&mut file, doc.to_string().as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
-}
-
-/// A duration as Go's `time.ParseDuration` reads it.
-pub fn go_duration(d: Duration) -> String {
-    if d.subsec_nanos() % 1_000_000 == 0 {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}us", d.as_micros())
-    }
+    statesnap_transport::toml_file::rewrite(&path, |doc| edit(&mut Editor { doc, path: &path }))
 }
 
 struct Editor<'a> {
@@ -377,14 +356,7 @@ impl Editor<'_> {
                 )
             })?,
         };
-        match table.get_mut(key) {
-            Some(Item::Value(old)) => {
-                let decor = old.decor().clone();
-                *old = value;
-                *old.decor_mut() = decor;
-            }
-            _ => table[key] = Item::Value(value),
-        }
+        statesnap_transport::toml_file::set_keeping_comments(table, key, value);
         Ok(())
     }
 
@@ -410,14 +382,6 @@ impl Editor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
-        assert_eq!(go_duration(Duration::from_secs(2)), "2000ms");
-        assert_eq!(go_duration(Duration::ZERO), "0ms");
-        assert_eq!(go_duration(Duration::from_micros(1500)), "1500us");
-    }
 
     #[test]
     fn a_missing_binary_points_to_the_install_script() {

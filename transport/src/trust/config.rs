@@ -1,7 +1,6 @@
 //! CometBFT's `[statesync]` section: rendering it, and writing it into a
 //! node's `config.toml` without disturbing the rest of the file.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -36,69 +35,27 @@ pub fn statesync_section(p: &StateSyncParams) -> anyhow::Result<String> {
 /// Writes/replaces the `[statesync]` section of a CometBFT config.toml
 /// (enable, rpc_servers, trust_height, trust_hash, trust_period), keeping
 /// every other line and comment, and the section's other keys; the file is
-/// replaced atomically (a synced temporary file renamed over it).
+/// replaced atomically ([`crate::toml_file::rewrite`]).
 pub fn write_statesync_section(config_toml: &Path, p: &StateSyncParams) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(config_toml).with_context(|| {
+    let entries = entries(p)?;
+    crate::toml_file::rewrite(config_toml, |doc| {
+        if !doc.contains_key("statesync") {
+            doc.insert("statesync", Item::Table(Table::new()));
+        }
+        let table = doc["statesync"]
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("{}: `statesync` is not a [statesync] table", config_toml.display()))?;
+        for (key, value) in entries {
+            crate::toml_file::set_keeping_comments(table, key, value);
+        }
+        Ok(())
+    })
+    .with_context(|| {
         format!(
-            "reading {} (is it a CometBFT home's config/config.toml?)",
+            "writing [statesync] into {} (a CometBFT home's config/config.toml)",
             config_toml.display()
         )
-    })?;
-    let mut doc: DocumentMut = text
-        .parse()
-        .with_context(|| format!("{} is not valid TOML", config_toml.display()))?;
-    if !doc.contains_key("statesync") {
-        doc.insert("statesync", Item::Table(Table::new()));
-    }
-    let table = doc["statesync"]
-        .as_table_mut()
-        .ok_or_else(|| anyhow!("{}: `statesync` is not a [statesync] table", config_toml.display()))?;
-    for (key, value) in entries(p)? {
-        match table.get_mut(key) {
-            // Keeps the comment after the old value.
-            Some(Item::Value(old)) => {
-                let decor = old.decor().clone();
-                *old = value;
-                *old.decor_mut() = decor;
-            }
-            _ => table[key] = Item::Value(value),
-        }
-    }
-    write_atomically(config_toml, doc.to_string().as_bytes())
-}
-
-/// Writes `bytes` beside `path` and renames them over it, synced, with the
-/// old file's permissions: a crash leaves the old file or the new one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{} is not a file", path.display()))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.statesnap-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            file.set_permissions(meta.permissions())?;
-        }
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
-    // The rename itself is durable once the directory is synced.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    })
 }
 
 /// A duration the way Go's `time.Duration.String` writes it (`168h0m0s`),

@@ -130,6 +130,20 @@ pub fn app_hash_after(spec: &TrustSpec, height: u64, chain_id: Option<&str>) -> 
     })
 }
 
+/// Parameters for CometBFT's `[statesync]` section anchored at the header
+/// [`app_hash_after`] has verified and cross-checked (height + 1): no second
+/// round of verification. `statesnap join` gives them to CometBFT's
+/// bootstrap, whose light client then checks the snapshot's height from there.
+pub fn statesync_params_at(spec: &TrustSpec, verified: &TrustedAppHash) -> StateSyncParams {
+    StateSyncParams {
+        enable: true,
+        rpc_servers: spec.rpcs.iter().map(|url| rpc::normalize_url(url)).collect(),
+        trust_height: verified.header_height,
+        trust_hash: verified.header_hash,
+        trust_period: spec.period,
+    }
+}
+
 /// Parameters for CometBFT's `[statesync]` section, chosen and cross-checked
 /// the same way: [`TrustAnchor::Auto`] gives the first server's header at its
 /// latest height minus 2, which every other server has with the same hash;
