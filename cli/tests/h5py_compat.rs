@@ -31,6 +31,21 @@ fn h5py_export(home: &Path) -> Vec<(String, String)> {
         .arg(home)))
 }
 
+/// The keys of a home, in order.
+fn keys(home: &Path) -> Vec<String> {
+    let store = XianHdf5Store::open(home).unwrap();
+    store.entries().unwrap().map(|e| e.unwrap().key).collect()
+}
+
+/// h5py opening `file` read-only, as a process of its own.
+fn h5py_open(file: &Path) -> std::process::Output {
+    Command::new("python3")
+        .args(["-c", "import h5py, sys; h5py.File(sys.argv[1], 'r')"])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 fn walk(home: &Path, batch: Option<usize>) -> Vec<(String, String)> {
     let store = XianHdf5Store::open(home).unwrap();
     let entries = match batch {
@@ -284,11 +299,7 @@ os.kill(os.getpid(), signal.SIGKILL)
         .status()
         .unwrap();
     assert!(!status.success(), "the writer was meant to die");
-    let refused = Command::new("python3")
-        .args(["-c", "import h5py, sys; h5py.File(sys.argv[1], 'r')"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let refused = h5py_open(&file);
     assert!(!refused.status.success(), "h5py should refuse the marked file");
 
     let mut store = XianHdf5Store::open(&home).unwrap();
@@ -298,11 +309,62 @@ os.kill(os.getpid(), signal.SIGKILL)
         .unwrap();
     store.flush().unwrap();
     drop(store);
-    let all: Vec<_> = XianHdf5Store::open(&home)
-        .unwrap()
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().key)
-        .collect();
-    assert_eq!(all, ["currency.balances:alice", "currency.balances:bob"]);
+    assert_eq!(keys(&home), ["currency.balances:alice", "currency.balances:bob"]);
+}
+
+/// The store's lock on a file (its own, not HDF5's: see
+/// xian_store.rs's a_child_process_does_not_keep_an_hdf5_file_locked)
+/// works both ways with h5py, which locks through HDF5.
+#[test]
+fn files_are_locked_against_h5py_both_ways() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let mut store = XianHdf5Store::create(&home).unwrap();
+    store
+        .write_batch(&[("currency.balances:alice".to_string(), Some("5".to_string()))])
+        .unwrap();
+    store.flush().unwrap();
+    drop(store);
+
+    // h5py holds the file open for writing: statesnap is refused, saying why.
+    let file = home.join("contract_state/currency");
+    let mut h5py = Command::new("python3")
+        .args([
+            "-c",
+            "import h5py, sys\nf = h5py.File(sys.argv[1], 'r+')\nprint('open', flush=True)\nsys.stdin.read()",
+        ])
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(h5py.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "open", "h5py did not open the file");
+    let refused = XianHdf5Store::open(&home).unwrap().get("currency.balances:alice");
+    drop(h5py.stdin.take()); // h5py closes the file and exits
+    assert!(h5py.wait().unwrap().success());
+    let err = format!("{:#}", refused.expect_err("read while h5py writes"));
+    assert!(err.contains("locked by another process"), "{err}");
+
+    // statesnap holds it open for writing: h5py is refused.
+    let mut store = XianHdf5Store::open(&home).unwrap();
+    store
+        .write_batch(&[("currency.balances:carol".to_string(), Some("9".to_string()))])
+        .unwrap();
+    let out = h5py_open(&file);
+    assert!(!out.status.success(), "h5py opened a file statesnap is writing");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unable to lock file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    store.flush().unwrap();
+    drop(store);
+    assert_eq!(keys(&home), ["currency.balances:alice", "currency.balances:carol"]);
 }

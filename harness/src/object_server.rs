@@ -939,7 +939,7 @@ fn answer(request: tiny_http::Request, shared: &Shared, root: &Path) {
         sleep_unless_stopped(Duration::from_nanos(delay), shared);
     }
     let every = u64::from(shared.fail_every.load(Ordering::SeqCst));
-    let outcome = if every > 0 && seq % every == 0 {
+    let outcome = if every > 0 && seq.is_multiple_of(every) {
         shared.failures_injected.fetch_add(1, Ordering::SeqCst);
         request.respond(plain(500, "injected failure"))
     } else if !is_get && !is_head {

@@ -124,7 +124,7 @@ impl Submitter for FakeNode<'_> {
         };
         self.seen.lock().unwrap().push(*tx.account());
         match self.chain.fault {
-            Fault::RefuseEvery5th if n % 5 == 0 => {
+            Fault::RefuseEvery5th if n.is_multiple_of(5) => {
                 return refuse(TxError::InvalidValue {
                     key: "k".into(),
                     reason: "injected".into(),

@@ -572,7 +572,7 @@ fn build_treap(store: &dyn StateStore, dir: &Path) -> anyhow::Result<MerkleTreap
         if let Some(c) = canonical {
             builder.push(&entry.key, leaf_hash(entry.key.as_bytes(), &c))?;
             n += 1;
-            if n % 500_000 == 0 {
+            if n.is_multiple_of(500_000) {
                 tracing::info!(keys = n, "indexing the state");
             }
         }

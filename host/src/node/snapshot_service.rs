@@ -117,7 +117,7 @@ impl SnapshotService {
 
     /// Whether a snapshot is due after committing `height`.
     pub(crate) fn due(&self, height: u64) -> bool {
-        self.interval > 0 && height > 0 && height % self.interval == 0
+        self.interval > 0 && height > 0 && height.is_multiple_of(self.interval)
     }
 
     /// Builds a snapshot of `view` in the background, unless one is running.

@@ -622,7 +622,8 @@ pub fn check_hash_proposal(p: &HashProposal) -> Result<(), TxError> {
             max: MAX_UPLOADED_PLUGIN_BYTES,
         });
     }
-    if p.piece_bytes == 0 || p.piece_bytes % UPLOAD_PIECE_UNIT != 0 || p.piece_bytes > MAX_UPLOAD_PIECE_BYTES {
+    if p.piece_bytes == 0 || !p.piece_bytes.is_multiple_of(UPLOAD_PIECE_UNIT) || p.piece_bytes > MAX_UPLOAD_PIECE_BYTES
+    {
         return Err(TxError::Governance(format!(
             "pieces of {} bytes: a piece must be a multiple of {UPLOAD_PIECE_UNIT} bytes, up to {MAX_UPLOAD_PIECE_BYTES}",
             p.piece_bytes

@@ -89,7 +89,7 @@ impl XianSnapshots {
 
     /// Whether a snapshot is due once `height` is committed.
     pub fn due(&self, height: u64) -> bool {
-        self.settings.interval > 0 && height > 0 && height % self.settings.interval == 0
+        self.settings.interval > 0 && height > 0 && height.is_multiple_of(self.settings.interval)
     }
 
     /// Forgets the open home (a restore is about to replace it).

@@ -740,7 +740,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let key = format!("k{}", x % 300);
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 treap.remove(&key);
             } else {
                 treap.set(&key, &step.to_be_bytes());

@@ -28,13 +28,13 @@ use hdf5_sys::h5::{hbool_t, herr_t, H5free_memory};
 use hdf5_sys::h5a::{
     H5Aclose, H5Acreate2, H5Adelete, H5Aexists, H5Aget_space, H5Aget_type, H5Aopen, H5Aread, H5Awrite,
 };
-use hdf5_sys::h5f::{H5F_scope_t, H5Fclose, H5Fflush, H5Fget_vfd_handle, H5Fopen, H5F_ACC_RDWR};
+use hdf5_sys::h5f::{H5F_scope_t, H5Fclose, H5Fflush, H5Fopen, H5F_ACC_RDWR};
 use hdf5_sys::h5g::{H5Gclose, H5Gcreate2, H5Gopen2};
 use hdf5_sys::h5i::hid_t;
 use hdf5_sys::h5l::H5Lexists;
 use hdf5_sys::h5p::{
-    H5Pclose, H5Pcreate, H5Pset, H5Pset_char_encoding, H5Pset_obj_track_times, H5P_CLS_FILE_ACCESS,
-    H5P_CLS_GROUP_CREATE, H5P_CLS_LINK_CREATE, H5P_DEFAULT,
+    H5Pcreate, H5Pset, H5Pset_char_encoding, H5Pset_obj_track_times, H5P_CLS_GROUP_CREATE, H5P_CLS_LINK_CREATE,
+    H5P_DEFAULT,
 };
 use hdf5_sys::h5s::{H5S_class_t, H5Sclose, H5Screate, H5Sget_simple_extent_npoints};
 use hdf5_sys::h5t::{
@@ -45,8 +45,11 @@ use hdf5_sys::h5t::{
 use super::key_layout::{key_path, KeyPath, DIRS};
 use super::{Entry, StateStore};
 
+mod lock;
 mod spill;
 mod walk;
+
+use lock::{lock, Access, LockedFile};
 
 const VALUE: &CStr = c"value";
 /// Files kept open for `get` before the cache is emptied.
@@ -61,7 +64,7 @@ pub struct XianHdf5Store {
     /// The one file open for writing: one at a time bounds HDF5's per-file caches.
     writer: Option<Writer>,
     /// Files opened read-only by `get`.
-    readers: RefCell<HashMap<FileId, File>>,
+    readers: RefCell<HashMap<FileId, LockedFile>>,
     /// Files written and closed since the last flush, to fsync.
     unsynced: BTreeSet<PathBuf>,
     /// Whether a file was created since the last flush (its directory needs an fsync).
@@ -126,18 +129,22 @@ impl XianHdf5Store {
             // HDF5 cannot open a file for writing while it is open read-only.
             self.readers.get_mut().remove(&id);
             let path = self.path(p);
+            let context = || format!("opening {} for writing", path.display());
             let file = if path.exists() {
-                after_crash_recovery(&path, || File::with_options().with_fapl(small_cache).open_rw(&path))
+                let lock = lock(&path, Access::Write)?;
+                let file = after_crash_recovery(&path, || File::with_options().with_fapl(file_access).open_rw(&path))
+                    .with_context(context)?;
+                LockedFile::new(file, lock)
             } else if create {
                 self.created = true;
-                File::with_options()
-                    .with_fapl(|f| small_cache(f).libver_bounds(LibraryVersion::V18, LibraryVersion::V18))
+                let file = File::with_options()
+                    .with_fapl(|f| file_access(f).libver_bounds(LibraryVersion::V18, LibraryVersion::V18))
                     .create_excl(&path)
-                    .map(not_inherited)
+                    .with_context(context)?;
+                LockedFile::new(file, lock(&path, Access::Write)?)
             } else {
                 return Ok(None);
-            }
-            .with_context(|| format!("opening {} for writing", path.display()))?;
+            };
             self.writer = Some(Writer {
                 id,
                 path,
@@ -182,7 +189,7 @@ impl XianHdf5Store {
     }
 
     /// A read handle on `p`'s file, `None` when it does not exist.
-    fn reader(&self, p: &KeyPath) -> anyhow::Result<Option<File>> {
+    fn reader(&self, p: &KeyPath) -> anyhow::Result<Option<LockedFile>> {
         let id = (p.run_state, p.file.clone());
         if let Some(w) = self.writer.as_ref().filter(|w| w.id == id) {
             return Ok(Some(w.file.clone()));
@@ -306,9 +313,11 @@ impl StateStore for XianHdf5Store {
 struct Writer {
     id: FileId,
     path: PathBuf,
-    file: File,
     /// (stored name, open group) from the file's root down.
     chain: Vec<(String, Id)>,
+    /// Last: HDF5 closes the file once its groups are closed, and only then
+    /// may its lock go.
+    file: LockedFile,
 }
 
 impl Writer {
@@ -453,9 +462,17 @@ fn small_cache(fapl: &mut FileAccessBuilder) -> &mut FileAccessBuilder {
     fapl.mdc_config(&config)
 }
 
-fn open_read(path: &Path) -> anyhow::Result<File> {
-    after_crash_recovery(path, || File::with_options().with_fapl(small_cache).open(path))
-        .with_context(|| format!("opening {}", path.display()))
+fn open_read(path: &Path) -> anyhow::Result<LockedFile> {
+    let lock = lock(path, Access::Read)?;
+    let file = after_crash_recovery(path, || File::with_options().with_fapl(file_access).open(path))
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(LockedFile::new(file, lock))
+}
+
+/// Access properties of every file opened here: [`small_cache`], and no
+/// locking by HDF5 (see [`lock`]).
+fn file_access(fapl: &mut FileAccessBuilder) -> &mut FileAccessBuilder {
+    small_cache(fapl).file_locking(false)
 }
 
 /// Opens with `open`; if that fails because the file is still marked open
@@ -466,7 +483,8 @@ fn open_read(path: &Path) -> anyhow::Result<File> {
 /// process never clears, after which HDF5 refuses every open. The node's
 /// write-ahead log, not HDF5, is what makes its state durable, so reopening
 /// such a file is the right recovery. (Files statesnap creates use the 1.8
-/// format, which has no such flag and is just as compact.)
+/// format, which has no such flag and is just as compact.) The caller holds
+/// the file's lock.
 fn after_crash_recovery(path: &Path, open: impl Fn() -> hdf5::Result<File>) -> hdf5::Result<File> {
     match open() {
         Err(e) if e.to_string().contains("h5clear") => {
@@ -476,33 +494,6 @@ fn after_crash_recovery(path: &Path, open: impl Fn() -> hdf5::Result<File>) -> h
         }
         other => other,
     }
-    .map(not_inherited)
-}
-
-/// Marks the file's descriptor close-on-exec. HDF5 opens files without it
-/// and locks them (`flock`), so a child process started meanwhile (a test,
-/// the bench, a testnet's CometBFT) would inherit the descriptor and with it
-/// the lock, which then outlives this process's close: reopening the file
-/// fails with "unable to lock file" until that child exits.
-fn not_inherited(file: File) -> File {
-    #[cfg(unix)]
-    // SAFETY: under HDF5's lock; `file` is open and `handle` a writable
-    // pointer for `H5Fget_vfd_handle` to fill in. Every file here uses the
-    // default sec2 driver, whose handle points to its `int` descriptor,
-    // valid while the file is open; `fcntl` on it only reads and sets the
-    // descriptor's flags.
-    h5sync(|| unsafe {
-        let mut handle: *mut c_void = std::ptr::null_mut();
-        // The sec2 driver's handle is a pointer to its int descriptor.
-        if H5Fget_vfd_handle(file.id(), H5P_DEFAULT, &mut handle) >= 0 && !handle.is_null() {
-            let fd = *handle.cast::<libc::c_int>();
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-            }
-        }
-    });
-    file
 }
 
 /// What `h5clear -s` does: open with the `clear_status_flags` access
@@ -511,23 +502,22 @@ fn clear_status_flags(path: &Path) {
     let Ok(name) = CString::new(path.as_os_str().as_encoded_bytes()) else {
         return;
     };
+    let Ok(fapl) = FileAccessBuilder::new().file_locking(false).finish() else {
+        return;
+    };
     // SAFETY: under HDF5's lock; `name` and the property name are
-    // NUL-terminated and outlive the calls; the `clear_status_flags`
-    // property is an `hbool_t`, which `H5Pset` copies from `&clear`; each id
-    // is used only after it was checked valid, and closed once.
+    // NUL-terminated and outlive the calls; `fapl` is a valid access list
+    // (owned by `fapl`, alive here); the `clear_status_flags` property is an
+    // `hbool_t`, which `H5Pset` copies from `&clear`; the file id is used
+    // only after it was checked valid, and closed once.
     h5sync(|| unsafe {
-        let fapl = H5Pcreate(*H5P_CLS_FILE_ACCESS);
-        if fapl < 0 {
-            return;
-        }
         let mut clear: hbool_t = 1;
-        if H5Pset(fapl, c"clear_status_flags".as_ptr(), (&raw mut clear).cast()) >= 0 {
-            let fid = H5Fopen(name.as_ptr(), H5F_ACC_RDWR, fapl);
+        if H5Pset(fapl.id(), c"clear_status_flags".as_ptr(), (&raw mut clear).cast()) >= 0 {
+            let fid = H5Fopen(name.as_ptr(), H5F_ACC_RDWR, fapl.id());
             if fid >= 0 {
                 H5Fclose(fid);
             }
         }
-        H5Pclose(fapl);
     });
 }
 

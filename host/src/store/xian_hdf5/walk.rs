@@ -33,7 +33,6 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use hdf5::File;
 use hdf5_sys::h5::{haddr_t, herr_t, hsize_t, H5_index_t, H5_iter_order_t};
 use hdf5_sys::h5g::{H5G_info_t, H5G_storage_type_t, H5Gget_info};
 use hdf5_sys::h5i::{hid_t, H5I_type_t, H5Iget_type};
@@ -42,7 +41,7 @@ use hdf5_sys::h5o::{H5Oclose, H5Oopen, H5Oopen_by_addr};
 use hdf5_sys::h5p::H5P_DEFAULT;
 
 use super::spill::{Runs, Sorted};
-use super::{check, h5sync, open_read, path_or_root, read_value, Id};
+use super::{check, h5sync, open_read, path_or_root, read_value, Id, LockedFile};
 use crate::store::key_layout::{decode_file, decode_group, is_run_state, DIRS};
 use crate::store::Entry;
 
@@ -138,7 +137,7 @@ impl Ord for Item {
 
 /// An open child: a file (at the top) or a group.
 enum Open {
-    File(File),
+    File(LockedFile),
     Group(Id),
 }
 
@@ -155,8 +154,6 @@ impl Open {
 struct Frame {
     /// The group listed; `None` at the top.
     group: Option<Id>,
-    /// The file the group is in (the home at the top); keeps it open.
-    file: Option<File>,
     file_path: PathBuf,
     /// The group's stored path in the file, for errors.
     path: String,
@@ -173,6 +170,10 @@ struct Frame {
     exhausted: bool,
     /// The child last opened for its value, kept for its subtree item.
     held: Option<(Box<str>, Open)>,
+    /// The file the group is in (`None` at the top); keeps it open. Last:
+    /// HDF5 closes the file once its groups are closed, and only then may
+    /// its lock go.
+    file: Option<LockedFile>,
 }
 
 impl Frame {
