@@ -252,6 +252,8 @@ fn a_xian_node_joined_out_of_band_follows_the_chain_with_the_validators_app_hash
             .map(|m| (m.height, m.app_hash))
             .find(|(h, _)| *h > height)
     });
+    // Header own+1, once validator 0 has it (the joiner may be ahead of it).
+    net.node(0).wait_for_height(net.supervisor(), own + 1, TIMEOUT).unwrap();
     assert_eq!(
         hex::encode(own_hash),
         hex::encode(net.node(0).rpc().header(Some(own + 1)).unwrap().app_hash),
