@@ -392,14 +392,7 @@ fn split_joins(args: &BenchNetworkArgs, dir: &Path) -> anyhow::Result<Vec<SplitJ
         if !loaded {
             stop.store(true, Ordering::SeqCst);
             // Idle: no load, and no new snapshots (the old ones are served).
-            for v in ["node0", "node1", "node2"] {
-                net.0.stop_node(v)?;
-                let home = net.0.node(v)?.statesnap_home.clone();
-                let mut config = NodeConfig::load(&home)?;
-                config.snapshot_interval = 0;
-                config.write(&home)?;
-                net.0.start_node(v, &[])?;
-            }
+            restart_without_snapshots(&net.0, &["node0", "node1", "node2"])?;
             let h = net.0.rpc("node0")?.status()?.latest_block_height;
             net.0.wait_for_height("node0", h + 3, TIMEOUT)?;
         }
@@ -456,6 +449,19 @@ fn split_joins(args: &BenchNetworkArgs, dir: &Path) -> anyhow::Result<Vec<SplitJ
     Ok(out)
 }
 
+/// Restarts each of `validators` with snapshots off (those made are kept).
+pub(crate) fn restart_without_snapshots(net: &Testnet, validators: &[&str]) -> anyhow::Result<()> {
+    for v in validators {
+        net.stop_node(v)?;
+        let home = net.node(v)?.statesnap_home.clone();
+        let mut config = NodeConfig::load(&home)?;
+        config.snapshot_interval = 0;
+        config.write(&home)?;
+        net.start_node(v, &[])?;
+    }
+    Ok(())
+}
+
 /// Waits until `node` advertises a snapshot.
 fn wait_for_snapshot(net: &Testnet, node: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + TIMEOUT;
@@ -474,7 +480,7 @@ fn wait_for_snapshot(net: &Testnet, node: &str) -> anyhow::Result<()> {
 }
 
 /// Times `statesnap snapshot restore` of node0's snapshot of `height`.
-fn offline_restore(net: &Testnet, height: u64, home: &Path) -> anyhow::Result<f64> {
+pub(crate) fn offline_restore(net: &Testnet, height: u64, home: &Path) -> anyhow::Result<f64> {
     let snapshots = net.node("node0")?.statesnap_home.join("snapshots");
     let prefix = format!("{height}-");
     let snap = std::fs::read_dir(&snapshots)?

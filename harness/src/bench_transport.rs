@@ -2,7 +2,8 @@
 //! S3-compatible server (SeaweedFS) and from a plain HTTP server, with 1, 4
 //! and 16 chunks in flight, against the offline restore of the same
 //! snapshot from its directory. Every restore runs as its own `statesnap`
-//! process, so each reports its own time and peak memory.
+//! process, so each reports its own time and peak memory. With `--join`:
+//! an out-of-band join of a new node instead ([`crate::bench_join`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,6 +36,12 @@ pub struct BenchTransportArgs {
     pub dir: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Instead: time an out-of-band `statesnap join` of a new node to a
+    /// local network whose genesis state has --keys keys (trust, restore,
+    /// bootstrap, first block) against the offline restore of the same
+    /// snapshot.
+    #[arg(long)]
+    pub join: bool,
 }
 
 fn s(p: &Path) -> &str {
@@ -51,6 +58,9 @@ fn rss_mib(v: &Value) -> f64 {
 
 pub fn bench_transport(args: &BenchTransportArgs) -> anyhow::Result<()> {
     let (dir, _guard) = work_dir(&args.dir)?;
+    if args.join {
+        return crate::bench_join::bench_join(args.keys, &args.plugin, &args.params, &dir);
+    }
     let home = dir.join("source");
     eprintln!("bench-transport: generating {} keys", args.keys);
     if !home.exists() {

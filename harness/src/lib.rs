@@ -11,6 +11,7 @@
 //! fault knobs).
 
 pub mod bench;
+pub mod bench_join;
 pub mod bench_network;
 pub mod bench_node;
 pub mod bench_transport;

@@ -51,6 +51,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use statesnap_transport::bootstrap::is_executable;
 
 // ---- finding weed ---------------------------------------------------------------------------------
 
@@ -111,11 +112,6 @@ pub fn weed_binary_in(
         "SeaweedFS's weed is not installed (not in {} nor on PATH): {WEED_HINT}",
         dir.display()
     )
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 // ---- SeaweedS3 -------------------------------------------------------------------------------------

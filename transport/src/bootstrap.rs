@@ -383,7 +383,8 @@ fn find_in(
     )
 }
 
-fn is_executable(path: &Path) -> bool {
+/// Whether `path` is a file someone may execute (the harness's finders use it too).
+pub fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -198,7 +198,10 @@ pub fn init_tracing(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STATESNAP_LOG").unwrap_or_else(|_| default.into());
+    // tiny_http runs only the benches' static HTTP server, whose shutdown
+    // (waking its accept loop) it reports as an error.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STATESNAP_LOG")
+        .unwrap_or_else(|_| format!("{default},tiny_http=off").into());
     // Colours only on a terminal: a node's log file must stay greppable.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()

@@ -554,28 +554,101 @@ fn apply_to_treap<'a>(
 }
 
 /// Builds the treap of a store's consensus entries in one ordered pass.
+///
+/// Two stages on two threads, each about half the work (10M keys: 9.8 s on
+/// one thread, of which SHA-256 is 30% and the canonical JSON 15%): this
+/// thread walks the store (whose handles stay on it) and hashes each
+/// entry's leaf; a second one computes the priorities and builds the tree,
+/// in the walk's order, so the treap is the same as from one thread.
 fn build_treap(store: &dyn StateStore, dir: &Path) -> anyhow::Result<MerkleTreap> {
-    let mut builder = TreapBuilder::new();
-    let mut n = 0u64;
-    for entry in store.entries()? {
-        let entry = entry?;
-        if !is_consensus_key(&entry.key) {
-            continue;
-        }
-        let canonical = canonical_bytes(&entry.stored).with_context(|| {
-            format!(
-                "key {:?} in {} has a value the state root cannot hash",
-                entry.key,
-                dir.display()
-            )
-        })?;
-        if let Some(c) = canonical {
-            builder.push(&entry.key, leaf_hash(entry.key.as_bytes(), &c))?;
-            n += 1;
-            if n.is_multiple_of(500_000) {
-                tracing::info!(keys = n, "indexing the state");
+    /// Leaves per batch handed to the builder thread.
+    const BATCH: usize = 4096;
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<(String, [u8; 32])>>(8);
+    std::thread::scope(|scope| {
+        let builder = std::thread::Builder::new()
+            .name("treap-builder".into())
+            .spawn_scoped(scope, move || -> anyhow::Result<MerkleTreap> {
+                let mut builder = TreapBuilder::new();
+                for batch in rx {
+                    for (key, leaf) in batch {
+                        builder.push(&key, leaf)?;
+                    }
+                }
+                Ok(builder.finish())
+            })
+            .context("spawning the treap builder thread")?;
+        let walked = (|| -> anyhow::Result<()> {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut n = 0u64;
+            for entry in store.entries()? {
+                let entry = entry?;
+                if !is_consensus_key(&entry.key) {
+                    continue;
+                }
+                let canonical = canonical_bytes(&entry.stored).with_context(|| {
+                    format!(
+                        "key {:?} in {} has a value the state root cannot hash",
+                        entry.key,
+                        dir.display()
+                    )
+                })?;
+                if let Some(c) = canonical {
+                    let leaf = leaf_hash(entry.key.as_bytes(), &c);
+                    batch.push((entry.key, leaf));
+                    n += 1;
+                    if n.is_multiple_of(500_000) {
+                        tracing::info!(keys = n, "indexing the state");
+                    }
+                    if batch.len() == BATCH
+                        && tx
+                            .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                            .is_err()
+                    {
+                        break; // the builder stopped: its error says why
+                    }
+                }
             }
-        }
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let built = builder
+            .join()
+            .map_err(|_| anyhow::anyhow!("the treap builder thread panicked"))?;
+        walked?;
+        built
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::root::state_root_of;
+
+    /// Across many batches, the two-thread build gives the state root the
+    /// streamed computation gives (and so the treap of one thread).
+    #[test]
+    fn build_treap_gives_the_state_root() {
+        let mut store = MemoryStore::new();
+        crate::store::generate::generate(&mut store, 20_000, 3, |_| {}).unwrap();
+        let treap = build_treap(&store, Path::new("mem")).unwrap();
+        let (root, _) = state_root_of(&store, || {}).unwrap();
+        assert_eq!(treap.root_hash(), root);
+        assert!(treap.len() > 4096 * 3, "several batches: {}", treap.len());
     }
-    Ok(builder.finish())
+
+    /// A value the root cannot hash stops the build, naming its key.
+    #[test]
+    fn build_treap_refuses_an_unhashable_value() {
+        let mut store = MemoryStore::new();
+        crate::store::generate::generate(&mut store, 10_000, 4, |_| {}).unwrap();
+        store
+            .write_batch(&[("zz_last.bad".to_string(), Some("{not json".to_string()))])
+            .unwrap();
+        let err = format!("{:#}", build_treap(&store, Path::new("mem")).unwrap_err());
+        assert!(err.contains("\"zz_last.bad\"") && err.contains("cannot hash"), "{err}");
+    }
 }
