@@ -398,7 +398,8 @@ pub fn bench(args: &BenchArgs, registry: &PluginRegistry) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn s(p: &Path) -> &str {
+/// A work path as an argument (work paths are UTF-8).
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 

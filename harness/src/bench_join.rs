@@ -18,26 +18,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::bench::child;
-use crate::bench_network::{offline_restore, restart_without_snapshots};
+use crate::bench::{child, s};
+use crate::bench_network::{offline_restore, restart_without_snapshots, Stopper};
 use crate::object_server::StaticHttpServer;
 use crate::testnet::{free_base_port, CometBft, JoinOptions, Testnet, TestnetOptions};
 use statesnap_transport::location::Location;
 
 /// Long enough for InitChain of tens of millions of keys on a slow machine.
 const TIMEOUT: Duration = Duration::from_secs(3600);
-
-struct Stopper(Testnet);
-
-impl Drop for Stopper {
-    fn drop(&mut self) {
-        let _ = self.0.stop_all();
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("work paths are UTF-8")
-}
 
 fn f(v: &Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or(f64::NAN)

@@ -98,7 +98,8 @@ pub enum BenchApp {
 
 const TIMEOUT: Duration = Duration::from_secs(1800);
 
-struct Stopper(Testnet);
+/// Stops the network's processes when dropped (also on an error).
+pub(crate) struct Stopper(pub(crate) Testnet);
 
 impl Drop for Stopper {
     fn drop(&mut self) {

@@ -5,13 +5,13 @@
 //! process, so each reports its own time and peak memory. With `--join`:
 //! an out-of-band join of a new node instead ([`crate::bench_join`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::bench::{child, child_with_env, work_dir};
+use crate::bench::{child, child_with_env, s, work_dir};
 use crate::object_server::{SeaweedS3, StaticHttpServer};
 use crate::progress;
 use statesnap::store::{generate, HomeStore, StateStore, StoreKind};
@@ -42,10 +42,6 @@ pub struct BenchTransportArgs {
     /// snapshot.
     #[arg(long)]
     pub join: bool,
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("work paths are UTF-8")
 }
 
 fn secs(v: &Value) -> f64 {

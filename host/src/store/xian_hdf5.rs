@@ -131,10 +131,10 @@ impl XianHdf5Store {
             let path = self.path(p);
             let context = || format!("opening {} for writing", path.display());
             let file = if path.exists() {
-                let lock = lock(&path, Access::Write)?;
-                let file = after_crash_recovery(&path, || File::with_options().with_fapl(file_access).open_rw(&path))
-                    .with_context(context)?;
-                LockedFile::new(file, lock)
+                open_locked(&path, Access::Write, || {
+                    File::with_options().with_fapl(file_access).open_rw(&path)
+                })
+                .with_context(context)?
             } else if create {
                 self.created = true;
                 let file = File::with_options()
@@ -463,10 +463,17 @@ fn small_cache(fapl: &mut FileAccessBuilder) -> &mut FileAccessBuilder {
 }
 
 fn open_read(path: &Path) -> anyhow::Result<LockedFile> {
-    let lock = lock(path, Access::Read)?;
-    let file = after_crash_recovery(path, || File::with_options().with_fapl(file_access).open(path))
-        .with_context(|| format!("opening {}", path.display()))?;
-    Ok(LockedFile::new(file, lock))
+    open_locked(path, Access::Read, || {
+        File::with_options().with_fapl(file_access).open(path)
+    })
+    .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Locks an existing file for `access`, then opens it with `open` (see
+/// [`after_crash_recovery`]).
+fn open_locked(path: &Path, access: Access, open: impl Fn() -> hdf5::Result<File>) -> anyhow::Result<LockedFile> {
+    let lock = lock(path, access)?;
+    Ok(LockedFile::new(after_crash_recovery(path, open)?, lock))
 }
 
 /// Access properties of every file opened here: [`small_cache`], and no

@@ -18,6 +18,7 @@ use std::fs::TryLockError;
 use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -40,8 +41,9 @@ pub(super) enum Access {
 /// This process's lock on one file.
 pub(super) struct FileLock {
     file: std::fs::File,
-    /// Whether the lock is (or was upgraded to) exclusive.
-    exclusive: Mutex<bool>,
+    /// Whether the lock is (or was upgraded to) exclusive. Read and set
+    /// only under the registry's lock ([`held`]).
+    exclusive: AtomicBool,
 }
 
 /// The locks this process holds, by file (device, inode).
@@ -64,23 +66,21 @@ pub(super) fn lock(path: &Path, access: Access) -> anyhow::Result<Arc<FileLock>>
     // Held while locking, so two threads wanting the same file share one lock.
     let mut held = held().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(existing) = held.get(&id).and_then(Weak::upgrade) {
-        let mut exclusive = existing.exclusive.lock().unwrap_or_else(|e| e.into_inner());
-        if access == Access::Write && !*exclusive {
+        if access == Access::Write && !existing.exclusive.load(Ordering::Relaxed) {
             if let Err(e) = acquire(&existing.file, path, Access::Write) {
                 // Linux drops a lock before converting it: take the shared one back.
                 let _ = existing.file.try_lock_shared();
                 return Err(e);
             }
-            *exclusive = true;
+            existing.exclusive.store(true, Ordering::Relaxed);
         }
-        drop(exclusive);
         return Ok(existing);
     }
     let file = std::fs::File::open(path).with_context(opening)?;
     acquire(&file, path, access)?;
     let lock = Arc::new(FileLock {
         file,
-        exclusive: Mutex::new(access == Access::Write),
+        exclusive: AtomicBool::new(access == Access::Write),
     });
     held.retain(|_, l| l.strong_count() > 0);
     held.insert(id, Arc::downgrade(&lock));
